@@ -1,0 +1,1 @@
+"""The repository layer: tables, engines and every SQL statement regionmesh runs."""

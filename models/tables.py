@@ -1,0 +1,195 @@
+"""The schema. Replicated tables carry UUID or natural keys (sequences do not
+replicate); local tables (outbox, dead letters) may use identities."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Double,
+    Identity,
+    Index,
+    Integer,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, Replicated
+
+NOW = text("clock_timestamp()")
+
+RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
+STEP_STATUSES = ("waiting", "ready", "queued", "running", "succeeded", "failed", "cancelled")
+TASK_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+REGION_STATUSES = ("active", "draining", "failed_over")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Region(Replicated, Base):
+    """A region of the mesh and whether it places runs."""
+
+    __tablename__ = "regions"
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'active'"))
+    failed_over_to: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (CheckConstraint(_in("status", REGION_STATUSES), name="status"),)
+
+
+class TenantRegistry(Replicated, Base):
+    """Overrides of the hashed home region: pins and moves. ``epoch`` only grows."""
+
+    __tablename__ = "tenant_registry"
+    tenant_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    home_region: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    note: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (CheckConstraint("reason IN ('pin', 'failover', 'move', 'hash')", name="reason"),)
+
+
+class WorkflowRun(Replicated, Base):
+    """One submission of a workflow; ``id`` is UUIDv5 of (tenant, idempotency key)."""
+
+    __tablename__ = "workflow_runs"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    idempotency_key: Mapped[str] = mapped_column(Text, nullable=False)
+    workflow: Mapped[str] = mapped_column(Text, nullable=False)
+    input: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    owner_region: Mapped[str] = mapped_column(Text, nullable=False)
+    submission_id: Mapped[str | None] = mapped_column(Text)
+    submitted_region: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[Any | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        Index(None, "tenant_id", "created_at"),
+        Index(None, "owner_region", "status"),
+    )
+
+
+class WorkflowStep(Replicated, Base):
+    """One node of a run's DAG, with the counters that release its dependents."""
+
+    __tablename__ = "workflow_steps"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    step_key: Mapped[str] = mapped_column(Text, nullable=False)
+    handler: Mapped[str] = mapped_column(Text, nullable=False)
+    depends_on: Mapped[list[str]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
+    remaining_deps: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    map_over: Mapped[str | None] = mapped_column(Text)
+    task_count: Mapped[int | None] = mapped_column(Integer)
+    remaining_tasks: Mapped[int | None] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("3"))
+    backoff_base_s: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("1"))
+    backoff_max_s: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("60"))
+    timeout_s: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("300"))
+    output: Mapped[Any | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_key"),
+        CheckConstraint(_in("status", STEP_STATUSES), name="status"),
+        CheckConstraint("remaining_deps >= 0", name="remaining_deps"),
+    )
+
+
+class StepTask(Replicated, Base):
+    """One execution unit of a step (one per element of a map step).
+
+    ``idempotency_key`` is ``run_id:step[:index]``; its unique constraint is why
+    a duplicated or redelivered message changes nothing.
+    """
+
+    __tablename__ = "step_tasks"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    step_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    step_key: Mapped[str] = mapped_column(Text, nullable=False)
+    idx: Mapped[int | None] = mapped_column(Integer)
+    idempotency_key: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    input: Mapped[Any | None] = mapped_column(JSONB)
+    output: Mapped[Any | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    executed_region: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(Text)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        UniqueConstraint("idempotency_key"),
+        CheckConstraint(_in("status", TASK_STATUSES), name="status"),
+        Index(None, "run_id"),
+        Index(None, "status", "deadline_at"),
+    )
+
+
+class Heartbeat(Replicated, Base):
+    """Each region's row, updated every second; peers read lag from it."""
+
+    __tablename__ = "heartbeats"
+    region: Mapped[str] = mapped_column(Text, primary_key=True)
+    beat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+
+
+class Outbox(Base):
+    """Local only: submissions waiting for an unreachable home region's broker."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    submission_id: Mapped[str] = mapped_column(Text, nullable=False)
+    target_region: Mapped[str] = mapped_column(Text, nullable=False)
+    task_name: Mapped[str] = mapped_column(Text, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    __table_args__ = (UniqueConstraint("submission_id"), Index(None, "next_attempt_at"))
+
+
+class DeadLetter(Base):
+    """Local only: messages rejected with a reason; never retried automatically."""
+
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    region: Mapped[str] = mapped_column(Text, nullable=False)
+    task_name: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    submission_id: Mapped[str | None] = mapped_column(Text)
+    tenant_id: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[str | None] = mapped_column(Text)
+
+
+REPLICATED_TABLES = (
+    "regions",
+    "tenant_registry",
+    "workflow_runs",
+    "workflow_steps",
+    "step_tasks",
+    "heartbeats",
+)
+LOCAL_TABLES = ("outbox", "dead_letters")

@@ -1,0 +1,334 @@
+"""The mesh file and the environment, loaded once into one typed object.
+
+The mesh file is TOML::
+
+    [mesh]
+    name = "dev"
+    replication_user = "rm_replicator"
+    replication_password = { env = "REGIONMESH_REPLICATION_PASSWORD" }
+
+    [regions.us-east]
+    database_url = "postgresql://regionmesh@db.us-east:5432/regionmesh"
+    database_password = { file = "/run/secrets/us-east-db" }
+    broker_url = "redis://broker.us-east:6379/0"
+    broker_password = { env = "REGIONMESH_US_EAST_BROKER_PASSWORD" }   # optional
+    peer_conninfo = "host=db.us-east port=5432 dbname=regionmesh"
+    sslmode = "verify-full"                                            # optional
+
+Secrets never live in the file: a ``*_password`` key is a table naming an
+environment variable (``env``) or a file (``file``, relative to the mesh file).
+A URL that carries a password is refused.
+
+Environment: ``REGIONMESH_CONFIG`` (the mesh file), ``REGIONMESH_REGION`` (the
+local region).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from regionmesh.errors import ConfigError
+
+ENV_CONFIG = "REGIONMESH_CONFIG"
+ENV_REGION = "REGIONMESH_REGION"
+DEFAULT_CONFIG_PATH = ".regionmesh/mesh.toml"
+
+# Region names end up in queue names, slot names (lowercase, digits, "_",
+# at most 63 bytes for "rm_<a>_from_<b>") and metric labels.
+REGION_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+_REGION_KEYS = {
+    "database_url",
+    "database_password",
+    "broker_url",
+    "broker_password",
+    "peer_conninfo",
+    "sslmode",
+    "broker_ssl_cert_reqs",
+}
+_MESH_KEYS = {"name", "replication_user", "replication_password", "max_input_bytes"}
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    """One region: where its database and broker are, and how peers reach it."""
+
+    name: str
+    database_url: str = field(repr=False)
+    broker_url: str = field(repr=False)
+    peer_conninfo: str
+    sslmode: str = "prefer"
+
+    @property
+    def redacted_database_url(self) -> str:
+        return _redact(self.database_url)
+
+    @property
+    def redacted_broker_url(self) -> str:
+        return _redact(self.broker_url)
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """The whole mesh as this process sees it."""
+
+    path: str
+    name: str
+    regions: Mapping[str, RegionConfig]
+    local_region: str | None
+    replication_user: str
+    replication_password: str | None = field(repr=False)
+    max_input_bytes: int = 1 << 20
+
+    @property
+    def local(self) -> RegionConfig:
+        """The region this process serves; raises ConfigError if none was selected."""
+        if self.local_region is None:
+            raise ConfigError(
+                self.path,
+                ENV_REGION,
+                "no local region selected",
+                f"set {ENV_REGION} to one of: {', '.join(self.regions)}",
+            )
+        return self.regions[self.local_region]
+
+    def peers(self, of: str) -> list[RegionConfig]:
+        return [r for name, r in self.regions.items() if name != of]
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _with_password(url: str, password: str | None) -> str:
+    if password is None:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = quote(parts.username or "", safe="")
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _secret(path: str, key: str, raw: Any, base: Path, environ: Mapping[str, str]) -> str:
+    """Resolve ``{env = "VAR"}`` or ``{file = "path"}``; the file key says which."""
+    if isinstance(raw, str):
+        raise ConfigError(
+            path,
+            key,
+            "a secret is written into the mesh file",
+            f'replace it with {{ env = "VARIABLE" }} or {{ file = "/path/to/secret" }}',
+        )
+    if not isinstance(raw, dict) or len(raw) != 1 or not ({"env", "file"} & raw.keys()):
+        raise ConfigError(
+            path, key, "expected a table with exactly one of 'env' or 'file'",
+            f'write {key} = {{ env = "VARIABLE" }}',
+        )
+    if "env" in raw:
+        var = raw["env"]
+        if not isinstance(var, str) or not var:
+            raise ConfigError(path, f"{key}.env", "must be a variable name", "name the variable")
+        value = environ.get(var)
+        if value is None or value == "":
+            raise ConfigError(
+                path, key, f"environment variable {var} is not set",
+                f"export {var}=... before starting regionmesh",
+            )
+        return value
+    file_ = raw["file"]
+    if not isinstance(file_, str) or not file_:
+        raise ConfigError(path, f"{key}.file", "must be a path", "name the secret file")
+    secret_path = (base / file_) if not os.path.isabs(file_) else Path(file_)
+    try:
+        value = secret_path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            path, key, f"cannot read secret file {secret_path}: {exc.strerror}",
+            "create the file or point the key at the right one",
+        ) from exc
+    if not value:
+        raise ConfigError(path, key, f"secret file {secret_path} is empty", "write the secret into it")
+    return value
+
+
+def _require_str(path: str, key: str, table: Mapping[str, Any], name: str) -> str:
+    if name not in table:
+        raise ConfigError(path, f"{key}.{name}", "missing", f"add {name} = \"...\" under [{key}]")
+    value = table[name]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(path, f"{key}.{name}", "must be a non-empty string", f"set {name} = \"...\"")
+    return value
+
+
+def _check_url(path: str, key: str, url: str, schemes: tuple[str, ...]) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        raise ConfigError(
+            path, key, f"scheme {parts.scheme or '(none)'!r} is not supported",
+            f"use a URL starting with {' or '.join(s + '://' for s in schemes)}",
+        )
+    if not parts.hostname:
+        raise ConfigError(path, key, "URL has no host", "write host and port into the URL")
+    if parts.password is not None:
+        raise ConfigError(
+            path, key, "URL carries a password",
+            "remove it from the URL and give it as a *_password secret (env or file)",
+        )
+
+
+def _region(path: str, name: str, raw: Any, base: Path, environ: Mapping[str, str]) -> RegionConfig:
+    key = f"regions.{name}"
+    if not REGION_NAME_RE.match(name):
+        raise ConfigError(
+            path, key, "invalid region name",
+            "use 1-24 characters: a lowercase letter, then lowercase letters, digits or '-'",
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(path, key, "must be a table", f"write [{key}] followed by its keys")
+    unknown = sorted(set(raw) - _REGION_KEYS)
+    if unknown:
+        raise ConfigError(
+            path, f"{key}.{unknown[0]}", "unknown key", f"known keys: {', '.join(sorted(_REGION_KEYS))}"
+        )
+    db_url = _require_str(path, key, raw, "database_url")
+    _check_url(path, f"{key}.database_url", db_url, ("postgresql", "postgresql+psycopg2"))
+    broker_url = _require_str(path, key, raw, "broker_url")
+    _check_url(path, f"{key}.broker_url", broker_url, ("redis", "rediss"))
+    conninfo = _require_str(path, key, raw, "peer_conninfo")
+    if "password" in conninfo:
+        raise ConfigError(
+            path, f"{key}.peer_conninfo", "conninfo carries a password",
+            "remove it; peers use [mesh].replication_password",
+        )
+    sslmode = raw.get("sslmode", "prefer")
+    if sslmode not in SSLMODES:
+        raise ConfigError(path, f"{key}.sslmode", f"unknown sslmode {sslmode!r}", f"use one of {', '.join(SSLMODES)}")
+    db_password = (
+        _secret(path, f"{key}.database_password", raw["database_password"], base, environ)
+        if "database_password" in raw
+        else None
+    )
+    broker_password = (
+        _secret(path, f"{key}.broker_password", raw["broker_password"], base, environ)
+        if "broker_password" in raw
+        else None
+    )
+    if sslmode != "prefer" and "sslmode=" not in db_url:
+        db_url += ("&" if "?" in db_url else "?") + f"sslmode={sslmode}"
+    return RegionConfig(
+        name=name,
+        database_url=_with_password(db_url, db_password),
+        broker_url=_with_password(broker_url, broker_password),
+        peer_conninfo=conninfo,
+        sslmode=sslmode,
+    )
+
+
+def parse_config(
+    text: str,
+    *,
+    path: str = "<string>",
+    environ: Mapping[str, str] | None = None,
+    region: str | None = None,
+) -> MeshConfig:
+    """Parse a mesh file's text.
+
+    Raises ConfigError naming the file, the key and the fix.
+    """
+    env = os.environ if environ is None else environ
+    base = Path(path).parent if path != "<string>" else Path.cwd()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "(file)", f"not valid TOML: {exc}", "correct the syntax at that line") from exc
+    mesh = raw.get("mesh", {})
+    if not isinstance(mesh, dict):
+        raise ConfigError(path, "mesh", "must be a table", "write [mesh] followed by its keys")
+    unknown = sorted(set(mesh) - _MESH_KEYS)
+    if unknown:
+        raise ConfigError(path, f"mesh.{unknown[0]}", "unknown key", f"known keys: {', '.join(sorted(_MESH_KEYS))}")
+    extra = sorted(set(raw) - {"mesh", "regions"})
+    if extra:
+        raise ConfigError(path, extra[0], "unknown section", "only [mesh] and [regions.<name>] are read")
+    regions_raw = raw.get("regions")
+    if not isinstance(regions_raw, dict) or not regions_raw:
+        raise ConfigError(path, "regions", "no regions defined", "add at least one [regions.<name>] table")
+    regions = {name: _region(path, name, body, base, env) for name, body in regions_raw.items()}
+    max_input = mesh.get("max_input_bytes", 1 << 20)
+    if not isinstance(max_input, int) or isinstance(max_input, bool) or max_input <= 0:
+        raise ConfigError(path, "mesh.max_input_bytes", "must be a positive integer", "e.g. max_input_bytes = 1048576")
+    repl_user = mesh.get("replication_user", "rm_replicator")
+    if not isinstance(repl_user, str) or not re.match(r"^[a-z_][a-z0-9_]{0,62}$", repl_user):
+        raise ConfigError(path, "mesh.replication_user", "invalid role name", "use lowercase letters, digits, '_'")
+    repl_password = (
+        _secret(path, "mesh.replication_password", mesh["replication_password"], base, env)
+        if "replication_password" in mesh
+        else None
+    )
+    local = region if region is not None else env.get(ENV_REGION) or None
+    if local is not None and local not in regions:
+        raise ConfigError(
+            path, ENV_REGION, f"region {local!r} is not in the mesh file",
+            f"set {ENV_REGION} to one of: {', '.join(regions)}",
+        )
+    name = mesh.get("name", "regionmesh")
+    if not isinstance(name, str):
+        raise ConfigError(path, "mesh.name", "must be a string", 'e.g. name = "prod"')
+    return MeshConfig(
+        path=path,
+        name=name,
+        regions=regions,
+        local_region=local,
+        replication_user=repl_user,
+        replication_password=repl_password,
+        max_input_bytes=max_input,
+    )
+
+
+def config_path(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    return explicit or env.get(ENV_CONFIG) or DEFAULT_CONFIG_PATH
+
+
+def load_config(
+    path: str | None = None,
+    *,
+    region: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> MeshConfig:
+    """Load the mesh file (``path``, else ``$REGIONMESH_CONFIG``, else the dev mesh's).
+
+    Raises ConfigError when the file is missing, malformed or names an absent secret.
+    """
+    resolved = config_path(path, environ)
+    try:
+        text = Path(resolved).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            resolved, "(file)", "mesh file not found",
+            f"pass --config, set {ENV_CONFIG}, or run 'regionmesh dev up' to create a local mesh",
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(resolved, "(file)", f"cannot read: {exc.strerror}", "check the path and permissions") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(resolved, "(file)", "not UTF-8 text", "save the file as UTF-8") from exc
+    return parse_config(text, path=resolved, environ=environ, region=region)

@@ -1,0 +1,401 @@
+"""The local multi-region mesh: one PostgreSQL cluster and one Redis per region.
+
+Layout of the mesh folder (default ``.regionmesh``)::
+
+    mesh.toml            the mesh file, written by ``up``
+    state.json           what ``up`` started (written before each start)
+    secrets/             generated passwords, mode 0600, read via {file = ...}
+    pg/<region>/         data folders (or under /var/tmp when the folder is
+                         not reachable by the unprivileged server user)
+    redis/<region>/      redis.conf, AOF, pid file
+    logs/                one log per server
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from models.admin import bootstrap_cluster, server_facts
+from models.engine import make_engine
+from regionmesh.config import MeshConfig, load_config
+from regionmesh.errors import DevMeshError
+from regionmesh.pgbin import PgBin, find_pg_bin, reachable_by
+from regionmesh.supervisor import (
+    StateFile,
+    free_port,
+    pid_alive,
+    port_is_free,
+    read_pidfile,
+    spawn,
+    terminate,
+    wait_for,
+)
+
+DEFAULT_REGIONS = ("us-east", "eu-west", "ap-south")
+DATABASE = "regionmesh"
+APP_ROLE = "regionmesh"
+REPLICATION_ROLE = "rm_replicator"
+SECRET_NAMES = ("postgres", APP_ROLE, REPLICATION_ROLE, "redis")
+HOST = "127.0.0.1"
+
+
+def pg_settings(n_regions: int) -> dict[str, str]:
+    """Server settings for a mesh of ``n_regions`` (a slot and a sender per peer, with headroom)."""
+    slots = max(10, 2 * n_regions + 8)
+    return {
+        "listen_addresses": f"'{HOST}'",
+        "unix_socket_directories": "''",
+        "wal_level": "logical",
+        "track_commit_timestamp": "on",
+        "max_replication_slots": str(slots),
+        "max_wal_senders": str(slots),
+        "max_logical_replication_workers": str(slots),
+        "max_worker_processes": str(slots + 8),
+        "max_slot_wal_keep_size": "'4GB'",
+        "max_connections": "200",
+        "shared_buffers": "'128MB'",
+        "wal_receiver_status_interval": "'1s'",
+        "wal_retrieve_retry_interval": "'1s'",
+    }
+
+
+@dataclass(frozen=True)
+class RegionHealth:
+    region: str
+    pg_port: int | None
+    redis_port: int | None
+    pg_ok: bool
+    pg_detail: str
+    redis_ok: bool
+    redis_detail: str
+    revision: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.pg_ok and self.redis_ok
+
+
+class DevMesh:
+    """Start, inspect and stop a local mesh rooted at one folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).absolute()
+        self.state = StateFile(self.root / "state.json")
+
+    @property
+    def mesh_file(self) -> Path:
+        return self.root / "mesh.toml"
+
+    # -- secrets ---------------------------------------------------------
+    def _secret(self, name: str) -> str:
+        path = self.root / "secrets" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(path.parent, 0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(secrets.token_urlsafe(24))
+        return path.read_text(encoding="ascii").strip()
+
+    # -- PostgreSQL ------------------------------------------------------
+    def _pg_root(self, pg: PgBin, state: dict[str, Any]) -> Path:
+        if "pg_root" in state:
+            return Path(state["pg_root"])
+        root = self.root / "pg"
+        root.mkdir(parents=True, exist_ok=True)
+        if pg.run_as is not None:
+            shutil.chown(root, user=pg.run_as, group=None)
+            if not reachable_by(pg.run_as, root, write=True):
+                # The mesh folder sits under a folder the server user cannot
+                # traverse (a root-only home): keep the clusters elsewhere.
+                digest = sha256(str(self.root).encode()).hexdigest()[:12]
+                root = Path("/var/tmp/regionmesh-data") / digest / "pg"
+                root.mkdir(parents=True, exist_ok=True)
+                for part in (root.parent.parent, root.parent):
+                    os.chmod(part, 0o755)
+                shutil.chown(root, user=pg.run_as, group=None)
+        return root
+
+    def _run_pg(self, pg: PgBin, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(pg.command(*args), capture_output=True, text=True, timeout=timeout, check=False)
+
+    def _pg_running(self, pg: PgBin, datadir: Path) -> bool:
+        if not (datadir / "PG_VERSION").exists():
+            return False
+        return self._run_pg(pg, pg.exe("pg_ctl"), "status", "-D", str(datadir)).returncode == 0
+
+    def _ensure_pg(self, pg: PgBin, region: str, n_regions: int, data: dict[str, Any], used: set[int]) -> None:
+        entry = data["regions"].setdefault(region, {}).setdefault("pg", {})
+        datadir = Path(entry.get("datadir") or Path(data["pg_root"]) / region)
+        entry.update(datadir=str(datadir), bindir=str(pg.bindir), run_as=pg.run_as, log=str(self.root / "logs" / f"pg-{region}.log"))
+        if not (datadir / "PG_VERSION").exists():
+            shutil.rmtree(datadir, ignore_errors=True)
+            pwfile = self.root / "secrets" / "postgres"
+            self._secret("postgres")
+            # initdb runs as the server user, who cannot read root's secrets folder.
+            tmp_pw = Path(data["pg_root"]) / f".pw-{region}"
+            tmp_pw.write_text(pwfile.read_text(encoding="ascii"), encoding="ascii")
+            os.chmod(tmp_pw, 0o600)
+            if pg.run_as is not None:
+                shutil.chown(tmp_pw, user=pg.run_as, group=None)
+            try:
+                res = self._run_pg(
+                    pg, pg.exe("initdb"), "-D", str(datadir), "-U", "postgres", f"--pwfile={tmp_pw}",
+                    "--auth=scram-sha-256", "--encoding=UTF8", "--no-instructions", "-c", "timezone=UTC",
+                )
+            finally:
+                tmp_pw.unlink(missing_ok=True)
+            if res.returncode != 0:
+                raise DevMeshError(f"initdb for {region} failed:\n{res.stdout}{res.stderr}")
+            conf = "".join(f"{k} = {v}\n" for k, v in pg_settings(n_regions).items())
+            with open(datadir / "postgresql.conf", "a", encoding="utf-8") as fh:
+                fh.write("\n# regionmesh dev mesh\n" + conf)
+            entry["bootstrapped"] = False
+        if self._pg_running(pg, datadir):
+            used.add(int(entry["port"]))
+            return
+        port = entry.get("port")
+        if not port or port in used or not port_is_free(port):
+            port = free_port(avoid=used)
+        used.add(port)
+        entry["port"] = port
+        self.state.save(data)
+        Path(entry["log"]).parent.mkdir(parents=True, exist_ok=True)
+        log = Path(entry["log"])
+        log.touch()
+        if pg.run_as is not None:
+            shutil.chown(log, user=pg.run_as, group=None)
+        res = self._run_pg(
+            pg, pg.exe("pg_ctl"), "start", "-w", "-t", "90", "-D", str(datadir), "-l", str(log), "-o", f"-p {port}"
+        )
+        if res.returncode != 0:
+            tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise DevMeshError(f"PostgreSQL for {region} did not start on port {port}:\n{res.stderr}\n{tail}")
+
+    def _bootstrap(self, region: str, data: dict[str, Any]) -> None:
+        entry = data["regions"][region]["pg"]
+        if entry.get("bootstrapped"):
+            return
+        admin = make_engine(self._url("postgres", "postgres", entry["port"], "postgres"), pool_size=1)
+        try:
+            bootstrap_cluster(
+                admin,
+                database=DATABASE,
+                app_role=APP_ROLE,
+                app_password=self._secret(APP_ROLE),
+                replication_role=REPLICATION_ROLE,
+                replication_password=self._secret(REPLICATION_ROLE),
+                region=region,
+            )
+        finally:
+            admin.dispose()
+        entry["bootstrapped"] = True
+        self.state.save(data)
+
+    def _url(self, user: str, secret: str, port: int, database: str) -> str:
+        from urllib.parse import quote
+
+        return f"postgresql://{user}:{quote(self._secret(secret), safe='')}@{HOST}:{port}/{database}"
+
+    # -- Redis -------------------------------------------------------------
+    def _ensure_redis(self, server: str, region: str, data: dict[str, Any], used: set[int]) -> None:
+        entry = data["regions"].setdefault(region, {}).setdefault("redis", {})
+        rdir = self.root / "redis" / region
+        rdir.mkdir(parents=True, exist_ok=True)
+        pidfile = rdir / "redis.pid"
+        entry.update(dir=str(rdir), pidfile=str(pidfile), log=str(self.root / "logs" / f"redis-{region}.log"))
+        pid = entry.get("pid") or read_pidfile(pidfile)
+        if pid_alive(pid) and entry.get("port") and self._redis_ping(int(entry["port"])):
+            used.add(int(entry["port"]))
+            return
+        port = entry.get("port")
+        if not port or port in used or not port_is_free(port):
+            port = free_port(avoid=used)
+        used.add(port)
+        conf = rdir / "redis.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(
+                f"bind {HOST}\nport {port}\ndir {rdir}\npidfile {pidfile}\n"
+                f"logfile {entry['log']}\ndaemonize no\nprotected-mode yes\n"
+                "appendonly yes\nappendfsync everysec\nsave \"\"\n"
+                "maxmemory-policy noeviction\n"
+                f"requirepass {self._secret('redis')}\n"
+            )
+        entry.update(port=port, pid=None)
+        self.state.save(data)
+        Path(entry["log"]).parent.mkdir(parents=True, exist_ok=True)
+        entry["pid"] = spawn([server, str(conf)], Path(entry["log"]))
+        self.state.save(data)
+        try:
+            wait_for(lambda: self._redis_ping(port), 30, f"redis for {region} on port {port}")
+        except DevMeshError:
+            if not pid_alive(entry["pid"]):
+                log = Path(entry["log"]).read_text(encoding="utf-8", errors="replace")[-1500:]
+                raise DevMeshError(f"redis-server for {region} exited:\n{log}") from None
+            raise
+
+    def _redis_ping(self, port: int) -> bool:
+        client = redis.Redis(host=HOST, port=port, password=self._secret("redis"), socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    # -- mesh file -----------------------------------------------------------
+    def _write_mesh_file(self, data: dict[str, Any]) -> None:
+        lines = [
+            "# Written by 'regionmesh dev up'. Secrets are files in secrets/ (mode 0600).",
+            "[mesh]",
+            'name = "dev"',
+            f'replication_user = "{REPLICATION_ROLE}"',
+            f'replication_password = {{ file = "secrets/{REPLICATION_ROLE}" }}',
+            "",
+        ]
+        for region, entry in data["regions"].items():
+            pg_port, redis_port = entry["pg"]["port"], entry["redis"]["port"]
+            lines += [
+                f"[regions.{region}]",
+                f'database_url = "postgresql://{APP_ROLE}@{HOST}:{pg_port}/{DATABASE}"',
+                f'database_password = {{ file = "secrets/{APP_ROLE}" }}',
+                f'broker_url = "redis://{HOST}:{redis_port}/0"',
+                'broker_password = { file = "secrets/redis" }',
+                f'peer_conninfo = "host={HOST} port={pg_port} dbname={DATABASE}"',
+                'sslmode = "disable"',
+                "",
+            ]
+        tmp = self.mesh_file.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+        tmp.replace(self.mesh_file)
+
+    # -- public --------------------------------------------------------------
+    def up(self, regions: list[str] | None = None, *, migrate: bool = True) -> MeshConfig:
+        """Start (or reuse) every region's servers, write the mesh file, migrate.
+
+        Raises DevMeshError (and ConfigError for bad region names).
+        """
+        server = shutil.which("redis-server")
+        if server is None:
+            raise DevMeshError(
+                "redis-server is not on PATH. Install it: 'apt-get install redis-server' "
+                "(Debian/Ubuntu), 'brew install redis' (macOS), or put its folder on PATH."
+            )
+        pg = find_pg_bin()
+        with self.state.locked():
+            data = self.state.load()
+            wanted = list(regions or list(data["regions"]) or DEFAULT_REGIONS)
+            from regionmesh.config import REGION_NAME_RE
+
+            for name in wanted:
+                if not REGION_NAME_RE.match(name):
+                    raise DevMeshError(f"invalid region name {name!r}: use a lowercase letter, then letters, digits or '-' (max 24)")
+            for name in SECRET_NAMES:
+                self._secret(name)
+            data["pg_root"] = str(self._pg_root(pg, data))
+            self.state.save(data)
+            n_total = len(set(data["regions"]) | set(wanted))
+            used: set[int] = set()
+            for region in wanted:
+                self._ensure_pg(pg, region, n_total, data, used)
+                self.state.save(data)
+                self._bootstrap(region, data)
+                self._ensure_redis(server, region, data, used)
+                self.state.save(data)
+            self._write_mesh_file(data)
+        config = load_config(str(self.mesh_file))
+        if migrate:
+            from regionmesh.migrate import upgrade_all
+
+            upgrade_all(config)
+        return config
+
+    def down(self, *, purge: bool = False) -> list[str]:
+        """Stop exactly what ``up`` recorded; ``purge`` also deletes the data. Returns what stopped."""
+        stopped: list[str] = []
+        with self.state.locked():
+            data = self.state.load()
+            for region, entry in data["regions"].items():
+                for worker in entry.get("workers", []):
+                    if pid_alive(worker.get("pid")):
+                        terminate(worker["pid"], timeout=20, group=True)
+                        stopped.append(f"{region} {worker.get('name', 'worker')}")
+                entry["workers"] = []
+                rentry = entry.get("redis", {})
+                pid = rentry.get("pid") or read_pidfile(Path(rentry.get("pidfile", "/nonexistent")))
+                if pid_alive(pid):
+                    terminate(pid)
+                    stopped.append(f"{region} redis")
+                rentry["pid"] = None
+                pentry = entry.get("pg", {})
+                datadir = Path(pentry.get("datadir", "/nonexistent"))
+                if (datadir / "postmaster.pid").exists():
+                    postmaster = read_pidfile(datadir / "postmaster.pid")
+                    run_as = pentry.get("run_as")
+                    pg_ctl = str(Path(pentry["bindir"]) / "pg_ctl")
+                    cmd = [pg_ctl, "stop", "-D", str(datadir), "-m", "fast", "-w", "-t", "60"]
+                    if run_as:
+                        cmd = ["runuser", "-u", run_as, "--", *cmd]
+                    subprocess.run(cmd, capture_output=True, timeout=90, check=False)
+                    if pid_alive(postmaster):
+                        terminate(postmaster)
+                    stopped.append(f"{region} postgres")
+            if purge:
+                pg_root = data.get("pg_root")
+                if pg_root and "/var/tmp/regionmesh-data/" in pg_root:
+                    shutil.rmtree(Path(pg_root).parent, ignore_errors=True)
+                for sub in ("pg", "redis", "logs", "secrets"):
+                    shutil.rmtree(self.root / sub, ignore_errors=True)
+                for f in ("mesh.toml", "state.json"):
+                    (self.root / f).unlink(missing_ok=True)
+            else:
+                self.state.save(data)
+        return stopped
+
+    def status(self) -> list[RegionHealth]:
+        """Health of every region that ``up`` recorded."""
+        from regionmesh.migrate import current_revision
+
+        data = self.state.load()
+        out: list[RegionHealth] = []
+        config = load_config(str(self.mesh_file)) if self.mesh_file.exists() else None
+        for region, entry in data["regions"].items():
+            pg_port = entry.get("pg", {}).get("port")
+            redis_port = entry.get("redis", {}).get("port")
+            pg_ok, pg_detail, revision = False, "not started", None
+            if config is not None and region in config.regions:
+                engine = make_engine(config.regions[region].database_url, pool_size=1, connect_timeout=2)
+                try:
+                    facts = server_facts(engine)
+                    major = int(facts["server_version_num"]) // 10000
+                    pg_ok = major >= 16 and facts["wal_level"] == "logical"
+                    pg_detail = f"PostgreSQL {major}, wal_level={facts['wal_level']}"
+                    revision = current_revision(engine)
+                except Exception as exc:  # noqa: BLE001 - any failure means "down"
+                    pg_detail = f"down: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                finally:
+                    engine.dispose()
+            redis_ok = bool(redis_port) and self._redis_ping(int(redis_port))
+            out.append(
+                RegionHealth(
+                    region=region,
+                    pg_port=pg_port,
+                    redis_port=redis_port,
+                    pg_ok=pg_ok,
+                    pg_detail=pg_detail,
+                    redis_ok=redis_ok,
+                    redis_detail="PONG" if redis_ok else "down",
+                    revision=revision,
+                )
+            )
+        return out

@@ -1,0 +1,156 @@
+"""The local process supervisor: start, probe and stop the dev mesh's servers.
+
+Every process it starts is written to the state file *before* it is spawned
+(port, data folder, pid file), so a crash halfway through ``dev up`` leaves
+nothing that ``dev down`` cannot find and stop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import fcntl
+
+from regionmesh.errors import DevMeshError
+
+
+def free_port(host: str = "127.0.0.1", avoid: set[int] | None = None) -> int:
+    """A port nobody listens on now (the kernel picks it)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if not avoid or port not in avoid:
+            return port
+    raise DevMeshError("could not find a free TCP port on loopback")
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def read_pidfile(path: Path) -> int | None:
+    try:
+        first = path.read_text(encoding="ascii").splitlines()[0].strip()
+        return int(first)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``predicate`` until true; raises DevMeshError naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() >= deadline:
+            raise DevMeshError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def terminate(pid: int | None, timeout: float = 15.0, *, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; ``group`` signals the process group."""
+    if not pid_alive(pid):
+        return
+    assert pid is not None
+    kill = os.killpg if group else os.kill
+    try:
+        kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
+    if pid_alive(pid):
+        try:
+            kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        wait_for(lambda: (_reap(pid), not pid_alive(pid))[1], 10, f"pid {pid} to exit")
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: str | None = None) -> int:
+    """Start a long-running process in its own session, logging to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            cwd=cwd,
+        )
+    return proc.pid
+
+
+class StateFile:
+    """``state.json`` in the mesh folder: what was started, written before it starts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"regions": {}}
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DevMeshError(f"{self.path} is unreadable ({exc}); remove it after stopping its processes") from exc
+        data.setdefault("regions", {})
+        return dict(data)
+
+    def save(self, data: dict[str, Any]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        tmp.replace(self.path)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One ``up``/``down`` at a time per mesh folder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w", encoding="ascii") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
