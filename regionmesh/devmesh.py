@@ -201,6 +201,23 @@ class DevMesh:
         entry["bootstrapped"] = True
         self.state.save(data)
 
+    def admin_url(self, region: str, database: str = "postgres") -> str:
+        """Superuser URL of a region's cluster (tests and bootstrap only)."""
+        port = self.state.load()["regions"][region]["pg"]["port"]
+        return self._url("postgres", "postgres", int(port), database)
+
+    def pids(self) -> list[int]:
+        """Every server process ``up`` recorded that is alive now (postmasters, redis, workers)."""
+        out: list[int] = []
+        for entry in self.state.load()["regions"].values():
+            candidates = [entry.get("redis", {}).get("pid")]
+            candidates += [w.get("pid") for w in entry.get("workers", [])]
+            datadir = entry.get("pg", {}).get("datadir")
+            if datadir:
+                candidates.append(read_pidfile(Path(datadir) / "postmaster.pid"))
+            out += [pid for pid in candidates if pid_alive(pid)]
+        return out
+
     def _url(self, user: str, secret: str, port: int, database: str) -> str:
         from urllib.parse import quote
 
