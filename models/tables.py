@@ -73,6 +73,7 @@ class WorkflowRun(Replicated, Base):
     submitted_region: Mapped[str | None] = mapped_column(Text)
     output: Mapped[Any | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
+    remaining_steps: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     __table_args__ = (
@@ -145,6 +146,20 @@ class StepTask(Replicated, Base):
     )
 
 
+class StepAttempt(Replicated, Base):
+    """One claim of a step task: which region and worker started which attempt, when."""
+
+    __tablename__ = "step_attempts"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    region: Mapped[str] = mapped_column(Text, nullable=False)
+    worker: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    __table_args__ = (Index(None, "run_id"),)
+
+
 class Heartbeat(Replicated, Base):
     """Each region's row, updated every second; peers read lag from it."""
 
@@ -190,6 +205,7 @@ REPLICATED_TABLES = (
     "workflow_runs",
     "workflow_steps",
     "step_tasks",
+    "step_attempts",
     "heartbeats",
 )
 LOCAL_TABLES = ("outbox", "dead_letters")

@@ -64,15 +64,23 @@ DIR_OPTION = click.option(
     "--regions", envvar="REGIONMESH_DEV_REGIONS", show_envvar=True, default=None,
     help="Comma-separated region names. Default: the running mesh's, else us-east,eu-west,ap-south.",
 )
+@click.option(
+    "--workers", "n_workers", envvar="REGIONMESH_DEV_WORKERS", show_envvar=True, default=1, show_default=True,
+    type=click.IntRange(0, 8), help="Celery worker processes per region (0: none).",
+)
+@click.option(
+    "--concurrency", envvar="REGIONMESH_DEV_CONCURRENCY", show_envvar=True, default=2, show_default=True,
+    type=click.IntRange(1, 64), help="Pool processes per worker.",
+)
 @DIR_OPTION
-def dev_up(regions: str | None, root: str) -> None:
-    """Start (or reuse) every region's servers, migrate them, write the mesh file."""
+def dev_up(regions: str | None, n_workers: int, concurrency: int, root: str) -> None:
+    """Start (or reuse) every region's servers and workers, migrate, write the mesh file."""
     from regionmesh.devmesh import DevMesh
 
     started = time.monotonic()
     mesh = DevMesh(root)
     wanted = [r.strip() for r in regions.split(",") if r.strip()] if regions else None
-    config = mesh.up(wanted)
+    config = mesh.up(wanted, workers=n_workers, concurrency=concurrency)
     table = Table(title=f"regionmesh dev mesh ({time.monotonic() - started:.1f}s) - {mesh.mesh_file}")
     for col in ("region", "postgres", "redis (broker)", "queues"):
         table.add_column(col)
@@ -145,6 +153,164 @@ def migrate(ctx: Context, check: bool) -> None:
     else:
         for r in upgrade_all(ctx.config):
             table.add_row(r.region, r.before or "(empty)", r.after or "(empty)")
+    console.print(table)
+
+
+# -- runs -------------------------------------------------------------------
+def _json_arg(value: str) -> Any:
+    import json
+    from pathlib import Path
+
+    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}") from exc
+
+
+@cli.command()
+@click.argument("tenant")
+@click.argument("workflow")
+@click.option("--input", "input_", default="{}", help="JSON object, or @file.json.")
+@click.option("--key", "idempotency_key", default=None, help="Idempotency key (default: a new submission id).")
+@click.option("--to", "to_region", default=None, help="Region whose broker receives it (default: the local region).")
+@click.option("--wait", "wait_s", type=float, default=0, help="Wait up to this many seconds for the run to finish.")
+@pass_ctx
+def submit(ctx: Context, tenant: str, workflow: str, input_: str, idempotency_key: str | None,
+           to_region: str | None, wait_s: float) -> None:
+    """Submit a workflow run for TENANT; prints its run id."""
+    from regionmesh.client import submit as do_submit
+
+    data = _json_arg(input_)
+    receipt = do_submit(tenant, workflow, data, idempotency_key, region=to_region, config=ctx.config)
+    console.print(f"run_id={receipt.run_id} region={receipt.region} submission_id={receipt.submission_id}")
+    if wait_s > 0:
+        run = _wait_for_run(ctx, receipt.region, receipt.run_id, wait_s)
+        console.print(f"status={run['status'] if run else 'not found'}")
+        if run is None or run["status"] != "succeeded":
+            sys.exit(1)
+
+
+def _engine_for(ctx: Context, region: str | None) -> Any:
+    from models.engine import make_engine
+
+    cfg = ctx.config
+    target = cfg.regions[region] if region else cfg.local
+    return make_engine(target.database_url, region=target.name, pool_size=1)
+
+
+def _wait_for_run(ctx: Context, region: str, run_id: Any, timeout: float) -> dict[str, Any] | None:
+    from models.runs import get_run
+
+    engine = _engine_for(ctx, region)
+    deadline = time.monotonic() + timeout
+    run = None
+    while time.monotonic() < deadline:
+        run = get_run(engine, run_id)
+        if run is not None and run["status"] != "running":
+            break
+        time.sleep(0.2)
+    engine.dispose()
+    return run
+
+
+@cli.group()
+def runs() -> None:
+    """Inspect, cancel and retry runs."""
+
+
+def _run_uuid(value: str) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a run id (UUID)") from exc
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--in", "region", default=None, help="Read this region's local copy (default: the local region).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def runs_show(ctx: Context, run_id: str, region: str | None, as_json: bool) -> None:
+    """A run, its steps and their tasks, from one region's local copy."""
+    import json
+
+    from models.runs import get_run
+    from regionmesh.errors import RunNotFound
+
+    engine = _engine_for(ctx, region)
+    run = get_run(engine, _run_uuid(run_id))
+    engine.dispose()
+    if run is None:
+        raise RunNotFound(run_id)
+    if as_json:
+        click.echo(json.dumps(run, default=str, indent=2))
+        return
+    console.print(
+        f"run {run['id']}  workflow={run['workflow']} tenant={run['tenant_id']} status={run['status']} "
+        f"owner={run['owner_region']} epoch={run['epoch']}"
+    )
+    if run["error"]:
+        console.print(f"error: {run['error']}", highlight=False)
+    table = Table()
+    for col in ("step", "status", "tasks", "attempts", "error"):
+        table.add_column(col)
+    for step in run["steps"]:
+        tasks = step["tasks"]
+        table.add_row(
+            step["step_key"], step["status"], str(len(tasks)), str(max((t["attempt"] for t in tasks), default=0)),
+            (step["error"] or "")[:80],
+        )
+    console.print(table)
+    console.print(f"output: {json.dumps(run['output'])[:500]}", highlight=False)
+
+
+def _runtime(ctx: Context) -> Any:
+    from workers.app import create_app
+    from workers.definitions import Registry
+
+    return create_app(ctx.config, registry=Registry()).rm
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@pass_ctx
+def runs_cancel(ctx: Context, run_id: str) -> None:
+    """Cancel a running run (in its owner region: --region)."""
+    from workers.lifecycle import cancel
+
+    cancel(_runtime(ctx), _run_uuid(run_id))
+    console.print(f"cancelled {run_id}")
+
+
+@runs.command("retry")
+@click.argument("run_id")
+@pass_ctx
+def runs_retry(ctx: Context, run_id: str) -> None:
+    """Retry a failed run from its failed steps (in its owner region: --region)."""
+    from workers.lifecycle import retry
+
+    n = retry(_runtime(ctx), _run_uuid(run_id))
+    console.print(f"retrying {run_id}: {n} task(s) queued")
+
+
+@cli.command("dead-letters")
+@click.option("--limit", default=20, show_default=True)
+@pass_ctx
+def dead_letters(ctx: Context, limit: int) -> None:
+    """Messages this region rejected, newest first, with the reason."""
+    from models.runs import dead_letters as fetch
+
+    engine = _engine_for(ctx, None)
+    rows = fetch(engine, limit)
+    engine.dispose()
+    table = Table(title=f"dead letters in {ctx.config.local.name}")
+    for col in ("id", "received", "task", "tenant", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["id"]), str(r["received_at"])[:19], r["task_name"] or "-", r["tenant_id"] or "-", r["reason"])
     console.print(table)
 
 

@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
@@ -29,6 +30,7 @@ from models.engine import make_engine
 from regionmesh.config import MeshConfig, load_config
 from regionmesh.errors import DevMeshError
 from regionmesh.pgbin import PgBin, find_pg_bin, reachable_by
+from workers.names import steps_queue, submit_queue
 from regionmesh.supervisor import (
     StateFile,
     free_port,
@@ -270,6 +272,82 @@ class DevMesh:
         finally:
             client.close()
 
+    # -- workers ---------------------------------------------------------------
+    def start_worker(
+        self,
+        region: str,
+        *,
+        concurrency: int = 2,
+        extra_env: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> dict[str, Any]:
+        """Start one ``celery worker`` for ``region`` (recorded before it starts). Returns its record."""
+        with self.state.locked():
+            data = self.state.load()
+            entry = data["regions"][region]
+            workers = entry.setdefault("workers", [])
+            n = len(workers) + 1
+            while any(w.get("name") == f"w{n}" for w in workers):
+                n += 1
+            name = f"w{n}"
+            log = self.root / "logs" / f"worker-{region}-{name}.log"
+            record: dict[str, Any] = {"name": name, "log": str(log), "pid": None, "env": dict(extra_env or {})}
+            workers.append(record)
+            self.state.save(data)
+            env = dict(os.environ)
+            env.update(
+                REGIONMESH_CONFIG=str(self.mesh_file), REGIONMESH_REGION=region, PYTHONUNBUFFERED="1",
+                **(extra_env or {}),
+            )
+            offset = log.stat().st_size if log.exists() else 0
+            cmd = [
+                sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+                "-Q", f"{submit_queue(region)},{steps_queue(region)}",
+                "-n", f"{region}-{name}@%h", "-c", str(concurrency), "--loglevel", "INFO",
+                "--without-mingle", "--without-gossip",
+            ]
+            record["pid"] = spawn(cmd, log, env=env, cwd=env.get("REGIONMESH_WORKER_CWD"))
+            self.state.save(data)
+        if wait:
+            def ready() -> bool:
+                if not pid_alive(record["pid"]):
+                    tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+                    raise DevMeshError(f"worker {name} for {region} exited:\n{tail}")
+                with open(log, "rb") as fh:
+                    fh.seek(offset)
+                    return b" ready." in fh.read()
+
+            wait_for(ready, 60, f"worker {name} of {region} to be ready")
+        return record
+
+    def workers(self, region: str) -> list[dict[str, Any]]:
+        return [w for w in self.state.load()["regions"].get(region, {}).get("workers", []) if pid_alive(w.get("pid"))]
+
+    def stop_worker(self, region: str, name: str, *, kill: bool = False) -> None:
+        """Stop one worker (warm shutdown: its unacked messages go back at once); ``kill``: SIGKILL."""
+        with self.state.locked():
+            data = self.state.load()
+            workers = data["regions"][region].get("workers", [])
+            for w in workers:
+                if w.get("name") == name and pid_alive(w.get("pid")):
+                    if kill:
+                        import psutil
+
+                        try:
+                            procs = [psutil.Process(w["pid"]), *psutil.Process(w["pid"]).children(recursive=True)]
+                        except psutil.NoSuchProcess:
+                            procs = []
+                        for p in procs:
+                            try:
+                                p.kill()
+                            except psutil.NoSuchProcess:
+                                pass
+                        wait_for(lambda: not pid_alive(w["pid"]), 10, f"worker {name} to die")
+                    else:
+                        terminate(w["pid"], timeout=30, group=True)
+            data["regions"][region]["workers"] = [w for w in workers if w.get("name") != name]
+            self.state.save(data)
+
     # -- mesh file -----------------------------------------------------------
     def _write_mesh_file(self, data: dict[str, Any]) -> None:
         lines = [
@@ -297,7 +375,15 @@ class DevMesh:
         tmp.replace(self.mesh_file)
 
     # -- public --------------------------------------------------------------
-    def up(self, regions: list[str] | None = None, *, migrate: bool = True) -> MeshConfig:
+    def up(
+        self,
+        regions: list[str] | None = None,
+        *,
+        migrate: bool = True,
+        workers: int = 0,
+        concurrency: int = 2,
+        worker_env: dict[str, str] | None = None,
+    ) -> MeshConfig:
         """Start (or reuse) every region's servers, write the mesh file, migrate.
 
         Raises DevMeshError (and ConfigError for bad region names).
@@ -335,6 +421,11 @@ class DevMesh:
             from regionmesh.migrate import upgrade_all
 
             upgrade_all(config)
+        if workers:
+            for region in config.regions:
+                missing = workers - len(self.workers(region))
+                for _ in range(max(0, missing)):
+                    self.start_worker(region, concurrency=concurrency, extra_env=worker_env)
         return config
 
     def down(self, *, purge: bool = False) -> list[str]:

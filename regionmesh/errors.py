@@ -36,3 +36,45 @@ class MigrationError(RegionmeshError):
     def __init__(self, message: str, revisions: dict[str, str | None] | None = None) -> None:
         self.revisions = dict(revisions or {})
         super().__init__(message)
+
+
+class InvalidWorkflow(RegionmeshError):
+    """A workflow's DAG is malformed (cycle, unknown dependency or handler, duplicate step)."""
+
+    def __init__(self, workflow: str, problem: str) -> None:
+        self.workflow = workflow
+        self.problem = problem
+        super().__init__(f"workflow {workflow!r} is invalid: {problem}")
+
+
+class UnknownWorkflow(RegionmeshError):
+    """A submission names a workflow this region does not know."""
+
+    def __init__(self, workflow: str, known: list[str]) -> None:
+        self.workflow = workflow
+        super().__init__(f"unknown workflow {workflow!r}; known: {', '.join(known) or '(none)'}")
+
+
+class RejectedSubmission(RegionmeshError):
+    """A submission is malformed; it is recorded in dead_letters and never retried."""
+
+    def __init__(self, reason: str, *, submission_id: str | None = None, tenant_id: str | None = None) -> None:
+        self.reason = reason
+        self.submission_id = submission_id
+        self.tenant_id = tenant_id
+        super().__init__(reason)
+
+
+class RunNotFound(RegionmeshError):
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id} not found in this region (replication may still be catching up)")
+
+
+class InvalidTransition(RegionmeshError):
+    """A lifecycle command does not apply to the run's current status."""
+
+    def __init__(self, run_id: str, status: str, action: str) -> None:
+        self.run_id = run_id
+        self.status = status
+        super().__init__(f"cannot {action} run {run_id}: it is {status}")

@@ -1,0 +1,261 @@
+"""Every statement about runs, steps and step tasks.
+
+State transitions are PL/pgSQL functions (migration 0002): one round trip and
+one transaction each. Functions here own their transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+_CLAIM = text(
+    """
+    WITH claimed AS (
+      UPDATE step_tasks t
+         SET status = 'running', attempt = t.attempt + 1, started_at = clock_timestamp(),
+             deadline_at = clock_timestamp() + make_interval(secs => s.timeout_s),
+             worker = :worker, executed_region = :region, not_before = NULL
+        FROM workflow_steps s, workflow_runs r
+       WHERE t.id = :task_id AND s.id = t.step_id AND r.id = t.run_id
+         AND r.status = 'running' AND r.owner_region = :region
+         AND (t.status = 'queued'
+              OR (t.status = 'running' AND (t.deadline_at < clock_timestamp() OR t.worker = :takeover)))
+         AND (t.not_before IS NULL OR t.not_before <= clock_timestamp() + interval '200 milliseconds')
+      RETURNING t.id, t.run_id, t.attempt, t.input, t.idx, t.idempotency_key, s.step_key, s.handler,
+                s.max_attempts, s.backoff_base_s, s.backoff_max_s, s.timeout_s,
+                r.tenant_id, r.workflow, r.epoch
+    ), recorded AS (
+      INSERT INTO step_attempts (id, task_id, run_id, attempt, region, worker, epoch)
+      SELECT md5(id::text || ':' || attempt || ':' || :region)::uuid, id, run_id, attempt, :region, :worker, epoch
+        FROM claimed
+      ON CONFLICT DO NOTHING
+    )
+    SELECT * FROM claimed
+    """
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A step task this worker now holds, with what it needs to run it."""
+
+    task_id: uuid.UUID
+    run_id: uuid.UUID
+    attempt: int
+    payload: Any
+    index: int | None
+    idempotency_key: str
+    step_key: str
+    handler: str
+    max_attempts: int
+    backoff_base_s: float
+    backoff_max_s: float
+    timeout_s: float
+    tenant_id: str
+    workflow: str
+    epoch: int
+
+
+def create_run(engine: Engine, run: dict[str, Any], steps: list[dict[str, Any]]) -> list[uuid.UUID] | None:
+    """Insert a run and its steps; start the root steps.
+
+    Returns the ready task ids to publish, or None when the run already existed.
+    """
+    with engine.begin() as conn:
+        ready = conn.execute(
+            text("SELECT rm_create_run(CAST(:run AS jsonb), CAST(:steps AS jsonb))"),
+            {"run": json.dumps(run), "steps": json.dumps(steps)},
+        ).scalar_one()
+    return None if ready is None else [uuid.UUID(str(t)) for t in ready]
+
+
+def claim_task(engine: Engine, task_id: uuid.UUID, *, region: str, worker: str, takeover: str | None = None) -> Claim | None:
+    """Take a queued task (or one whose holder is ``takeover`` or past its deadline).
+
+    Returns None when the task is not claimable here: finished, held by a live
+    worker, cancelled, owned by another region, or not due yet.
+    """
+    with engine.begin() as conn:
+        row = conn.execute(
+            _CLAIM, {"task_id": task_id, "region": region, "worker": worker, "takeover": takeover or ""}
+        ).mappings().first()
+    if row is None:
+        return None
+    return Claim(
+        task_id=row["id"], run_id=row["run_id"], attempt=row["attempt"], payload=row["input"], index=row["idx"],
+        idempotency_key=row["idempotency_key"], step_key=row["step_key"], handler=row["handler"],
+        max_attempts=row["max_attempts"], backoff_base_s=row["backoff_base_s"], backoff_max_s=row["backoff_max_s"],
+        timeout_s=row["timeout_s"], tenant_id=row["tenant_id"], workflow=row["workflow"], epoch=row["epoch"],
+    )
+
+
+def task_holder(engine: Engine, task_id: uuid.UUID) -> tuple[str, str | None, datetime | None] | None:
+    """(status, worker, not_before) of a task, or None if it does not exist here."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT status, worker, not_before FROM step_tasks WHERE id = :id"), {"id": task_id}
+        ).first()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def complete_task(engine: Engine, task_id: uuid.UUID, attempt: int, output: Any) -> list[uuid.UUID] | None:
+    """Store a task's output; maybe complete its step, release dependents, finish the run.
+
+    Returns the released task ids, or None when the result was discarded.
+    """
+    with engine.begin() as conn:
+        released = conn.execute(
+            text("SELECT rm_complete_task(:t, :a, CAST(:o AS jsonb))"),
+            {"t": task_id, "a": attempt, "o": json.dumps(output)},
+        ).scalar_one()
+    return None if released is None else [uuid.UUID(str(t)) for t in released]
+
+
+def fail_task(engine: Engine, task_id: uuid.UUID, attempt: int, error: str, retry_in: float | None) -> str:
+    """Record a failed try. Returns 'retry', 'failed' or 'discarded'."""
+    with engine.begin() as conn:
+        return str(
+            conn.execute(
+                text("SELECT rm_fail_task(:t, :a, :e, :r)"),
+                {"t": task_id, "a": attempt, "e": error[:4000], "r": retry_in},
+            ).scalar_one()
+        )
+
+
+def cancel_run(engine: Engine, run_id: uuid.UUID) -> bool:
+    """Cancel a running run. Returns False if it was not running."""
+    with engine.begin() as conn:
+        return bool(conn.execute(text("SELECT rm_cancel_run(:r)"), {"r": run_id}).scalar_one())
+
+
+def retry_run(engine: Engine, run_id: uuid.UUID) -> list[uuid.UUID] | None:
+    """Re-open a failed run from its failed steps. Returns tasks to publish, or None if not failed."""
+    with engine.begin() as conn:
+        ready = conn.execute(text("SELECT rm_retry_run(:r)"), {"r": run_id}).scalar_one()
+    return None if ready is None else [uuid.UUID(str(t)) for t in ready]
+
+
+def get_run(engine: Engine, run_id: uuid.UUID) -> dict[str, Any] | None:
+    """A run with its steps (in creation order) and their tasks, as plain data."""
+    with engine.connect() as conn:
+        run = conn.execute(text("SELECT * FROM workflow_runs WHERE id = :r"), {"r": run_id}).mappings().first()
+        if run is None:
+            return None
+        steps = conn.execute(
+            text(
+                """SELECT s.*, coalesce((SELECT jsonb_agg(jsonb_build_object(
+                          'idx', t.idx, 'status', t.status, 'attempt', t.attempt, 'error', t.error,
+                          'region', t.executed_region, 'idempotency_key', t.idempotency_key) ORDER BY t.idx)
+                        FROM step_tasks t WHERE t.step_id = s.id), '[]'::jsonb) AS tasks
+                   FROM workflow_steps s WHERE s.run_id = :r ORDER BY s.updated_at, s.step_key"""
+            ),
+            {"r": run_id},
+        ).mappings().all()
+    out = dict(run)
+    out["steps"] = [dict(s) for s in steps]
+    return out
+
+
+def run_status(engine: Engine, run_id: uuid.UUID) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT status FROM workflow_runs WHERE id = :r"), {"r": run_id}).scalar()
+
+
+def step_attempts(engine: Engine, run_id: uuid.UUID) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                """SELECT t.step_key, t.idx, a.attempt, a.region, a.worker, a.started_at
+                     FROM step_attempts a JOIN step_tasks t ON t.id = a.task_id
+                    WHERE a.run_id = :r ORDER BY a.started_at"""
+            ),
+            {"r": run_id},
+        ).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def due_queued_tasks(engine: Engine, region: str, older_than_s: float, limit: int = 500) -> list[uuid.UUID]:
+    """Queued tasks of this region's running runs not published for ``older_than_s`` (or due retries).
+
+    Marks them re-queued now, so each is handed out once per interval.
+    """
+    with engine.begin() as conn:
+        rows = conn.execute(
+            text(
+                """UPDATE step_tasks t SET queued_at = clock_timestamp()
+                    WHERE t.id IN (
+                      SELECT t2.id FROM step_tasks t2 JOIN workflow_runs r ON r.id = t2.run_id
+                       WHERE t2.status = 'queued' AND r.status = 'running' AND r.owner_region = :region
+                         AND coalesce(t2.not_before, t2.queued_at) < clock_timestamp() - make_interval(secs => :age)
+                       ORDER BY t2.queued_at LIMIT :limit FOR UPDATE OF t2 SKIP LOCKED)
+                RETURNING t.id"""
+            ),
+            {"region": region, "age": older_than_s, "limit": limit},
+        ).scalars().all()
+    return list(rows)
+
+
+def expired_running_tasks(engine: Engine, region: str, slack_s: float, limit: int = 500) -> list[tuple[uuid.UUID, int, int]]:
+    """Running tasks past their deadline by ``slack_s``: (task id, attempt, max attempts)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                """SELECT t.id, t.attempt, s.max_attempts
+                     FROM step_tasks t JOIN workflow_steps s ON s.id = t.step_id
+                     JOIN workflow_runs r ON r.id = t.run_id
+                    WHERE t.status = 'running' AND r.status = 'running' AND r.owner_region = :region
+                      AND t.deadline_at < clock_timestamp() - make_interval(secs => :slack)
+                    LIMIT :limit"""
+            ),
+            {"region": region, "slack": slack_s, "limit": limit},
+        ).all()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def requeue_expired(engine: Engine, task_id: uuid.UUID, attempt: int) -> bool:
+    """Put a task whose worker died back in the queue (guarded by its attempt)."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            text(
+                """UPDATE step_tasks SET status = 'queued', queued_at = clock_timestamp(), deadline_at = NULL,
+                          error = 'worker lost (deadline passed)'
+                    WHERE id = :t AND status = 'running' AND attempt = :a"""
+            ),
+            {"t": task_id, "a": attempt},
+        )
+    return bool(result.rowcount)
+
+
+def record_dead_letter(
+    engine: Engine,
+    *,
+    region: str,
+    task_name: str | None,
+    reason: str,
+    submission_id: str | None,
+    tenant_id: str | None,
+    payload: str | None,
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                """INSERT INTO dead_letters (region, task_name, reason, submission_id, tenant_id, payload)
+                   VALUES (:region, :task, :reason, :sid, :tenant, :payload)"""
+            ),
+            {"region": region, "task": task_name, "reason": reason[:4000], "sid": submission_id,
+             "tenant": tenant_id, "payload": None if payload is None else payload[:65536]},
+        )
+
+
+def dead_letters(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT * FROM dead_letters ORDER BY id DESC LIMIT :l"), {"l": limit}
+        ).mappings().all()
+    return [dict(r) for r in rows]

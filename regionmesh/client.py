@@ -1,0 +1,79 @@
+"""The producer side: ``from regionmesh import submit``.
+
+Publishes ``regionmesh.submit`` to a region's ``rm.<region>.submit`` queue and
+returns at once with the run id, which is deterministic: UUIDv5 of
+(tenant, idempotency key), so the caller can poll any region for it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+
+from regionmesh.config import MeshConfig, load_config
+from workers.names import SUBMIT_TASK, submit_queue
+from workers.submission import PROTOCOL_VERSION, run_id_for
+
+
+@dataclass(frozen=True)
+class Receipt:
+    run_id: uuid.UUID
+    region: str
+    submission_id: str
+    idempotency_key: str
+
+
+@lru_cache(maxsize=32)
+def publisher(broker_url: str) -> Celery:
+    """A publishing-only Celery app for one broker (cached; JSON only, bounded timeouts)."""
+    from workers.app import broker_options
+
+    app = Celery("regionmesh-producer", set_as_current=False)
+    app.conf.update(
+        broker_url=broker_url,
+        broker_transport_options=broker_options(broker_url),
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_timeout=5,
+        broker_connection_max_retries=3,
+    )
+    return app
+
+
+def submit(
+    tenant_id: str,
+    workflow: str,
+    input: dict[str, Any],
+    idempotency_key: str | None = None,
+    *,
+    region: str | None = None,
+    config: MeshConfig | None = None,
+    submission_id: str | None = None,
+) -> Receipt:
+    """Submit a run to ``region`` (default: the local region). Returns its receipt.
+
+    The worker validates the message; bad input ends in that region's dead_letters.
+    """
+    config = config or load_config()
+    target = config.regions[region] if region else config.local
+    sid = submission_id or str(uuid.uuid4())
+    key = idempotency_key or sid
+    kwargs = {
+        "v": PROTOCOL_VERSION,
+        "tenant_id": tenant_id,
+        "workflow": workflow,
+        "input": input,
+        "idempotency_key": idempotency_key,
+        "submission_id": sid,
+        "submitted_region": target.name,
+    }
+    queue = submit_queue(target.name)
+    publisher(target.broker_url).send_task(
+        SUBMIT_TASK, kwargs=kwargs, queue=queue, routing_key=queue, task_id=sid,
+        retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+    )
+    return Receipt(run_id=run_id_for(tenant_id, key), region=target.name, submission_id=sid, idempotency_key=key)

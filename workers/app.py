@@ -1,0 +1,138 @@
+"""The Celery app of one region: ``celery -A workers.app worker -Q rm.<region>.submit,rm.<region>.steps``.
+
+Built from the mesh file (``$REGIONMESH_CONFIG``) and ``$REGIONMESH_REGION``
+on first access of ``workers.app.app``; ``create_app`` builds one explicitly.
+Workflows come from the modules in ``$REGIONMESH_WORKFLOWS`` (default:
+``workers.examples``).
+
+Environment: ``REGIONMESH_WORKFLOWS``, ``REGIONMESH_RECONCILE_INTERVAL_S`` (1),
+``REGIONMESH_REQUEUE_AFTER_S`` (30), ``REGIONMESH_DEADLINE_SLACK_S`` (5),
+``REGIONMESH_VISIBILITY_TIMEOUT_S`` (3600).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import ssl
+from typing import Any
+
+from celery import Celery, signals
+
+from regionmesh.config import MeshConfig, load_config
+from workers.definitions import Registry
+from workers.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
+from workers.reconciler import Reconciler, ReconcilerSettings
+from workers.registry import default_registry
+from workers.runtime import Runtime
+from workers.tasks import register_tasks
+
+VISIBILITY_TIMEOUT_S = int(os.environ.get("REGIONMESH_VISIBILITY_TIMEOUT_S", "3600"))
+
+
+def broker_options(broker_url: str) -> dict[str, Any]:
+    """Transport options every connection to a region's broker uses (own and peers')."""
+    return {
+        "visibility_timeout": VISIBILITY_TIMEOUT_S,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "retry_on_timeout": True,
+        "health_check_interval": 25,
+    }
+
+
+def celery_settings(region: str, broker_url: str) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "broker_url": broker_url,
+        "broker_transport_options": broker_options(broker_url),
+        "broker_connection_retry_on_startup": True,
+        # JSON only: a pickle message is refused before it reaches a task.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "result_accept_content": ["json"],
+        "result_backend": None,
+        "task_ignore_result": True,
+        # At-least-once delivery; PostgreSQL makes the effect once.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": VISIBILITY_TIMEOUT_S - 60,
+        "task_default_queue": steps_queue(region),
+        "task_routes": {
+            SUBMIT_TASK: {"queue": submit_queue(region)},
+            RUN_STEP_TASK: {"queue": steps_queue(region)},
+        },
+        "task_create_missing_queues": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_soft_shutdown_timeout": 10.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_consumer": "workers.consumer:DeadLetterConsumer",
+    }
+    if broker_url.startswith("rediss://"):
+        conf["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return conf
+
+
+def load_workflows(modules: str | None = None) -> Registry:
+    """Import the workflow modules (they register into the default registry)."""
+    names = modules if modules is not None else os.environ.get("REGIONMESH_WORKFLOWS", "workers.examples")
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        importlib.import_module(name)
+    return default_registry
+
+
+def reconciler_settings() -> ReconcilerSettings:
+    env = os.environ
+    return ReconcilerSettings(
+        interval_s=float(env.get("REGIONMESH_RECONCILE_INTERVAL_S", "1")),
+        requeue_after_s=float(env.get("REGIONMESH_REQUEUE_AFTER_S", "30")),
+        deadline_slack_s=float(env.get("REGIONMESH_DEADLINE_SLACK_S", "5")),
+    )
+
+
+def create_app(config: MeshConfig | None = None, registry: Registry | None = None) -> Celery:
+    """A Celery app serving the config's local region."""
+    config = config or load_config()
+    region = config.local.name
+    app = Celery(f"regionmesh-{region}", set_as_current=False)
+    app.conf.update(celery_settings(region, config.local.broker_url))
+    rt = Runtime(config, registry or load_workflows(), app)
+    app.rm = rt  # type: ignore[attr-defined]
+    register_tasks(app, rt)
+    _wire_reconciler(app, rt)
+    return app
+
+
+def _wire_reconciler(app: Celery, rt: Runtime) -> None:
+    holder: dict[str, Reconciler] = {}
+
+    @signals.worker_ready.connect(weak=False)
+    def start(sender: Any = None, **_: Any) -> None:
+        if sender is not None and getattr(sender, "app", app) is not app:
+            return
+        from replication.heartbeat import heartbeat_job
+
+        recon = Reconciler(rt, reconciler_settings(), extra_jobs=(heartbeat_job(rt),))
+        holder["r"] = recon
+        recon.start()
+
+    @signals.worker_shutting_down.connect(weak=False)
+    def stop(**_: Any) -> None:
+        if "r" in holder:
+            holder["r"].stop()
+
+
+_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # ``celery -A workers.app`` looks up ``app``; build it on first access, not at import.
+    global _app
+    if name in ("app", "celery"):
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(name)

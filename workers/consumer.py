@@ -1,0 +1,44 @@
+"""A Celery consumer that records malformed messages in dead_letters before dropping them.
+
+Celery already refuses them (pickle, unknown task names, undecodable bodies)
+and keeps serving; this makes the refusal visible to operators.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.worker.consumer import Consumer
+
+
+def _record(app: Any, reason: str, message: Any, body: Any = None) -> None:
+    rt = getattr(app, "rm", None)
+    if rt is None:
+        return
+    try:
+        from workers.tasks import dead_letter
+
+        headers = getattr(message, "headers", None) or {}
+        raw = body if body is not None else getattr(message, "body", b"")
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else repr(raw)
+        dead_letter(rt, headers.get("task"), reason, text[:65536])
+    except Exception:  # noqa: BLE001 - recording must never stop the consumer
+        pass
+
+
+class DeadLetterConsumer(Consumer):  # type: ignore[misc]
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        _record(self.app, f"undecodable message ({message.content_type}): {exc}", message)
+        super().on_decode_error(message, exc)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        _record(self.app, "message is not a Celery task message", message, body)
+        super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        _record(self.app, f"unknown task: {exc}", message, body)
+        super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        _record(self.app, f"invalid task message: {exc}", message, body)
+        super().on_invalid_task(body, message, exc)

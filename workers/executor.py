@@ -1,0 +1,148 @@
+"""Running one step task: claim, call the handler with a time limit, record the outcome.
+
+The claim and the outcome are each one transaction; the handler runs between
+them, outside any transaction. Publishing what an outcome released follows
+its commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from models import runs
+from regionmesh.supervisor import pid_alive
+from workers.definitions import RetryPolicy
+from workers.log import event
+from workers.retry import backoff_s, should_retry
+from workers.runtime import Runtime
+
+# Retries sooner than this ride on a broker countdown; later ones wait in
+# PostgreSQL (not_before) for the reconciler, so no message sits in a worker's
+# memory near the visibility timeout.
+MAX_COUNTDOWN_S = 30.0
+
+
+class StepTimeout(Exception):
+    """The handler ran past its step's timeout."""
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a handler knows about the work it is doing."""
+
+    run_id: uuid.UUID
+    tenant_id: str
+    workflow: str
+    step: str
+    index: int | None
+    attempt: int
+    idempotency_key: str
+    region: str
+    engine: Engine
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise StepTimeout in the handler after ``seconds`` (main thread only; elsewhere
+    the deadline in PostgreSQL and the reconciler bound it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise StepTimeout(f"timed out after {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _dead_local_holder(worker: str | None) -> bool:
+    if not worker or ":" not in worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
+def execute(rt: Runtime, task_id: uuid.UUID) -> str:
+    """Run one step task. Returns the outcome: succeeded, retry, failed, discarded or skipped."""
+    claim = runs.claim_task(rt.engine, task_id, region=rt.region, worker=rt.worker_id)
+    if claim is None:
+        holder = runs.task_holder(rt.engine, task_id)
+        if holder is not None and holder[0] == "running" and _dead_local_holder(holder[1]):
+            # Redelivered after its worker process died (reject_on_worker_lost).
+            claim = runs.claim_task(rt.engine, task_id, region=rt.region, worker=rt.worker_id, takeover=holder[1])
+        if claim is None:
+            event(logging.DEBUG, "step.skipped", region=rt.region, task=task_id, status=holder and holder[0])
+            return "skipped"
+    fields = {"region": rt.region, "tenant": claim.tenant_id, "run": claim.run_id,
+              "step": claim.step_key if claim.index is None else f"{claim.step_key}[{claim.index}]",
+              "attempt": claim.attempt}
+    if claim.attempt > claim.max_attempts:
+        # Every try so far died with its worker: stop redelivering.
+        outcome = runs.fail_task(
+            rt.engine, task_id, claim.attempt,
+            f"worker lost on each of {claim.max_attempts} attempts; not retried", None,
+        )
+        event(logging.ERROR, "step.gave_up", **fields)
+        return outcome
+    handler = rt.registry.handlers.get(claim.handler)
+    error: str
+    if handler is None:
+        error = f"unknown handler {claim.handler!r} in region {rt.region}"
+    else:
+        ctx = StepContext(
+            run_id=claim.run_id, tenant_id=claim.tenant_id, workflow=claim.workflow, step=claim.step_key,
+            index=claim.index, attempt=claim.attempt, idempotency_key=claim.idempotency_key,
+            region=rt.region, engine=rt.engine,
+        )
+        try:
+            with time_limit(claim.timeout_s):
+                output = handler(ctx, claim.payload)
+            json.dumps(output)
+        except StepTimeout as exc:
+            error = str(exc)
+        except (TypeError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a handler's failure is the step's failure
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            released = runs.complete_task(rt.engine, task_id, claim.attempt, output)
+            if released is None:
+                event(logging.INFO, "step.discarded", **fields)
+                return "discarded"
+            _publish(rt, released)
+            event(logging.INFO, "step.succeeded", released=len(released), **fields)
+            return "succeeded"
+    policy = RetryPolicy(claim.max_attempts, claim.backoff_base_s, claim.backoff_max_s)
+    retry_in = backoff_s(policy, claim.attempt, random.random()) if should_retry(policy, claim.attempt) else None
+    if handler is None:
+        retry_in = None
+    outcome = runs.fail_task(rt.engine, task_id, claim.attempt, error, retry_in)
+    event(logging.WARNING, f"step.{outcome}", error=error[:200], retry_in=retry_in and round(retry_in, 3), **fields)
+    if outcome == "retry" and retry_in is not None and retry_in <= MAX_COUNTDOWN_S:
+        _publish(rt, [task_id], countdown=retry_in)
+    return outcome
+
+
+def _publish(rt: Runtime, task_ids: list[uuid.UUID], countdown: float | None = None) -> None:
+    try:
+        rt.publish_steps(task_ids, countdown=countdown)
+    except Exception as exc:  # noqa: BLE001 - the reconciler republishes what stays queued
+        event(logging.WARNING, "publish.failed", region=rt.region, count=len(task_ids), error=exc)

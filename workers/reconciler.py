@@ -1,0 +1,107 @@
+"""The reconciler: re-publishes what PostgreSQL says should be moving but is not.
+
+One is active per region: every worker runs the thread, and only the one
+holding the region's advisory lock works; when its worker dies the
+connection closes, the lock frees, and another worker's thread takes over.
+It re-publishes queued tasks whose message was lost (crash between commit and
+publish, a purged queue) and re-queues running tasks whose worker is gone
+(past the deadline), failing those that used their attempts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from models import runs
+from models.locks import try_session_lock
+from workers.log import event
+from workers.runtime import Runtime
+
+LOCK_NAME = "regionmesh.reconciler"
+
+
+@dataclass(frozen=True)
+class ReconcilerSettings:
+    interval_s: float = 1.0
+    requeue_after_s: float = 30.0  # a queued task unseen this long is published again
+    deadline_slack_s: float = 5.0  # a running task this far past its deadline lost its worker
+
+
+class Reconciler(threading.Thread):
+    def __init__(self, rt: Runtime, settings: ReconcilerSettings,
+                 extra_jobs: tuple[Callable[[], None], ...] = ()) -> None:
+        super().__init__(name=f"rm-reconciler-{rt.region}", daemon=True)
+        self.rt = rt
+        self.settings = settings
+        self.extra_jobs = extra_jobs
+        self.stopping = threading.Event()
+        self.active = threading.Event()
+        self._lock_conn: Connection | None = None
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _hold_lock(self) -> bool:
+        if self._lock_conn is not None:
+            from models.locks import still_connected
+
+            if still_connected(self._lock_conn):
+                return True
+            self._drop_lock()  # the server restarted: the lock went with the session
+        conn = self.rt.engine.connect()
+        if try_session_lock(conn, f"{LOCK_NAME}:{self.rt.region}"):
+            conn.commit()
+            self._lock_conn = conn
+            self.active.set()
+            event(logging.INFO, "reconciler.active", region=self.rt.region, worker=self.rt.worker_id)
+            return True
+        conn.rollback()
+        conn.close()
+        return False
+
+    def _drop_lock(self) -> None:
+        if self._lock_conn is not None:
+            try:
+                self._lock_conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._lock_conn = None
+        self.active.clear()
+
+    def tick(self) -> tuple[int, int]:
+        """One pass. Returns (re-published queued tasks, re-queued or failed expired tasks)."""
+        stale = runs.due_queued_tasks(self.rt.engine, self.rt.region, self.settings.requeue_after_s)
+        if stale:
+            self.rt.publish_steps(stale)
+            event(logging.WARNING, "reconciler.republished", region=self.rt.region, count=len(stale))
+        expired = runs.expired_running_tasks(self.rt.engine, self.rt.region, self.settings.deadline_slack_s)
+        moved = []
+        for task_id, attempt, max_attempts in expired:
+            if attempt >= max_attempts:
+                runs.fail_task(self.rt.engine, task_id, attempt,
+                               f"worker lost: attempt {attempt} passed its deadline; no attempts left", None)
+            elif runs.requeue_expired(self.rt.engine, task_id, attempt):
+                moved.append(task_id)
+        if moved:
+            self.rt.publish_steps(moved)
+        if expired:
+            event(logging.WARNING, "reconciler.expired", region=self.rt.region, count=len(expired))
+        return len(stale), len(expired)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                if self._hold_lock():
+                    self.tick()
+                    for job in self.extra_jobs:
+                        job()
+            except Exception as exc:  # noqa: BLE001 - keep the loop alive through outages
+                event(logging.WARNING, "reconciler.error", region=self.rt.region, error=exc)
+                self._drop_lock()
+            self.stopping.wait(self.settings.interval_s)
+        self._drop_lock()

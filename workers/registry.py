@@ -1,0 +1,7 @@
+"""The default registry that workflow modules register into (like Celery's shared_task)."""
+
+from __future__ import annotations
+
+from workers.definitions import Registry
+
+default_registry = Registry()

@@ -1,0 +1,66 @@
+"""Per-process resources of a region's worker: config, database engine, registry, publisher.
+
+Built once from the config by ``create_app``; the engine is re-created after
+a fork (prefork children must not share their parent's connections).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+
+from models.engine import make_engine
+from regionmesh.config import MeshConfig
+from workers.definitions import Registry
+from workers.names import RUN_STEP_TASK, steps_queue
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+class Runtime:
+    def __init__(self, config: MeshConfig, registry: Registry, app: Celery) -> None:
+        self.config = config
+        self.region = config.local.name
+        self.registry = registry
+        self.app = app
+        self._engine: Engine | None = None
+        self._engine_pid = 0
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None or self._engine_pid != os.getpid():
+            self._engine = make_engine(
+                self.config.local.database_url, region=self.region, pool_size=2,
+                application_name=f"regionmesh-worker-{self.region}",
+            )
+            self._engine_pid = os.getpid()
+        return self._engine
+
+    @property
+    def worker_id(self) -> str:
+        """``host:pid``: lets a worker on the same host see that a holder died."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def publish_steps(self, task_ids: Iterable[uuid.UUID], countdown: float | None = None) -> int:
+        """Publish run_step messages after commit. Returns how many were sent.
+
+        A failed publish is not an error for the caller: the tasks stay queued
+        in PostgreSQL and the reconciler publishes them again.
+        """
+        ids = list(task_ids)
+        if not ids:
+            return 0
+        queue = steps_queue(self.region)
+        with self.app.producer_or_acquire() as producer:
+            for task_id in ids:
+                self.app.send_task(
+                    RUN_STEP_TASK, kwargs={"task_id": str(task_id)}, queue=queue, routing_key=queue,
+                    producer=producer, countdown=countdown,
+                )
+        return len(ids)
