@@ -397,7 +397,9 @@ class DevMesh:
         pg = find_pg_bin()
         with self.state.locked():
             data = self.state.load()
-            wanted = list(regions or list(data["regions"]) or DEFAULT_REGIONS)
+            # A mesh only grows through up: recorded regions stay, requested ones are added.
+            wanted = list(data["regions"]) + [r for r in (regions or []) if r not in data["regions"]]
+            wanted = wanted or list(DEFAULT_REGIONS)
             from regionmesh.config import REGION_NAME_RE
 
             for name in wanted:

@@ -6,6 +6,7 @@ and keeps serving; this makes the refusal visible to operators.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from celery.worker.consumer import Consumer
@@ -20,7 +21,15 @@ def _record(app: Any, reason: str, message: Any, body: Any = None) -> None:
 
         headers = getattr(message, "headers", None) or {}
         raw = body if body is not None else getattr(message, "body", b"")
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else repr(raw)
+        if isinstance(raw, bytes | bytearray):
+            try:
+                text = bytes(raw).decode("utf-8")
+            except UnicodeDecodeError:
+                text = ""
+            if not text or "\x00" in text:  # binary (pickle): PostgreSQL text cannot hold it as is
+                text = "base64:" + base64.b64encode(bytes(raw)).decode("ascii")
+        else:
+            text = repr(raw)
         dead_letter(rt, headers.get("task"), reason, text[:65536])
     except Exception:  # noqa: BLE001 - recording must never stop the consumer
         pass

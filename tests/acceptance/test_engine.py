@@ -1,0 +1,311 @@
+"""The workflow engine on real PostgreSQL 16, real Redis and real ``celery worker`` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kombu import Connection
+from sqlalchemy import Engine, text
+
+from models import runs as repo
+from models.engine import make_engine
+from regionmesh.client import publisher, submit
+from regionmesh.config import MeshConfig
+from tests.conftest import Mesh
+from tests.support.helpers import exec_log, run_row, scalar, wait_finished, wait_until
+from tests.support.workflows import TEST_TABLES
+from workers.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
+from workers.submission import run_id_for
+
+REGION = "us-east"
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
+WORKER_ENV = {
+    "REGIONMESH_WORKFLOWS": "workers.examples,tests.support.workflows",
+    "PYTHONPATH": REPO_ROOT,
+    "REGIONMESH_RECONCILE_INTERVAL_S": "0.2",
+    "REGIONMESH_REQUEUE_AFTER_S": "1",
+    "REGIONMESH_DEADLINE_SLACK_S": "0.5",
+}
+
+
+class Region:
+    def __init__(self, mesh: Mesh) -> None:
+        self.mesh = mesh
+        self.config: MeshConfig = mesh.config
+        self.engine: Engine = make_engine(self.config.regions[REGION].database_url, region=REGION)
+
+    def submit(self, workflow: str, data: dict[str, Any], *, tenant: str = "acme", key: str | None = None) -> uuid.UUID:
+        return submit(tenant, workflow, data, key, region=REGION, config=self.config).run_id
+
+    def run(self, workflow: str, data: dict[str, Any], timeout: float = 30, **kw: Any) -> dict[str, Any]:
+        return wait_finished(self.engine, self.submit(workflow, data, **kw), timeout)
+
+    def send_raw(self, name: str, kwargs: Any = None, args: Any = None, queue: str | None = None) -> None:
+        publisher(self.config.regions[REGION].broker_url).send_task(
+            name, args=args, kwargs=kwargs, queue=queue or submit_queue(REGION)
+        )
+
+    def dead_letter_count(self) -> int:
+        return int(scalar(self.engine, "SELECT count(*) FROM dead_letters"))
+
+
+@pytest.fixture(scope="module")
+def region(mesh: Mesh) -> Iterator[Region]:
+    r = Region(mesh)
+    with r.engine.begin() as conn:
+        conn.execute(text(TEST_TABLES))
+    mesh.dev.start_worker(REGION, concurrency=2, extra_env=WORKER_ENV)
+    yield r
+    for w in mesh.dev.workers(REGION):
+        mesh.dev.stop_worker(REGION, w["name"])
+    r.engine.dispose()
+
+
+def test_dag_order_and_parallel_branches(region: Region) -> None:
+    run = region.run("t_diamond", {"sleep": {"b": 0.8, "c": 0.8}})
+    assert run["status"] == "succeeded", run["error"]
+    log = {e["step"]: e for e in exec_log(region.engine, run["id"])}
+    assert sorted(log) == ["a", "b", "c", "d"]
+    assert log["a"]["finished_at"] <= min(log["b"]["started_at"], log["c"]["started_at"])
+    assert max(log["b"]["finished_at"], log["c"]["finished_at"]) <= log["d"]["started_at"]
+    # b and c ran at the same time on the two pool processes.
+    assert log["b"]["started_at"] < log["c"]["finished_at"] and log["c"]["started_at"] < log["b"]["finished_at"]
+    assert run["output"]["step"] == "d"
+
+
+def test_map_fan_out_gathers_in_order(region: Region) -> None:
+    items = [7, 3, 5, 1, 9, 2, 8, 4, 6, 0]
+    run = region.run("etl", {"items": items})
+    assert run["status"] == "succeeded", run["error"]
+    assert run["output"]["rows"] == [i * i for i in items]
+    full = repo.get_run(region.engine, run["id"])
+    assert full is not None
+    transform = next(s for s in full["steps"] if s["step_key"] == "transform")
+    assert transform["task_count"] == len(items)
+    assert [t["idempotency_key"] for t in transform["tasks"]] == [f"{run['id']}:transform:{i}" for i in range(len(items))]
+
+
+def test_map_over_empty_list_and_over_a_non_list(region: Region) -> None:
+    empty = region.run("etl", {"items": []})
+    assert empty["status"] == "succeeded" and empty["output"]["loaded"] == 0
+    bad = region.run("t_badmap", {})
+    assert bad["status"] == "failed"
+    assert "maps over a.step, which is string, not a list" in bad["error"]
+
+
+def test_retry_then_success(region: Region) -> None:
+    run = region.run("t_flaky", {"fail_times": 2})
+    assert run["status"] == "succeeded", run["error"]
+    assert [e["attempt"] for e in exec_log(region.engine, run["id"])] == [1, 2, 3]
+    assert run["output"]["attempt"] == 3
+
+
+def test_exhausted_retries_fail_the_run_and_skip_dependents(region: Region) -> None:
+    run = region.run("t_fail", {})
+    assert run["status"] == "failed"
+    assert "step boom failed after 2 attempt(s): RuntimeError: always fails" in run["error"]
+    log = exec_log(region.engine, run["id"])
+    assert [(e["step"], e["attempt"]) for e in log] == [("first", 1), ("boom", 1), ("boom", 2)]
+
+
+def test_timeout(region: Region) -> None:
+    run = region.run("t_timeout", {"seconds": 5})
+    assert run["status"] == "failed"
+    assert "timed out after 1s" in run["error"]
+    assert exec_log(region.engine, run["id"]) == []  # the handler never finished
+
+
+def test_cancel_discards_running_and_never_starts_queued(region: Region) -> None:
+    run_id = region.submit("t_cancel", {"seconds": 2})
+    wait_until(lambda: scalar(region.engine, "SELECT count(*) FROM step_tasks WHERE run_id=:r AND status='running'", r=run_id),
+               10, "the slow step to start")
+    from click.testing import CliRunner
+
+    from regionmesh.cli import cli
+
+    res = CliRunner().invoke(cli, ["--config", str(region.mesh.dev.mesh_file), "--region", REGION, "runs", "cancel", str(run_id)])
+    assert res.exit_code == 0, res.output
+    assert run_row(region.engine, run_id)["status"] == "cancelled"  # type: ignore[index]
+    # The slow step finishes its sleep, but its result is discarded and 'later' never starts.
+    wait_until(lambda: exec_log(region.engine, run_id), 10, "the slow handler to return")
+    steps = {s["step_key"]: s for s in repo.get_run(region.engine, run_id)["steps"]}  # type: ignore[index]
+    assert steps["slow"]["status"] == "cancelled" and steps["slow"]["output"] is None
+    assert steps["later"]["status"] == "cancelled"
+    assert [e["step"] for e in exec_log(region.engine, run_id)] == ["slow"]
+    again = CliRunner().invoke(cli, ["--config", str(region.mesh.dev.mesh_file), "--region", REGION, "runs", "cancel", str(run_id)])
+    assert again.exit_code == 1 and "it is cancelled" in str(again.exception)
+
+
+def test_retry_from_failure_keeps_completed_steps(region: Region) -> None:
+    run = region.run("t_retry", {})
+    assert run["status"] == "failed" and "flag not set" in run["error"]
+    with region.engine.begin() as conn:
+        conn.execute(text("INSERT INTO test_flags VALUES (:n)"), {"n": str(run["id"])})
+    from click.testing import CliRunner
+
+    from regionmesh.cli import cli
+
+    res = CliRunner().invoke(cli, ["--config", str(region.mesh.dev.mesh_file), "--region", REGION, "runs", "retry", str(run["id"])])
+    assert res.exit_code == 0, res.output
+    done = wait_finished(region.engine, run["id"])
+    assert done["status"] == "succeeded", done["error"]
+    assert [(e["step"], e["attempt"]) for e in exec_log(region.engine, run["id"])] == [("a", 1), ("b", 1), ("b", 1), ("c", 1)]
+
+
+def test_idempotent_resubmission(region: Region) -> None:
+    first = region.submit("onboard", {"email": "x@example.com"}, key="signup-42")
+    second = region.submit("onboard", {"email": "x@example.com"}, key="signup-42")
+    assert first == second == run_id_for("acme", "signup-42")
+    run = wait_finished(region.engine, first)
+    assert run["status"] == "succeeded"
+    assert scalar(region.engine, "SELECT count(*) FROM workflow_runs WHERE tenant_id='acme' AND idempotency_key='signup-42'") == 1
+    assert scalar(region.engine, "SELECT count(*) FROM step_attempts WHERE run_id=:r", r=first) == 4
+    # Different key: a second run.
+    other = region.run("onboard", {"email": "x@example.com"}, key="signup-43")
+    assert other["id"] != first
+
+
+def test_duplicated_step_message_changes_nothing(region: Region) -> None:
+    run = region.run("t_diamond", {})
+    assert run["status"] == "succeeded"
+    before = exec_log(region.engine, run["id"])
+    task_ids = [r[0] for r in region.engine.connect().execute(text("SELECT id FROM step_tasks WHERE run_id=:r"), {"r": run["id"]})]
+    for tid in task_ids:
+        for _ in range(2):
+            region.send_raw(RUN_STEP_TASK, kwargs={"task_id": str(tid)}, queue=steps_queue(REGION))
+    # A marker run after the duplicates proves the worker consumed them (FIFO per queue, 2 processes).
+    marker = region.run("t_diamond", {})
+    assert marker["status"] == "succeeded"
+    wait_until(lambda: scalar(region.engine, "SELECT count(*) FROM test_exec_log WHERE run_id=:r", r=marker["id"]) == 4, 10, "marker")
+    assert exec_log(region.engine, run["id"]) == before
+    assert run_row(region.engine, run["id"])["updated_at"] == run["updated_at"]  # type: ignore[index]
+
+
+def test_sigkill_of_worker_mid_step_completes_once(region: Region) -> None:
+    dev = region.mesh.dev
+    run_id = region.submit("t_effect", {"first_attempt_sleep": 30})
+    wait_until(lambda: scalar(region.engine, "SELECT count(*) FROM test_exec_log WHERE run_id=:r", r=run_id), 15,
+               "the first attempt to record its effect")
+    victim = dev.workers(REGION)[0]["name"]
+    dev.stop_worker(REGION, victim, kill=True)  # SIGKILL, main process and pool
+    dev.start_worker(REGION, concurrency=2, extra_env=WORKER_ENV)
+    run = wait_finished(region.engine, run_id, timeout=90)
+    assert run["status"] == "succeeded", run["error"]
+    assert scalar(region.engine, "SELECT count(*) FROM test_effects WHERE run_id=:r", r=run_id) == 1
+    attempts = [e["attempt"] for e in exec_log(region.engine, run_id) if e["step"] == "pay"]
+    assert attempts == [1, 2]  # it really ran twice; its effect exists once
+    assert scalar(region.engine, "SELECT count(*) FROM step_tasks WHERE run_id=:r AND status='succeeded'", r=run_id) == 2
+
+
+def test_sigkill_of_pool_process_is_redelivered_at_once(region: Region) -> None:
+    import psutil
+
+    run_id = region.submit("t_effect", {"first_attempt_sleep": 30})
+    holder = wait_until(lambda: scalar(region.engine, "SELECT worker FROM step_tasks WHERE run_id=:r AND status='running'", r=run_id),
+                        15, "the step to be running")
+    pid = int(holder.rsplit(":", 1)[1])
+    psutil.Process(pid).kill()
+    run = wait_finished(region.engine, run_id, timeout=30)
+    assert run["status"] == "succeeded", run["error"]
+    assert scalar(region.engine, "SELECT count(*) FROM test_effects WHERE run_id=:r", r=run_id) == 1
+
+
+def test_lost_message_is_republished_by_the_reconciler(region: Region) -> None:
+    # Create a run straight in PostgreSQL without publishing: as if the process died after commit.
+    from workers.definitions import Registry
+    from workers.submission import parse_submission, plan_run
+    import workers.examples  # noqa: F401
+    from workers.registry import default_registry
+
+    sub = parse_submission({"tenant_id": "acme", "workflow": "onboard", "input": {"email": "lost@example.com"},
+                            "submission_id": str(uuid.uuid4())}, max_input_bytes=1 << 20)
+    run, steps = plan_run(sub, default_registry, region=REGION)
+    assert repo.create_run(region.engine, run, steps)
+    done = wait_finished(region.engine, sub.run_id, timeout=30)
+    assert done["status"] == "succeeded"
+    assert isinstance(Registry(), Registry)
+
+
+def test_invalid_dag_is_recorded_failed_never_half_created(region: Region) -> None:
+    for data, reason in (({"cycle": True}, "cycle: x -> y -> x"), ({"unknown_handler": True}, "unknown handler 't.nope'")):
+        run = region.run("t_decomp", data)
+        assert run["status"] == "failed" and reason in run["error"], run["error"]
+        assert scalar(region.engine, "SELECT count(*) FROM workflow_steps WHERE run_id=:r", r=run["id"]) == 0
+    ok = region.run("t_decomp", {})
+    assert ok["status"] == "succeeded"
+
+
+BAD_SUBMISSIONS = [
+    ({"tenant_id": "acme", "workflow": "nope", "input": {}, "submission_id": "s-1"}, "unknown workflow 'nope'"),
+    ({"tenant_id": "bad tenant!", "workflow": "onboard", "input": {}, "submission_id": "s-2"}, "must match"),
+    ({"tenant_id": "x" * 129, "workflow": "onboard", "input": {}, "submission_id": "s-3"}, "must match"),
+    ({"tenant_id": "acme", "workflow": "onboard", "input": [1, 2], "submission_id": "s-4"}, "input must be a JSON object"),
+    ({"tenant_id": "acme", "workflow": "onboard", "input": {"blob": "x" * (1 << 20)}, "submission_id": "s-5"},
+     "over the limit of 1048576 bytes"),
+    ({"workflow": "onboard", "input": {}, "submission_id": "s-6"}, "missing field(s): tenant_id"),
+    ({"tenant_id": "acme", "workflow": "onboard", "input": {}}, "must stamp a submission_id"),
+    ({"tenant_id": "acme", "workflow": "onboard", "input": {}, "submission_id": "s-8", "v": 99}, "unsupported message version"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), BAD_SUBMISSIONS)
+def test_bad_submission_is_dead_lettered_and_the_worker_keeps_serving(region: Region, kwargs: dict[str, Any], reason: str) -> None:
+    before = region.dead_letter_count()
+    region.send_raw(SUBMIT_TASK, kwargs=kwargs)
+    row = wait_until(
+        lambda: region.engine.connect().execute(
+            text("SELECT * FROM dead_letters WHERE id > (SELECT coalesce(max(id), 0) - 1 FROM dead_letters) ORDER BY id DESC LIMIT 1")
+        ).mappings().first() if region.dead_letter_count() > before else None,
+        15, "a dead letter",
+    )
+    assert reason in row["reason"], row["reason"]
+    assert row["task_name"] == SUBMIT_TASK
+    # Not retried: exactly one dead letter per bad message, and the worker still serves.
+    ok = region.run("onboard", {"email": "ok@example.com"})
+    assert ok["status"] == "succeeded"
+    assert region.dead_letter_count() == before + 1
+
+
+def test_pickle_and_unknown_task_messages_are_refused_and_recorded(region: Region) -> None:
+    import pickle
+
+    before = region.dead_letter_count()
+    broker = region.config.regions[REGION].broker_url
+    with Connection(broker) as conn:
+        producer = conn.Producer(serializer="pickle")
+        producer.publish(
+            pickle.dumps(((), {"tenant_id": "acme"}, {})), routing_key=submit_queue(REGION),
+            content_type="application/x-python-serialize", content_encoding="binary",
+            headers={"task": SUBMIT_TASK, "id": str(uuid.uuid4()), "lang": "py"}, declare=[],
+        )
+    region.send_raw("regionmesh.no_such_task", kwargs={"x": 1})
+    wait_until(lambda: region.dead_letter_count() >= before + 2, 15, "two dead letters")
+    with region.engine.connect() as conn:
+        reasons = [r[0] for r in conn.execute(text("SELECT reason FROM dead_letters ORDER BY id DESC LIMIT 2"))]
+    assert any("pickle" in r or "python-serialize" in r or "disallowed" in r.lower() for r in reasons), reasons
+    assert any("no_such_task" in r for r in reasons), reasons
+    ok = region.run("onboard", {"email": "still@example.com"})
+    assert ok["status"] == "succeeded"
+
+
+def test_runs_show_cli(region: Region) -> None:
+    run = region.run("etl", {"n": 3})
+    from click.testing import CliRunner
+
+    from regionmesh.cli import cli
+
+    res = CliRunner().invoke(cli, ["--config", str(region.mesh.dev.mesh_file), "--region", REGION, "runs", "show",
+                                   str(run["id"]), "--json"])
+    assert res.exit_code == 0, res.output
+    shown = json.loads(res.output)
+    assert shown["status"] == "succeeded" and [s["step_key"] for s in shown["steps"]] == ["extract", "transform", "load"]
+    missing = CliRunner().invoke(cli, ["--config", str(region.mesh.dev.mesh_file), "--region", REGION, "runs", "show",
+                                       str(uuid.uuid4())])
+    assert missing.exit_code != 0
+    assert os.environ.get("REGIONMESH_REGION") != "nowhere"

@@ -1,0 +1,148 @@
+"""Workflows and handlers used by the engine tests (loaded by real workers via
+REGIONMESH_WORKFLOWS). Handlers write to local test tables so tests can see
+how often each step really ran (test_exec_log) and what effect it left (test_effects)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import text
+
+from workers.definitions import RetryPolicy, Step, Workflow
+from workers.executor import StepContext
+from workers.registry import default_registry as registry
+
+TEST_TABLES = """
+CREATE TABLE IF NOT EXISTS test_exec_log (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, run_id uuid, step text, idx int, attempt int,
+  region text, started_at timestamptz, finished_at timestamptz DEFAULT clock_timestamp());
+CREATE TABLE IF NOT EXISTS test_effects (idempotency_key text PRIMARY KEY, run_id uuid, step text);
+CREATE TABLE IF NOT EXISTS test_flags (name text PRIMARY KEY);
+"""
+
+
+def _cfg(payload: Any) -> dict[str, Any]:
+    if isinstance(payload, Mapping):
+        if "cfg" in payload:
+            return dict(payload["cfg"])
+        for value in payload.values():
+            if isinstance(value, Mapping) and "cfg" in value:
+                return dict(value["cfg"])
+        return dict(payload)
+    return {}
+
+
+def _log(ctx: StepContext, started: float) -> None:
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            text("""INSERT INTO test_exec_log (run_id, step, idx, attempt, region, started_at)
+                    VALUES (:r, :s, :i, :a, :g, to_timestamp(:t))"""),
+            {"r": ctx.run_id, "s": ctx.step, "i": ctx.index, "a": ctx.attempt, "g": ctx.region, "t": started},
+        )
+
+
+@registry.handler("t.record")
+def record(ctx: StepContext, payload: Any) -> dict[str, Any]:
+    started = time.time()
+    cfg = _cfg(payload)
+    time.sleep(float(cfg.get("sleep", {}).get(ctx.step, 0)))
+    _log(ctx, started)
+    return {"cfg": cfg, "step": ctx.step}
+
+
+@registry.handler("t.effect")
+def effect(ctx: StepContext, payload: Any) -> dict[str, Any]:
+    started = time.time()
+    cfg = _cfg(payload)
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO test_effects VALUES (:k, :r, :s) ON CONFLICT (idempotency_key) DO NOTHING"),
+            {"k": ctx.idempotency_key, "r": ctx.run_id, "s": ctx.step},
+        )
+    _log(ctx, started)
+    if ctx.attempt == 1:
+        time.sleep(float(cfg.get("first_attempt_sleep", 0)))
+    return {"cfg": cfg, "step": ctx.step}
+
+
+@registry.handler("t.flaky")
+def flaky(ctx: StepContext, payload: Any) -> dict[str, Any]:
+    _log(ctx, time.time())
+    cfg = _cfg(payload)
+    if ctx.attempt <= int(cfg.get("fail_times", 0)):
+        raise RuntimeError(f"planned failure {ctx.attempt}")
+    return {"cfg": cfg, "step": ctx.step, "attempt": ctx.attempt}
+
+
+@registry.handler("t.fail")
+def fail(ctx: StepContext, payload: Any) -> None:
+    _log(ctx, time.time())
+    raise RuntimeError("always fails")
+
+
+@registry.handler("t.needs_flag")
+def needs_flag(ctx: StepContext, payload: Any) -> dict[str, Any]:
+    _log(ctx, time.time())
+    with ctx.engine.connect() as conn:
+        flag = conn.execute(text("SELECT 1 FROM test_flags WHERE name = :n"), {"n": str(ctx.run_id)}).scalar()
+    if not flag:
+        raise RuntimeError("flag not set")
+    return {"cfg": _cfg(payload), "step": ctx.step}
+
+
+@registry.handler("t.sleep")
+def sleep(ctx: StepContext, payload: Any) -> dict[str, Any]:
+    cfg = _cfg(payload)
+    started = time.time()
+    time.sleep(float(cfg.get("seconds", 1)))
+    _log(ctx, started)
+    return {"cfg": cfg, "step": ctx.step}
+
+
+FAST = RetryPolicy(max_attempts=3, base_s=0.1, max_s=0.5)
+
+registry.register(Workflow("t_diamond", steps=(
+    Step("a", "t.record"),
+    Step("b", "t.record", depends_on=("a",)),
+    Step("c", "t.record", depends_on=("a",)),
+    Step("d", "t.record", depends_on=("b", "c")),
+)))
+registry.register(Workflow("t_flaky", steps=(Step("only", "t.flaky", retry=FAST),)))
+registry.register(Workflow("t_fail", steps=(
+    Step("first", "t.record"),
+    Step("boom", "t.fail", depends_on=("first",), retry=RetryPolicy(max_attempts=2, base_s=0.1, max_s=0.2)),
+    Step("never", "t.record", depends_on=("boom",)),
+)))
+registry.register(Workflow("t_timeout", steps=(
+    Step("slow", "t.sleep", timeout_s=1.0, retry=RetryPolicy(max_attempts=1)),
+)))
+registry.register(Workflow("t_effect", steps=(
+    Step("pay", "t.effect", timeout_s=60, retry=FAST),
+    Step("after", "t.record", depends_on=("pay",)),
+)))
+registry.register(Workflow("t_cancel", steps=(
+    Step("slow", "t.sleep", timeout_s=30),
+    Step("later", "t.record", depends_on=("slow",)),
+)))
+registry.register(Workflow("t_retry", steps=(
+    Step("a", "t.record"),
+    Step("b", "t.needs_flag", depends_on=("a",), retry=RetryPolicy(max_attempts=1)),
+    Step("c", "t.record", depends_on=("b",)),
+)))
+registry.register(Workflow("t_badmap", steps=(
+    Step("a", "t.record"),
+    Step("m", "t.record", depends_on=("a",), map_over="a.step"),
+)))
+
+
+def decompose(goal: str, data: Mapping[str, Any]) -> Iterable[Step]:
+    if data.get("cycle"):
+        return [Step("x", "t.record", depends_on=("y",)), Step("y", "t.record", depends_on=("x",))]
+    if data.get("unknown_handler"):
+        return [Step("x", "t.nope")]
+    return [Step("x", "t.record")]
+
+
+registry.register(Workflow("t_decomp", decomposer=decompose))
