@@ -14,33 +14,6 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-_CLAIM = text(
-    """
-    WITH claimed AS (
-      UPDATE step_tasks t
-         SET status = 'running', attempt = t.attempt + 1, started_at = clock_timestamp(),
-             deadline_at = clock_timestamp() + make_interval(secs => s.timeout_s),
-             worker = :worker, executed_region = :region, not_before = NULL
-        FROM workflow_steps s, workflow_runs r
-       WHERE t.id = :task_id AND s.id = t.step_id AND r.id = t.run_id
-         AND r.status = 'running' AND r.owner_region = :region
-         AND (t.status = 'queued'
-              OR (t.status = 'running' AND (t.deadline_at < clock_timestamp() OR t.worker = :takeover)))
-         AND (t.not_before IS NULL OR t.not_before <= clock_timestamp() + interval '200 milliseconds')
-      RETURNING t.id, t.run_id, t.attempt, t.input, t.idx, t.idempotency_key, s.step_key, s.handler,
-                s.max_attempts, s.backoff_base_s, s.backoff_max_s, s.timeout_s,
-                r.tenant_id, r.workflow, r.epoch
-    ), recorded AS (
-      INSERT INTO step_attempts (id, task_id, run_id, attempt, region, worker, epoch)
-      SELECT md5(id::text || ':' || attempt || ':' || :region)::uuid, id, run_id, attempt, :region, :worker, epoch
-        FROM claimed
-      ON CONFLICT DO NOTHING
-    )
-    SELECT * FROM claimed
-    """
-)
-
-
 @dataclass(frozen=True)
 class Claim:
     """A step task this worker now holds, with what it needs to run it."""
@@ -62,37 +35,84 @@ class Claim:
     epoch: int
 
 
-def create_run(engine: Engine, run: dict[str, Any], steps: list[dict[str, Any]]) -> list[uuid.UUID] | None:
+def create_run(
+    engine: Engine,
+    run: dict[str, Any],
+    steps: list[dict[str, Any]],
+    *,
+    claim_for: tuple[str, str] | None = None,
+) -> tuple[list[uuid.UUID] | None, Claim | None]:
     """Insert a run and its steps; start the root steps.
 
-    Returns the ready task ids to publish, or None when the run already existed.
+    With ``claim_for=(region, worker)`` the first ready task is claimed in the
+    same transaction. Returns (ready task ids to publish, the claim), or
+    (None, None) when the run already existed.
     """
     with engine.begin() as conn:
         ready = conn.execute(
             text("SELECT rm_create_run(CAST(:run AS jsonb), CAST(:steps AS jsonb))"),
             {"run": json.dumps(run), "steps": json.dumps(steps)},
         ).scalar_one()
-    return None if ready is None else [uuid.UUID(str(t)) for t in ready]
+        if ready is None:
+            return None, None
+        ids = [uuid.UUID(str(t)) for t in ready]
+        claim = None
+        if claim_for is not None and ids:
+            row = conn.execute(
+                text("SELECT rm_claim_task(:t, :region, :worker, '')"),
+                {"t": ids[0], "region": claim_for[0], "worker": claim_for[1]},
+            ).scalar_one()
+            claim = _claim(row)
+            if claim is not None:
+                ids = ids[1:]
+    return ids, claim
+
+
+def _claim(row: dict[str, Any] | None) -> Claim | None:
+    if row is None:
+        return None
+    return Claim(
+        task_id=uuid.UUID(row["id"]), run_id=uuid.UUID(row["run_id"]), attempt=row["attempt"], payload=row["input"],
+        index=row["idx"], idempotency_key=row["idempotency_key"], step_key=row["step_key"], handler=row["handler"],
+        max_attempts=row["max_attempts"], backoff_base_s=row["backoff_base_s"], backoff_max_s=row["backoff_max_s"],
+        timeout_s=row["timeout_s"], tenant_id=row["tenant_id"], workflow=row["workflow"], epoch=row["epoch"],
+    )
 
 
 def claim_task(engine: Engine, task_id: uuid.UUID, *, region: str, worker: str, takeover: str | None = None) -> Claim | None:
-    """Take a queued task (or one whose holder is ``takeover`` or past its deadline).
+    """Take a queued task (or one whose holder is ``takeover`` or past its deadline); records the attempt.
 
     Returns None when the task is not claimable here: finished, held by a live
     worker, cancelled, owned by another region, or not due yet.
     """
     with engine.begin() as conn:
         row = conn.execute(
-            _CLAIM, {"task_id": task_id, "region": region, "worker": worker, "takeover": takeover or ""}
-        ).mappings().first()
-    if row is None:
-        return None
-    return Claim(
-        task_id=row["id"], run_id=row["run_id"], attempt=row["attempt"], payload=row["input"], index=row["idx"],
-        idempotency_key=row["idempotency_key"], step_key=row["step_key"], handler=row["handler"],
-        max_attempts=row["max_attempts"], backoff_base_s=row["backoff_base_s"], backoff_max_s=row["backoff_max_s"],
-        timeout_s=row["timeout_s"], tenant_id=row["tenant_id"], workflow=row["workflow"], epoch=row["epoch"],
-    )
+            text("SELECT rm_claim_task(:t, :region, :worker, :takeover)"),
+            {"t": task_id, "region": region, "worker": worker, "takeover": takeover or ""},
+        ).scalar_one()
+    return _claim(row)
+
+
+@dataclass(frozen=True)
+class Completion:
+    discarded: bool
+    released: list[uuid.UUID]
+    next_claim: Claim | None
+
+
+def complete_and_claim(
+    engine: Engine, task_id: uuid.UUID, attempt: int, output: Any, *, region: str, worker: str, claim_next: bool
+) -> Completion:
+    """Store a task's output (maybe completing its step, releasing dependents, finishing the run)
+    and, with ``claim_next``, claim the first released task, all in one transaction."""
+    with engine.begin() as conn:
+        row = conn.execute(
+            text("SELECT rm_complete_and_claim(:t, :a, CAST(:o AS jsonb), :region, :worker, :claim)"),
+            {"t": task_id, "a": attempt, "o": json.dumps(output), "region": region, "worker": worker, "claim": claim_next},
+        ).scalar_one()
+    if row["discarded"]:
+        return Completion(True, [], None)
+    return Completion(False, [uuid.UUID(t) for t in row["released"] or []], _claim(row["claim"]))
 
 
 def task_holder(engine: Engine, task_id: uuid.UUID) -> tuple[str, str | None, datetime | None] | None:
@@ -102,19 +122,6 @@ def task_holder(engine: Engine, task_id: uuid.UUID) -> tuple[str, str | None, da
             text("SELECT status, worker, not_before FROM step_tasks WHERE id = :id"), {"id": task_id}
         ).first()
     return None if row is None else (row[0], row[1], row[2])
-
-
-def complete_task(engine: Engine, task_id: uuid.UUID, attempt: int, output: Any) -> list[uuid.UUID] | None:
-    """Store a task's output; maybe complete its step, release dependents, finish the run.
-
-    Returns the released task ids, or None when the result was discarded.
-    """
-    with engine.begin() as conn:
-        released = conn.execute(
-            text("SELECT rm_complete_task(:t, :a, CAST(:o AS jsonb))"),
-            {"t": task_id, "a": attempt, "o": json.dumps(output)},
-        ).scalar_one()
-    return None if released is None else [uuid.UUID(str(t)) for t in released]
 
 
 def fail_task(engine: Engine, task_id: uuid.UUID, attempt: int, error: str, retry_in: float | None) -> str:
@@ -216,6 +223,20 @@ def expired_running_tasks(engine: Engine, region: str, slack_s: float, limit: in
             {"region": region, "slack": slack_s, "limit": limit},
         ).all()
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+def running_on_host(engine: Engine, region: str, host: str) -> list[tuple[uuid.UUID, int, int, str]]:
+    """Running tasks held by workers on ``host``: (task id, attempt, max attempts, worker)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                """SELECT t.id, t.attempt, s.max_attempts, t.worker
+                     FROM step_tasks t JOIN workflow_steps s ON s.id = t.step_id
+                    WHERE t.status = 'running' AND t.executed_region = :region AND t.worker LIKE :host"""
+            ),
+            {"region": region, "host": host + ":%"},
+        ).all()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 def requeue_expired(engine: Engine, task_id: uuid.UUID, attempt: int) -> bool:

@@ -18,15 +18,19 @@ class Started:
     run_id: uuid.UUID
     created: bool
     status: str
+    inline: runs.Claim | None = None  # a ready task claimed for the caller to run
 
 
-def start_run(rt: Runtime, sub: Submission) -> Started:
+def start_run(rt: Runtime, sub: Submission, *, keep_first: bool = False) -> Started:
     """Create the run of a submission in this region (once per (tenant, key)) and publish its ready steps.
 
-    Raises RejectedSubmission for an unknown workflow.
+    With ``keep_first`` the first ready task is claimed in the creating
+    transaction and returned for the caller to run inline. Raises RejectedSubmission for an unknown workflow.
     """
     run, steps = plan_run(sub, rt.registry, region=rt.region)
-    ready = runs.create_run(rt.engine, run, steps)
+    ready, inline = runs.create_run(
+        rt.engine, run, steps, claim_for=(rt.region, rt.worker_id) if keep_first else None
+    )
     if ready is None:
         event(logging.INFO, "run.duplicate", region=rt.region, tenant=sub.tenant_id, run=sub.run_id,
               submission=sub.submission_id)
@@ -34,7 +38,7 @@ def start_run(rt: Runtime, sub: Submission) -> Started:
     rt.publish_steps(ready)
     event(logging.INFO, "run.created", region=rt.region, tenant=sub.tenant_id, run=sub.run_id,
           workflow=sub.workflow, steps=len(steps), status=run["status"], error=run.get("error"))
-    return Started(sub.run_id, True, str(run["status"]))
+    return Started(sub.run_id, True, str(run["status"]), inline)
 
 
 def cancel(rt: Runtime, run_id: uuid.UUID) -> None:

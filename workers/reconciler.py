@@ -11,6 +11,7 @@ publish, a purged queue) and re-queues running tasks whose worker is gone
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from sqlalchemy import Connection
 
 from models import runs
 from models.locks import try_session_lock
+from regionmesh.supervisor import pid_alive
 from workers.log import event
 from workers.runtime import Runtime
 
@@ -80,6 +82,13 @@ class Reconciler(threading.Thread):
             self.rt.publish_steps(stale)
             event(logging.WARNING, "reconciler.republished", region=self.rt.region, count=len(stale))
         expired = runs.expired_running_tasks(self.rt.engine, self.rt.region, self.settings.deadline_slack_s)
+        # Holders on this host whose process is gone need not wait for their deadline.
+        host = socket.gethostname()
+        expired += [
+            (task_id, attempt, max_attempts)
+            for task_id, attempt, max_attempts, worker in runs.running_on_host(self.rt.engine, self.rt.region, host)
+            if not pid_alive(int(worker.rpartition(":")[2] or 0)) and (task_id, attempt, max_attempts) not in expired
+        ]
         moved = []
         for task_id, attempt, max_attempts in expired:
             if attempt >= max_attempts:

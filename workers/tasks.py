@@ -46,7 +46,7 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             if args:
                 raise RejectedSubmission("positional arguments are not accepted; send keyword arguments")
             sub = parse_submission(kwargs, max_input_bytes=rt.config.max_input_bytes)
-            started = lifecycle.start_run(rt, sub)
+            started = lifecycle.start_run(rt, sub, keep_first=True)
         except RejectedSubmission as exc:
             dead_letter(rt, SUBMIT_TASK, exc.reason, {"args": args, "kwargs": kwargs},
                         submission_id=exc.submission_id, tenant_id=exc.tenant_id)
@@ -55,6 +55,11 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(exc, OperationalError):
                 raise
             return _infra_retry(self, exc)
+        if started.inline is not None:
+            try:
+                executor.execute(rt, started.inline.task_id, started.inline)
+            except Exception as exc:  # noqa: BLE001 - the task is queued in PostgreSQL; the reconciler has it
+                event(logging.WARNING, "step.inline_failed", region=rt.region, run=started.run_id, error=exc)
         return {"run_id": str(started.run_id), "created": started.created, "status": started.status}
 
     @app.task(name=RUN_STEP_TASK, bind=True, acks_late=True, ignore_result=True)

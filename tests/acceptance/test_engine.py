@@ -226,7 +226,8 @@ def test_lost_message_is_republished_by_the_reconciler(region: Region) -> None:
     sub = parse_submission({"tenant_id": "acme", "workflow": "onboard", "input": {"email": "lost@example.com"},
                             "submission_id": str(uuid.uuid4())}, max_input_bytes=1 << 20)
     run, steps = plan_run(sub, default_registry, region=REGION)
-    assert repo.create_run(region.engine, run, steps)
+    ready, claimed = repo.create_run(region.engine, run, steps)
+    assert ready and claimed is None
     done = wait_finished(region.engine, sub.run_id, timeout=30)
     assert done["status"] == "succeeded"
     assert isinstance(Registry(), Registry)

@@ -1,0 +1,184 @@
+"""Throughput: raw Celery vs a Celery canvas chain vs regionmesh, one region, one run.
+
+    python -m bench.throughput [--tasks 4000] [--chains 300] [--runs 2000] [--chain-runs 300]
+
+Starts its own PostgreSQL 16 + Redis (a one-region dev mesh in a temp folder)
+and, for each contender in turn, one worker with the same concurrency on the
+same broker. Prints a table and writes bench/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import chain
+from sqlalchemy import text
+
+from models.engine import make_engine
+from regionmesh.client import publisher, submit
+from regionmesh.devmesh import DevMesh
+from regionmesh.supervisor import spawn, terminate, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+REGION = "bench"
+
+
+def _wait_counter(r: redis.Redis, key: str, target: int, timeout: float) -> float:
+    wait_for(lambda: int(r.get(key) or 0) >= target, timeout, f"{key} to reach {target}", interval=0.005)
+    return time.perf_counter()
+
+
+def raw_celery(broker: str, n_tasks: int, n_chains: int, concurrency: int, logdir: Path) -> dict[str, Any]:
+    env = dict(os.environ, BENCH_BROKER_URL=broker, PYTHONPATH=str(ROOT))
+    pid = spawn([sys.executable, "-m", "celery", "-A", "bench.baseline_app", "worker", "-Q", "bench.raw",
+                 "-c", str(concurrency), "--loglevel", "WARNING", "--without-mingle", "--without-gossip"],
+                logdir / "baseline-worker.log", env=env, cwd=str(ROOT))
+    os.environ["BENCH_BROKER_URL"] = broker
+    from bench import baseline_app
+
+    r = redis.Redis.from_url(broker)
+    try:
+        r.delete("bench:raw", "bench:chain", "bench:warm")
+        for _ in range(20):
+            baseline_app.noop.apply_async(kwargs={"key": "bench:warm"})
+        _wait_counter(r, "bench:warm", 20, 60)
+        start = time.perf_counter()
+        with baseline_app.app.producer_or_acquire() as producer:
+            for _ in range(n_tasks):
+                baseline_app.noop.apply_async(producer=producer)
+        published = time.perf_counter()
+        end = _wait_counter(r, "bench:raw", n_tasks, 600)
+        raw = {"tasks": n_tasks, "seconds": end - start, "tasks_per_s": n_tasks / (end - start),
+               "publish_per_s": n_tasks / (published - start)}
+        start = time.perf_counter()
+        for _ in range(n_chains):
+            chain(*[baseline_app.link.si() for _ in range(9)], baseline_app.chain_end.si()).apply_async()
+        end = _wait_counter(r, "bench:chain", n_chains, 600)
+        canvas = {"chains": n_chains, "seconds": end - start, "chains_per_s": n_chains / (end - start),
+                  "tasks_per_s": 10 * n_chains / (end - start)}
+    finally:
+        terminate(pid, group=True)
+    return {"raw": raw, "canvas_chain": canvas}
+
+
+def _wait_runs(engine: Any, workflow: str, target: int, timeout: float) -> float:
+    def done() -> bool:
+        with engine.connect() as conn:
+            n = conn.execute(text("SELECT count(*) FROM workflow_runs WHERE workflow = :w AND status = 'succeeded'"),
+                             {"w": workflow}).scalar_one()
+        return int(n) >= target
+
+    wait_for(done, timeout, f"{target} {workflow} runs", interval=0.02)
+    return time.perf_counter()
+
+
+def regionmesh_runs(dev: DevMesh, n_runs: int, n_chain_runs: int, n_latency: int, concurrency: int) -> dict[str, Any]:
+    config = dev.up([REGION], workers=0)
+    dev.start_worker(REGION, concurrency=concurrency, extra_env={
+        "REGIONMESH_WORKFLOWS": "bench.workflows", "PYTHONPATH": str(ROOT),
+    })
+    engine = make_engine(config.regions[REGION].database_url, region=REGION)
+    out: dict[str, Any] = {}
+    try:
+        for i in range(20):
+            submit("warm", "bench_1", {}, f"warm-{i}", region=REGION, config=config)
+        _wait_runs(engine, "bench_1", 20, 60)
+        base1 = 20
+        start = time.perf_counter()
+        for i in range(n_runs):
+            submit(f"t{i % 50}", "bench_1", {}, None, region=REGION, config=config)
+        published = time.perf_counter()
+        end = _wait_runs(engine, "bench_1", base1 + n_runs, 900)
+        out["one_step"] = {"runs": n_runs, "seconds": end - start, "runs_per_s": n_runs / (end - start),
+                           "steps_per_s": n_runs / (end - start), "submit_per_s": n_runs / (published - start)}
+        start = time.perf_counter()
+        for i in range(n_chain_runs):
+            submit(f"t{i % 50}", "bench_10", {}, None, region=REGION, config=config)
+        end = _wait_runs(engine, "bench_10", n_chain_runs, 900)
+        out["ten_step"] = {"runs": n_chain_runs, "seconds": end - start, "runs_per_s": n_chain_runs / (end - start),
+                           "steps_per_s": 10 * n_chain_runs / (end - start)}
+        # Latency, paced well below saturation: submit -> run finished (same host clock).
+        latencies: dict[str, list[float]] = {"bench_1": [], "bench_10": []}
+        for workflow in latencies:
+            ids = []
+            for i in range(n_latency):
+                sent = time.time()
+                ids.append((submit("lat", workflow, {}, f"lat-{workflow}-{i}-{uuid.uuid4()}", region=REGION, config=config).run_id, sent))
+                time.sleep(0.02 if workflow == "bench_1" else 0.08)
+            _wait_runs(engine, workflow, (n_runs + base1 if workflow == "bench_1" else n_chain_runs) + n_latency, 300)
+            with engine.connect() as conn:
+                finished = dict(conn.execute(text("SELECT id, extract(epoch FROM finished_at) FROM workflow_runs WHERE tenant_id='lat' AND workflow=:w"),
+                                             {"w": workflow}).all())
+            latencies[workflow] = sorted((float(finished[rid]) - sent) * 1000 for rid, sent in ids)
+        for workflow, values in latencies.items():
+            out[f"latency_ms_{workflow}"] = {
+                "p50": statistics.median(values), "p99": values[min(len(values) - 1, int(0.99 * len(values)))], "n": len(values),
+            }
+    finally:
+        engine.dispose()
+        for w in dev.workers(REGION):
+            dev.stop_worker(REGION, w["name"])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=4000)
+    parser.add_argument("--chains", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--chain-runs", type=int, default=300)
+    parser.add_argument("--latency-runs", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="rm-bench-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    dev = DevMesh(root)
+    try:
+        config = dev.up([REGION], workers=0)
+        broker = config.regions[REGION].broker_url
+        base = raw_celery(broker, args.tasks, args.chains, args.concurrency, root / "logs")
+        rm = regionmesh_runs(dev, args.runs, args.chain_runs, args.latency_runs, args.concurrency)
+    finally:
+        dev.down(purge=True)
+    raw_tps = base["raw"]["tasks_per_s"]
+    chain_tps = base["canvas_chain"]["tasks_per_s"]
+    rows = [
+        ("raw Celery no-op tasks", f"{raw_tps:,.0f} tasks/s", ""),
+        ("Celery canvas chain x10", f"{base['canvas_chain']['chains_per_s']:,.1f} chains/s", f"{chain_tps:,.0f} tasks/s"),
+        ("regionmesh 1-step runs", f"{rm['one_step']['runs_per_s']:,.0f} runs/s", f"{rm['one_step']['steps_per_s']:,.0f} steps/s"),
+        ("regionmesh 10-step chain", f"{rm['ten_step']['runs_per_s']:,.1f} runs/s", f"{rm['ten_step']['steps_per_s']:,.0f} steps/s"),
+        ("latency 1-step (p50/p99)", f"{rm['latency_ms_bench_1']['p50']:.1f} / {rm['latency_ms_bench_1']['p99']:.1f} ms", ""),
+        ("latency 10-step (p50/p99)", f"{rm['latency_ms_bench_10']['p50']:.1f} / {rm['latency_ms_bench_10']['p99']:.1f} ms", ""),
+    ]
+    best_steps = max(rm["one_step"]["steps_per_s"], rm["ten_step"]["steps_per_s"])
+    targets = {
+        "steps_vs_raw": best_steps / raw_tps,
+        "ten_step_steps_vs_raw": rm["ten_step"]["steps_per_s"] / raw_tps,
+        "ten_step_steps_vs_canvas_tasks": rm["ten_step"]["steps_per_s"] / chain_tps,
+    }
+    width = max(len(r[0]) for r in rows)
+    print(f"\nthroughput, one region, worker concurrency {args.concurrency} (prefork), same Redis broker")
+    for name, a, b in rows:
+        print(f"  {name:<{width}}  {a:>22}  {b:>16}")
+    print(f"  regionmesh steps/s vs raw Celery: {targets['steps_vs_raw']:.0%} (target >= 50%); "
+          f"10-step steps/s vs canvas tasks/s: {targets['ten_step_steps_vs_canvas_tasks']:.0%} (target >= 100%)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"args": vars(args), "baseline": base, "regionmesh": rm, "ratios": targets}, indent=2))
+    print(f"  wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
