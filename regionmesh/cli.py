@@ -72,15 +72,17 @@ DIR_OPTION = click.option(
     "--concurrency", envvar="REGIONMESH_DEV_CONCURRENCY", show_envvar=True, default=2, show_default=True,
     type=click.IntRange(1, 64), help="Pool processes per worker.",
 )
+@click.option("--flower", is_flag=True, envvar="REGIONMESH_DEV_FLOWER", show_envvar=True,
+              help="Also start Flower per region (basic auth: admin / secrets/flower, or $REGIONMESH_FLOWER_AUTH).")
 @DIR_OPTION
-def dev_up(regions: str | None, n_workers: int, concurrency: int, root: str) -> None:
+def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, root: str) -> None:
     """Start (or reuse) every region's servers and workers, migrate, write the mesh file."""
     from regionmesh.devmesh import DevMesh
 
     started = time.monotonic()
     mesh = DevMesh(root)
     wanted = [r.strip() for r in regions.split(",") if r.strip()] if regions else None
-    config = mesh.up(wanted, workers=n_workers, concurrency=concurrency)
+    config = mesh.up(wanted, workers=n_workers, concurrency=concurrency, flower=flower)
     table = Table(title=f"regionmesh dev mesh ({time.monotonic() - started:.1f}s) - {mesh.mesh_file}")
     for col in ("region", "postgres", "redis (broker)", "queues"):
         table.add_column(col)
@@ -90,6 +92,11 @@ def dev_up(regions: str | None, n_workers: int, concurrency: int, root: str) -> 
             f"rm.{name}.submit, rm.{name}.steps",
         )
     console.print(table)
+    if flower:
+        for name in config.regions:
+            for w in mesh.state.load()["regions"][name].get("workers", []):
+                if w.get("name") == "flower":
+                    console.print(f"flower {name}: http://127.0.0.1:{w['port']} (user admin, password in {mesh.root}/secrets/flower)")
     console.print(f"export {ENV_CONFIG}={mesh.mesh_file}")
 
 

@@ -46,7 +46,7 @@ DEFAULT_REGIONS = ("us-east", "eu-west", "ap-south")
 DATABASE = "regionmesh"
 APP_ROLE = "regionmesh"
 REPLICATION_ROLE = "rm_replicator"
-SECRET_NAMES = ("postgres", APP_ROLE, REPLICATION_ROLE, "redis")
+SECRET_NAMES = ("postgres", APP_ROLE, REPLICATION_ROLE, "redis", "flower")
 HOST = "127.0.0.1"
 
 
@@ -320,8 +320,45 @@ class DevMesh:
             wait_for(ready, 60, f"worker {name} of {region} to be ready")
         return record
 
+    def start_flower(self, region: str) -> dict[str, Any]:
+        """Start Flower for ``region`` on a free port, with basic auth (user ``admin``,
+        password in ``secrets/flower``, or ``$REGIONMESH_FLOWER_AUTH`` as ``user:password``)."""
+        with self.state.locked():
+            data = self.state.load()
+            workers = data["regions"][region].setdefault("workers", [])
+            existing = [w for w in workers if w.get("name") == "flower" and pid_alive(w.get("pid"))]
+            if existing:
+                return dict(existing[0])
+            workers[:] = [w for w in workers if w.get("name") != "flower"]
+            port = free_port()
+            log = self.root / "logs" / f"flower-{region}.log"
+            record: dict[str, Any] = {"name": "flower", "log": str(log), "pid": None, "port": port}
+            workers.append(record)
+            self.state.save(data)
+            auth = os.environ.get("REGIONMESH_FLOWER_AUTH") or f"admin:{self._secret('flower')}"
+            env = dict(os.environ, REGIONMESH_CONFIG=str(self.mesh_file), REGIONMESH_REGION=region,
+                       FLOWER_BASIC_AUTH=auth, FLOWER_UNAUTHENTICATED_API="false")
+            cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
+                   f"--address={HOST}", "--purge_offline_workers=60"]
+            record["pid"] = spawn(cmd, log, env=env)
+            self.state.save(data)
+        import socket as _socket
+
+        def listening() -> bool:
+            if not pid_alive(record["pid"]):
+                raise DevMeshError(f"flower for {region} exited: {log.read_text(errors='replace')[-1500:]}")
+            with _socket.socket() as sock:
+                return sock.connect_ex((HOST, port)) == 0
+
+        wait_for(listening, 60, f"flower of {region} on port {port}")
+        return record
+
     def workers(self, region: str) -> list[dict[str, Any]]:
-        return [w for w in self.state.load()["regions"].get(region, {}).get("workers", []) if pid_alive(w.get("pid"))]
+        """Live celery workers of ``region`` (not Flower)."""
+        return [
+            w for w in self.state.load()["regions"].get(region, {}).get("workers", [])
+            if pid_alive(w.get("pid")) and w.get("name") != "flower"
+        ]
 
     def stop_worker(self, region: str, name: str, *, kill: bool = False) -> None:
         """Stop one worker (warm shutdown: its unacked messages go back at once); ``kill``: SIGKILL."""
@@ -383,6 +420,7 @@ class DevMesh:
         workers: int = 0,
         concurrency: int = 2,
         worker_env: dict[str, str] | None = None,
+        flower: bool = False,
     ) -> MeshConfig:
         """Start (or reuse) every region's servers, write the mesh file, migrate.
 
@@ -428,6 +466,9 @@ class DevMesh:
                 missing = workers - len(self.workers(region))
                 for _ in range(max(0, missing)):
                     self.start_worker(region, concurrency=concurrency, extra_env=worker_env)
+        if flower:
+            for region in config.regions:
+                self.start_flower(region)
         return config
 
     def down(self, *, purge: bool = False) -> list[str]:

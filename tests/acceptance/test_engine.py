@@ -310,3 +310,25 @@ def test_runs_show_cli(region: Region) -> None:
                                        str(uuid.uuid4())])
     assert missing.exit_code != 0
     assert os.environ.get("REGIONMESH_REGION") != "nowhere"
+
+
+def test_flower_requires_basic_auth_and_sees_the_worker(region: Region) -> None:
+    import urllib.error
+    import urllib.request
+    import base64
+
+    record = region.mesh.dev.start_flower(REGION)
+    url = f"http://127.0.0.1:{record['port']}/api/workers"
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(url, timeout=10)
+    assert info.value.code == 401
+    password = (region.mesh.dev.root / "secrets" / "flower").read_text().strip()
+    request = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()})
+
+    def workers() -> dict[str, Any]:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200
+            return dict(json.loads(resp.read()))
+
+    seen = wait_until(lambda: [w for w in workers() if w.startswith(f"{REGION}-")], 30, "flower to list the worker")
+    assert seen
