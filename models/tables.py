@@ -199,6 +199,34 @@ class DeadLetter(Base):
     payload: Mapped[str | None] = mapped_column(Text)
 
 
+class ReplicationConflict(Base):
+    """Local only: every conflict the replica triggers resolved (who won, and why)."""
+
+    __tablename__ = "replication_conflicts"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    table_name: Mapped[str] = mapped_column(Text, nullable=False)
+    pk: Mapped[str] = mapped_column(Text, nullable=False)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    local_origin: Mapped[str | None] = mapped_column(Text)
+    remote_origin: Mapped[str | None] = mapped_column(Text)
+    local_epoch: Mapped[int | None] = mapped_column(BigInteger)
+    remote_epoch: Mapped[int | None] = mapped_column(BigInteger)
+    local_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    remote_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index(None, "at"),)
+
+
+class ReplicationLinkStats(Base):
+    """Local only: when each subscription's apply error count last grew."""
+
+    __tablename__ = "replication_link_stats"
+    subscription: Mapped[str] = mapped_column(Text, primary_key=True)
+    error_count: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    increased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 REPLICATED_TABLES = (
     "regions",
     "tenant_registry",
@@ -208,4 +236,4 @@ REPLICATED_TABLES = (
     "step_attempts",
     "heartbeats",
 )
-LOCAL_TABLES = ("outbox", "dead_letters")
+LOCAL_TABLES = ("outbox", "dead_letters", "replication_conflicts", "replication_link_stats")

@@ -225,6 +225,16 @@ class DevMesh:
 
         return f"postgresql://{user}:{quote(self._secret(secret), safe='')}@{HOST}:{port}/{database}"
 
+    def stop_pg(self, region: str, mode: str = "fast") -> None:
+        """Stop one region's PostgreSQL (``mode`` fast or immediate); ``up`` starts it again."""
+        pentry = self.state.load()["regions"][region]["pg"]
+        cmd = [str(Path(pentry["bindir"]) / "pg_ctl"), "stop", "-D", pentry["datadir"], "-m", mode, "-w", "-t", "60"]
+        if pentry.get("run_as"):
+            cmd = ["runuser", "-u", pentry["run_as"], "--", *cmd]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
+        if res.returncode != 0:
+            raise DevMeshError(f"could not stop PostgreSQL of {region}: {res.stderr}")
+
     # -- Redis -------------------------------------------------------------
     def _ensure_redis(self, server: str, region: str, data: dict[str, Any], used: set[int]) -> None:
         entry = data["regions"].setdefault(region, {}).setdefault("redis", {})
@@ -461,6 +471,10 @@ class DevMesh:
             from regionmesh.migrate import upgrade_all
 
             upgrade_all(config)
+            if len(config.regions) > 1:
+                from replication.setup import setup
+
+                setup(config)
         if workers:
             for region in config.regions:
                 missing = workers - len(self.workers(region))

@@ -35,7 +35,10 @@ def free_port(host: str = "127.0.0.1", avoid: set[int] | None = None) -> int:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now (like PostgreSQL and Redis, with
+    SO_REUSEADDR: connections in TIME_WAIT from a previous run do not block it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

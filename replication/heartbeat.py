@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from models import heartbeats
+from models import replication as repl
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
@@ -17,5 +18,6 @@ if TYPE_CHECKING:
 def heartbeat_job(rt: Runtime) -> Callable[[], None]:
     def beat() -> None:
         heartbeats.beat(rt.engine, rt.region)
+        repl.observe_link_errors(rt.engine)
 
     return beat

@@ -1,0 +1,56 @@
+"""``regionmesh replication setup``: the publication in every region and a subscription
+from every region to every peer. Idempotent: rerunning fixes drift (tables, connection)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models import replication as repl
+from models.engine import make_engine
+from regionmesh.config import MeshConfig
+from regionmesh.errors import ConfigError
+from replication.names import PUBLICATION, subscription_name
+
+
+@dataclass(frozen=True)
+class Link:
+    subscriber: str
+    publisher: str
+    subscription: str
+    result: str
+
+
+def conninfo(config: MeshConfig, publisher: str) -> str:
+    """How subscribers reach ``publisher``: its peer conninfo, the replication role, its sslmode."""
+    if not config.replication_password:
+        raise ConfigError(
+            config.path, "mesh.replication_password", "missing",
+            'add replication_password = { env = "REGIONMESH_REPLICATION_PASSWORD" } under [mesh]',
+        )
+    region = config.regions[publisher]
+    password = config.replication_password.replace("\\", "\\\\").replace("'", "\\'")
+    parts = [region.peer_conninfo, f"user={config.replication_user}", f"password='{password}'"]
+    if "sslmode=" not in region.peer_conninfo:
+        parts.append(f"sslmode={region.sslmode}")
+    return " ".join(parts)
+
+
+def setup(config: MeshConfig, regions: list[str] | None = None) -> list[Link]:
+    """Publications everywhere first (a subscription needs its publisher's), then subscriptions."""
+    names = regions or list(config.regions)
+    engines = {n: make_engine(config.regions[n].database_url, region=n, pool_size=1) for n in config.regions}
+    try:
+        for name in config.regions:
+            repl.ensure_publication(engines[name], PUBLICATION, config.replication_user)
+        links = []
+        for sub in config.regions:
+            for pub in config.regions:
+                if sub == pub or (sub not in names and pub not in names):
+                    continue
+                sname = subscription_name(sub, pub)
+                result = repl.ensure_subscription(engines[sub], sname, conninfo(config, pub), PUBLICATION)
+                links.append(Link(sub, pub, sname, result))
+        return links
+    finally:
+        for engine in engines.values():
+            engine.dispose()

@@ -1,0 +1,103 @@
+"""The from -> to matrix of the mesh: lag (seconds and bytes), retained WAL, subscription state, errors."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from models import replication as repl
+from models.engine import make_engine
+from regionmesh.config import MeshConfig
+from replication.names import subscription_name
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    publisher: str  # from
+    subscriber: str  # to
+    subscription: str
+    enabled: bool | None
+    worker_alive: bool
+    apply_errors: int
+    lag_seconds: float | None
+    lag_bytes: int | None
+    retained_bytes: int | None
+    wal_status: str | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"ok": self.ok}
+
+
+ERROR_WINDOW_S = 30.0
+
+
+def _probe(config: MeshConfig, region: str) -> dict[str, Any]:
+    engine = make_engine(config.regions[region].database_url, region=region, pool_size=1, connect_timeout=3)
+    try:
+        return {
+            "subs": {s["subname"]: s for s in repl.subscriptions(engine)},
+            "error_ages": repl.observe_link_errors(engine),
+            "slots": {s["slot_name"]: s for s in repl.slots(engine)},
+            "ages": repl.heartbeat_ages(engine),
+            "conflicts": repl.conflict_counts(engine),
+        }
+    except Exception as exc:  # noqa: BLE001 - an unreachable region is a status, not a crash
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+    finally:
+        engine.dispose()
+
+
+def mesh_status(
+    config: MeshConfig, error_window_s: float = ERROR_WINDOW_S
+) -> tuple[list[LinkStatus], dict[str, dict[str, Any]]]:
+    """Every ordered pair's link, and per region what was probed (or its error).
+
+    A link is down when its subscription is missing or disabled or its apply
+    worker is not running, and erroring when its apply error count grew within
+    ``error_window_s`` (the count also grows on lost connections, so only its
+    growth tells).
+    """
+    probes = {name: _probe(config, name) for name in config.regions}
+    links = []
+    for sub in config.regions:
+        for pub in config.regions:
+            if sub == pub:
+                continue
+            name = subscription_name(sub, pub)
+            sp, pp = probes[sub], probes[pub]
+            s = sp.get("subs", {}).get(name)
+            slot = pp.get("slots", {}).get(name)
+            problem = None
+            lag_s = None
+            if "error" in sp:
+                problem = f"{sub} unreachable: {sp['error']}"
+            elif s is None:
+                problem = "no subscription (run 'regionmesh replication setup')"
+            elif not s["subenabled"]:
+                problem = "subscription disabled"
+            elif s["pid"] is None:
+                problem = "apply worker not running (publisher unreachable or erroring)"
+            elif (age := sp.get("error_ages", {}).get(name)) is not None and age < error_window_s:
+                problem = f"apply errors {age:.0f}s ago ({s['apply_error_count']} in all)"
+            if "error" in pp and problem is None:
+                problem = f"{pub} unreachable: {pp['error']}"
+            elif slot is not None and slot["wal_status"] == "lost":
+                problem = "slot lost: WAL removed past max_slot_wal_keep_size; rebuild this region"
+            seen = sp.get("ages", {}).get(pub)
+            own = pp.get("ages", {}).get(pub)
+            if seen is not None:
+                lag_s = max(0.0, seen - (own or 0.0)) if own is not None else seen
+            links.append(LinkStatus(
+                publisher=pub, subscriber=sub, subscription=name,
+                enabled=None if s is None else bool(s["subenabled"]),
+                worker_alive=bool(s and s["pid"]), apply_errors=int(s["apply_error_count"]) if s else 0,
+                lag_seconds=lag_s, lag_bytes=None if slot is None else slot["lag_bytes"],
+                retained_bytes=None if slot is None else slot["retained_bytes"],
+                wal_status=None if slot is None else slot["wal_status"], problem=problem,
+            ))
+    return links, probes
