@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 
-from alembic import context
 from sqlalchemy import Engine
 
 import models.tables  # noqa: F401  - registers the tables on the metadata
+from alembic import context
 from models.base import Base
 from models.engine import make_engine
 

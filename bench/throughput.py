@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from celery import chain
 from sqlalchemy import text
 
 from models.engine import make_engine
-from regionmesh.client import publisher, submit
+from regionmesh.client import submit
 from regionmesh.devmesh import DevMesh
 from regionmesh.supervisor import spawn, terminate, wait_for
 

@@ -15,5 +15,5 @@ def still_connected(conn: Connection) -> bool:
         conn.execute(text("SELECT 1"))
         conn.commit()
         return True
-    except Exception:  # noqa: BLE001 - any failure means the session (and its locks) is gone
+    except Exception:  # any failure means the session (and its locks) is gone
         return False

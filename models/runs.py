@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+
 @dataclass(frozen=True)
 class Claim:
     """A step task this worker now holds, with what it needs to run it."""

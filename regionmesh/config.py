@@ -136,7 +136,7 @@ def _secret(path: str, key: str, raw: Any, base: Path, environ: Mapping[str, str
             path,
             key,
             "a secret is written into the mesh file",
-            f'replace it with {{ env = "VARIABLE" }} or {{ file = "/path/to/secret" }}',
+            'replace it with { env = "VARIABLE" } or { file = "/path/to/secret" }',
         )
     if not isinstance(raw, dict) or len(raw) != 1 or not ({"env", "file"} & raw.keys()):
         raise ConfigError(

@@ -30,7 +30,6 @@ from models.engine import make_engine
 from regionmesh.config import MeshConfig, load_config
 from regionmesh.errors import DevMeshError
 from regionmesh.pgbin import PgBin, find_pg_bin, reachable_by
-from workers.names import steps_queue, submit_queue
 from regionmesh.supervisor import (
     StateFile,
     free_port,
@@ -41,6 +40,7 @@ from regionmesh.supervisor import (
     terminate,
     wait_for,
 )
+from workers.names import steps_queue, submit_queue
 
 DEFAULT_REGIONS = ("us-east", "eu-west", "ap-south")
 DATABASE = "regionmesh"
@@ -389,7 +389,7 @@ class DevMesh:
                                 p.kill()
                             except psutil.NoSuchProcess:
                                 pass
-                        wait_for(lambda: not pid_alive(w["pid"]), 10, f"worker {name} to die")
+                        wait_for(lambda pid=w["pid"]: not pid_alive(pid), 10, f"worker {name} to die")
                     else:
                         terminate(w["pid"], timeout=30, group=True)
             data["regions"][region]["workers"] = [w for w in workers if w.get("name") != name]
@@ -546,7 +546,7 @@ class DevMesh:
                     pg_ok = major >= 16 and facts["wal_level"] == "logical"
                     pg_detail = f"PostgreSQL {major}, wal_level={facts['wal_level']}"
                     revision = current_revision(engine)
-                except Exception as exc:  # noqa: BLE001 - any failure means "down"
+                except Exception as exc:  # any failure means "down"
                     pg_detail = f"down: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
                 finally:
                     engine.dispose()

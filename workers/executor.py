@@ -144,7 +144,7 @@ def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool) -> tuple[s
             json.dumps(output)
         except StepTimeout as exc:
             error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - a handler's failure is the step's failure
+        except Exception as exc:  # a handler's failure is the step's failure
             error = f"{type(exc).__name__}: {exc}"
         else:
             done = runs.complete_and_claim(
@@ -170,5 +170,5 @@ def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool) -> tuple[s
 def _publish(rt: Runtime, task_ids: list[uuid.UUID], countdown: float | None = None) -> None:
     try:
         rt.publish_steps(task_ids, countdown=countdown)
-    except Exception as exc:  # noqa: BLE001 - the reconciler republishes what stays queued
+    except Exception as exc:  # the reconciler republishes what stays queued
         event(logging.WARNING, "publish.failed", region=rt.region, count=len(task_ids), error=exc)

@@ -70,8 +70,8 @@ class Reconciler(threading.Thread):
         if self._lock_conn is not None:
             try:
                 self._lock_conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # the session is gone either way
+                event(logging.DEBUG, "reconciler.lock_close_failed", region=self.rt.region, error=exc)
         self._lock_conn = None
         self.active.clear()
 
@@ -109,7 +109,7 @@ class Reconciler(threading.Thread):
                     self.tick()
                     for job in self.extra_jobs:
                         job()
-            except Exception as exc:  # noqa: BLE001 - keep the loop alive through outages
+            except Exception as exc:  # keep the loop alive through outages
                 event(logging.WARNING, "reconciler.error", region=self.rt.region, error=exc)
                 self._drop_lock()
             self.stopping.wait(self.settings.interval_s)

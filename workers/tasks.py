@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery, Task
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -21,7 +21,7 @@ from workers.submission import parse_submission
 MAX_INFRA_BACKOFF_S = 30
 
 
-def _infra_retry(task: Task, exc: Exception) -> Any:
+def _infra_retry(task: Task, exc: Exception) -> NoReturn:
     """The database is unreachable: try again later (the message is kept, never dropped)."""
     countdown = min(MAX_INFRA_BACKOFF_S, 2 ** min(task.request.retries, 5))
     raise task.retry(exc=exc, countdown=countdown, max_retries=None)
@@ -58,7 +58,7 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
         if started.inline is not None:
             try:
                 executor.execute(rt, started.inline.task_id, started.inline)
-            except Exception as exc:  # noqa: BLE001 - the task is queued in PostgreSQL; the reconciler has it
+            except Exception as exc:  # the task is queued in PostgreSQL; the reconciler has it
                 event(logging.WARNING, "step.inline_failed", region=rt.region, run=started.run_id, error=exc)
         return {"run_id": str(started.run_id), "created": started.created, "status": started.status}
 
@@ -76,4 +76,5 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
         try:
             return executor.execute(rt, task_id)
         except OperationalError as exc:
-            return _infra_retry(self, exc)
+            _infra_retry(self, exc)
+            raise  # unreachable: _infra_retry raises

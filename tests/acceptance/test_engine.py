@@ -218,10 +218,10 @@ def test_sigkill_of_pool_process_is_redelivered_at_once(region: Region) -> None:
 
 def test_lost_message_is_republished_by_the_reconciler(region: Region) -> None:
     # Create a run straight in PostgreSQL without publishing: as if the process died after commit.
-    from workers.definitions import Registry
-    from workers.submission import parse_submission, plan_run
     import workers.examples  # noqa: F401
+    from workers.definitions import Registry
     from workers.registry import default_registry
+    from workers.submission import parse_submission, plan_run
 
     sub = parse_submission({"tenant_id": "acme", "workflow": "onboard", "input": {"email": "lost@example.com"},
                             "submission_id": str(uuid.uuid4())}, max_input_bytes=1 << 20)
@@ -313,9 +313,9 @@ def test_runs_show_cli(region: Region) -> None:
 
 
 def test_flower_requires_basic_auth_and_sees_the_worker(region: Region) -> None:
+    import base64
     import urllib.error
     import urllib.request
-    import base64
 
     record = region.mesh.dev.start_flower(REGION)
     url = f"http://127.0.0.1:{record['port']}/api/workers"
