@@ -40,6 +40,13 @@ def bootstrap_cluster(
         conn.execute(text(f'ALTER DATABASE "{database}" SET regionmesh.region = {_quote_literal(region)}'))
 
 
+def grant_in_database(db_admin: Engine, *, app_role: str) -> None:
+    """Grants that live inside the regionmesh database (run connected to it as a superuser)."""
+    with db_admin.begin() as conn:
+        # Adding a region reads how far this region applied each peer (replication/join.py).
+        conn.execute(text(f'GRANT EXECUTE ON FUNCTION pg_replication_origin_progress(text, boolean) TO "{app_role}"'))
+
+
 def server_facts(engine: Engine) -> dict[str, str]:
     """Version and the settings the mesh depends on."""
     with engine.connect() as conn:

@@ -206,3 +206,133 @@ def row_hashes(engine: Engine, table: str, buckets: int, wanted: list[int]) -> d
                  WHERE (hashtextextended({key}, 0) & {buckets - 1})::int = ANY(:w)"""
         ), {"w": wanted}).all()
     return {str(r[0]): str(r[1]) for r in rows}
+
+
+# -- adding a region (Zodan): slots first, copy from a seed, advance, subscribe -----------------
+def create_slot(peer_conninfo: str, slot: str) -> str:
+    """Create a pgoutput slot on a peer (as the replication role). Returns its consistent LSN."""
+    import psycopg2
+
+    with psycopg2.connect(peer_conninfo) as conn, conn.cursor() as cur:
+        cur.execute("SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+        row = cur.fetchone()
+    conn.close()
+    assert row is not None
+    return str(row[0])
+
+
+def advance_slot(peer_conninfo: str, slot: str, lsn: str) -> None:
+    import psycopg2
+
+    with psycopg2.connect(peer_conninfo) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, lsn))
+    conn.close()
+
+
+def drop_slot_if_exists(peer_conninfo: str, slot: str) -> None:
+    import psycopg2
+
+    with psycopg2.connect(peer_conninfo) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+    conn.close()
+
+
+def has_rows(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return any(conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {t})")).scalar() for t in REPLICATED_TABLES)
+
+
+def origin_progress(engine: Engine, subscription: str) -> str | None:
+    """The publisher LSN up to which this region applied ``subscription``'s changes."""
+    with engine.connect() as conn:
+        return conn.execute(text(
+            """SELECT pg_replication_origin_progress('pg_' || s.oid, true)::text
+                 FROM pg_subscription s WHERE s.subname = :n"""
+        ), {"n": subscription}).scalar()
+
+
+def lsn_at_least(engine: Engine, a: str | None, b: str) -> bool:
+    if a is None:
+        return False
+    with engine.connect() as conn:
+        return bool(conn.execute(text("SELECT CAST(:a AS pg_lsn) >= CAST(:b AS pg_lsn)"), {"a": a, "b": b}).scalar())
+
+
+def set_subscription_enabled(engine: Engine, subscription: str, enabled: bool) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"ALTER SUBSCRIPTION {subscription} {'ENABLE' if enabled else 'DISABLE'}"))
+
+
+def wait_worker_stopped(engine: Engine, subscription: str, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            pid = conn.execute(text(
+                """SELECT w.pid FROM pg_stat_subscription w JOIN pg_subscription s ON s.oid = w.subid
+                    WHERE s.subname = :n AND w.pid IS NOT NULL LIMIT 1"""
+            ), {"n": subscription}).scalar()
+        if pid is None:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"apply worker of {subscription} did not stop within {timeout}s")
+
+
+def copy_with_new_slot(seed_conninfo: str, seed_app_url: str, slot: str, target_admin_url: str) -> int:
+    """Create ``slot`` on the seed exporting its snapshot, copy every replicated table as of
+    that snapshot into the target (in replica mode, so rows keep their stamps). Returns rows copied."""
+    import tempfile
+
+    import psycopg2
+    import psycopg2.extras
+    from sqlalchemy.engine import make_url
+
+    def dsn(url: str) -> str:
+        u = make_url(url)
+        return (f"host={u.host} port={u.port} dbname={u.database} user={u.username} "
+                f"password='{(u.password or '').replace(chr(39), chr(92) + chr(39))}'")
+
+    repl_conn = psycopg2.connect(seed_conninfo, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    copied = 0
+    try:
+        cur = repl_conn.cursor()
+        cur.execute(f"CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT 'export')")
+        row = cur.fetchone()
+        assert row is not None
+        snapshot = row[2]
+        src = psycopg2.connect(dsn(seed_app_url))
+        dst = psycopg2.connect(dsn(target_admin_url))
+        try:
+            scur = src.cursor()
+            scur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            scur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
+            dcur = dst.cursor()
+            dcur.execute("SET session_replication_role = replica")
+            for table in REPLICATED_TABLES:
+                with tempfile.TemporaryFile() as buf:
+                    scur.copy_expert(f"COPY {table} TO STDOUT", buf)
+                    buf.seek(0)
+                    dcur.copy_expert(f"COPY {table} FROM STDIN", buf)
+                scur.execute(f"SELECT count(*) FROM {table}")
+                counted = scur.fetchone()
+                copied += int(counted[0]) if counted else 0
+            dst.commit()
+            src.rollback()
+        finally:
+            src.close()
+            dst.close()
+    finally:
+        repl_conn.close()
+    return copied
+
+
+def create_subscription_on_slot(engine: Engine, name: str, conninfo: str, publication: str) -> None:
+    """Subscribe with an existing slot (create_slot = false), origin = none, no copy."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(
+            f"CREATE SUBSCRIPTION {name} CONNECTION {_literal(conninfo)} PUBLICATION {publication} "
+            f"WITH (origin = none, copy_data = false, create_slot = false, slot_name = '{name}', "
+            "streaming = on, binary = false)"
+        ))
+        conn.execute(text(f"COMMENT ON SUBSCRIPTION {name} IS {_literal(_fingerprint(conninfo))}"))

@@ -263,6 +263,40 @@ def verify(ctx: Context, timeout_s: float, as_json: bool) -> None:
         sys.exit(1)
 
 
+@cli.group()
+def region() -> None:
+    """Regions of the mesh."""
+
+
+@region.command("add")
+@click.argument("name")
+@click.option("--seed", default=None, help="Existing region to copy the data from (default: the first).")
+@click.option("--admin-url-env", default=None,
+              help="Production: environment variable holding a superuser URL of the new region's database.")
+@click.option("--dev/--no-dev", "dev_mode", default=True, show_default=True,
+              help="In the local dev mesh (--dir) also start the region's servers.")
+@DIR_OPTION
+@pass_ctx
+def region_add(ctx: Context, name: str, seed: str | None, admin_url_env: str | None, dev_mode: bool, root: str) -> None:
+    """Join region NAME to the running mesh: schema, a copy from one peer, subscriptions both ways."""
+    import os
+
+    if dev_mode:
+        from regionmesh.devmesh import DevMesh
+
+        report = DevMesh(root).add_region(name, seed=seed)
+    else:
+        from regionmesh.migrate import upgrade_all
+        from replication.join import add_region
+
+        if not admin_url_env or not os.environ.get(admin_url_env):
+            raise click.UsageError("--no-dev needs --admin-url-env naming a set environment variable")
+        upgrade_all(ctx.config, regions=[name])
+        peers = [r for r in ctx.config.regions if r != name]
+        report = add_region(ctx.config, name, seed=seed or peers[0], new_admin_url=os.environ[admin_url_env])
+    console.print(f"region {report.region} joined from {report.seed}: {report.rows_copied} rows copied in {report.seconds:.1f}s")
+
+
 # -- runs -------------------------------------------------------------------
 def _json_arg(value: str) -> Any:
     import json

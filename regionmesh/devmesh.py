@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from models.admin import bootstrap_cluster, server_facts
+from models.admin import bootstrap_cluster, grant_in_database, server_facts
 from models.engine import make_engine
 from regionmesh.config import MeshConfig, load_config
 from regionmesh.errors import DevMeshError
@@ -200,6 +200,11 @@ class DevMesh:
             )
         finally:
             admin.dispose()
+        db_admin = make_engine(self._url("postgres", "postgres", entry["port"], DATABASE), pool_size=1)
+        try:
+            grant_in_database(db_admin, app_role=APP_ROLE)
+        finally:
+            db_admin.dispose()
         entry["bootstrapped"] = True
         self.state.save(data)
 
@@ -431,6 +436,7 @@ class DevMesh:
         concurrency: int = 2,
         worker_env: dict[str, str] | None = None,
         flower: bool = False,
+        replicate: bool = True,
     ) -> MeshConfig:
         """Start (or reuse) every region's servers, write the mesh file, migrate.
 
@@ -471,10 +477,18 @@ class DevMesh:
             from regionmesh.migrate import upgrade_all
 
             upgrade_all(config)
-            if len(config.regions) > 1:
+            with self.state.locked():
+                data = self.state.load()
+                if not any(e.get("joined") for e in data["regions"].values()):
+                    # A new mesh: every region starts empty, so all are joined at once.
+                    for e in data["regions"].values():
+                        e["joined"] = True
+                    self.state.save(data)
+                joined = [r for r, e in data["regions"].items() if e.get("joined")]
+            if replicate and len(joined) > 1:
                 from replication.setup import setup
 
-                setup(config)
+                setup(config, joined)
         if workers:
             for region in config.regions:
                 missing = workers - len(self.workers(region))
@@ -484,6 +498,28 @@ class DevMesh:
             for region in config.regions:
                 self.start_flower(region)
         return config
+
+    def add_region(self, name: str, *, seed: str | None = None) -> Any:
+        """Start ``name`` and join it to the running mesh (Zodan), copying from ``seed``.
+        Starts its workers if the other regions have any. Returns the join report."""
+        from replication.join import add_region
+
+        data = self.state.load()
+        existing = [r for r, e in data["regions"].items() if e.get("joined")]
+        if name in existing:
+            raise DevMeshError(f"region {name} is already part of the mesh")
+        if not existing:
+            raise DevMeshError("no running mesh here; 'regionmesh dev up' first")
+        workers = max((len(self.workers(r)) for r in existing), default=0)
+        config = self.up([*existing, name], replicate=False)
+        report = add_region(config, name, seed=seed or existing[0], new_admin_url=self.admin_url(name, DATABASE))
+        with self.state.locked():
+            data = self.state.load()
+            data["regions"][name]["joined"] = True
+            self.state.save(data)
+        for _ in range(workers):
+            self.start_worker(name)
+        return report
 
     def down(self, *, purge: bool = False) -> list[str]:
         """Stop exactly what ``up`` recorded; ``purge`` also deletes the data. Returns what stopped."""

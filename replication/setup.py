@@ -36,16 +36,30 @@ def conninfo(config: MeshConfig, publisher: str) -> str:
 
 
 def setup(config: MeshConfig, regions: list[str] | None = None) -> list[Link]:
-    """Publications everywhere first (a subscription needs its publisher's), then subscriptions."""
+    """Publications everywhere first (a subscription needs its publisher's), then subscriptions
+    between the given regions (default: all).
+
+    Refuses to wire a region that holds no subscriptions into a mesh that has
+    them: it has none of the mesh's data, and copy_data = false would never
+    bring it; 'regionmesh region add' joins such a region.
+    """
     names = regions or list(config.regions)
     engines = {n: make_engine(config.regions[n].database_url, region=n, pool_size=1) for n in config.regions}
     try:
         for name in config.regions:
             repl.ensure_publication(engines[name], PUBLICATION, config.replication_user)
+        has_subs = {n: bool(repl.subscriptions(engines[n])) for n in names}
+        if any(has_subs.values()):
+            new = sorted(n for n, has in has_subs.items() if not has)
+            if new:
+                raise ConfigError(
+                    config.path, f"regions.{new[0]}", "region is not part of the replicated mesh yet",
+                    f"run 'regionmesh region add {new[0]}' to copy the mesh's data into it and subscribe it",
+                )
         links = []
-        for sub in config.regions:
-            for pub in config.regions:
-                if sub == pub or (sub not in names and pub not in names):
+        for sub in names:
+            for pub in names:
+                if sub == pub:
                     continue
                 sname = subscription_name(sub, pub)
                 result = repl.ensure_subscription(engines[sub], sname, conninfo(config, pub), PUBLICATION)

@@ -1,0 +1,106 @@
+"""Adding a region to a running mesh under write load (Zodan), on real PostgreSQL 16."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+
+from sqlalchemy import text
+
+from models import replication as repl
+from models.engine import make_engine
+from regionmesh.config import load_config
+from regionmesh.devmesh import DevMesh
+from replication.setup import setup
+from replication.status import mesh_status
+from replication.verify import verify
+from tests.conftest import make_mesh_dir, processes_under
+from tests.support.helpers import wait_until
+
+
+def test_region_added_under_write_load_converges() -> None:
+    root = make_mesh_dir()
+    dev = DevMesh(root)
+    stop = threading.Event()
+    written: dict[str, int] = {}
+    try:
+        config = dev.up(["us-east", "eu-west", "ap-south"])
+        run = uuid.uuid4().hex[:6]
+        # History the new region must receive by copy.
+        for region in config.regions:
+            e = make_engine(config.regions[region].database_url, region=region, pool_size=1)
+            with e.begin() as conn:
+                for i in range(200):
+                    conn.execute(text("INSERT INTO tenant_registry (tenant_id, home_region, reason) VALUES (:t, :r, 'pin')"),
+                                 {"t": f"hist-{run}-{region}-{i}", "r": region})
+            e.dispose()
+
+        def writer(region: str) -> None:
+            e = make_engine(config.regions[region].database_url, region=region, pool_size=1)
+            n = 0
+            with e.connect() as conn:
+                while not stop.is_set():
+                    # New rows, and updates of rows from every origin, while the region joins.
+                    conn.execute(text("INSERT INTO tenant_registry (tenant_id, home_region, reason) VALUES (:t, :r, 'pin')"),
+                                 {"t": f"live-{run}-{region}-{n}", "r": region})
+                    conn.execute(text("UPDATE tenant_registry SET note = :n WHERE tenant_id = :t"),
+                                 {"n": f"{region}-{n}", "t": f"hist-{run}-{['us-east', 'eu-west', 'ap-south'][n % 3]}-{n % 200}"})
+                    conn.commit()
+                    n += 1
+            written[region] = n
+            e.dispose()
+
+        threads = [threading.Thread(target=writer, args=(r,)) for r in config.regions]
+        for t in threads:
+            t.start()
+        wait_until(lambda: True, 1, "writers")  # they run from here on
+        # Setup refuses to wire a new, empty region without a copy.
+        report = dev.add_region("sa-east", seed="eu-west")
+        assert report.rows_copied >= 600
+        # Keep writing a little after the join, then stop.
+        new = make_engine(load_config(str(dev.mesh_file)).regions["sa-east"].database_url, region="sa-east", pool_size=1)
+        with new.begin() as conn:
+            conn.execute(text("INSERT INTO tenant_registry (tenant_id, home_region, reason) VALUES (:t, 'sa-east', 'pin')"),
+                         {"t": f"from-new-{run}"})
+        stop.set()
+        for t in threads:
+            t.join()
+        assert all(n > 10 for n in written.values()), written
+        config = load_config(str(dev.mesh_file))
+        assert list(config.regions) == ["us-east", "eu-west", "ap-south", "sa-east"]
+        wait_until(lambda: all(link.ok for link in mesh_status(config, error_window_s=3)[0]), 60, "all 12 links streaming")
+        result = verify(config, timeout=60)
+        assert result.identical, {t: list(d)[:5] for t, d in result.differences.items() if d}
+        expected = 600 + sum(written.values()) + 1
+        counts = result.rows["tenant_registry"]
+        assert set(counts) == set(config.regions)
+        assert all(n >= expected for n in counts.values()), (counts, expected)
+        assert {s["subname"] for s in repl.subscriptions(new)} == {"rm_sa_east_from_us_east", "rm_sa_east_from_eu_west",
+                                                                     "rm_sa_east_from_ap_south"}
+        new.dispose()
+        # Setup is still idempotent with four regions.
+        assert {link.result for link in setup(config)} == {"unchanged"}
+    finally:
+        stop.set()
+        dev.down(purge=True)
+        leftover = processes_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+    assert not leftover
+
+
+def test_setup_refuses_a_region_that_was_never_joined() -> None:
+    root = make_mesh_dir()
+    dev = DevMesh(root)
+    try:
+        dev.up(["us-east", "eu-west"])
+        config = dev.up(["us-east", "eu-west", "ap-south"], replicate=False)
+        import pytest
+
+        from regionmesh.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="region add ap-south"):
+            setup(config)
+    finally:
+        dev.down(purge=True)
+        shutil.rmtree(root, ignore_errors=True)
