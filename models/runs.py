@@ -281,3 +281,24 @@ def dead_letters(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:
             text("SELECT * FROM dead_letters ORDER BY id DESC LIMIT :l"), {"l": limit}
         ).mappings().all()
     return [dict(r) for r in rows]
+
+
+def list_runs(engine: Engine, tenant_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            """SELECT id, workflow, status, owner_region, epoch, created_at, finished_at, error
+                 FROM workflow_runs WHERE tenant_id = :t ORDER BY created_at DESC LIMIT :l"""
+        ), {"t": tenant_id, "l": limit}).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def statuses(engine: Engine, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, str]]:
+    """run id -> (status, owner region) for the given runs present here."""
+    out: dict[uuid.UUID, tuple[str, str]] = {}
+    with engine.connect() as conn:
+        for lo in range(0, len(run_ids), 5000):
+            rows = conn.execute(text(
+                "SELECT id, status, owner_region FROM workflow_runs WHERE id = ANY(:ids)"
+            ), {"ids": run_ids[lo:lo + 5000]}).all()
+            out.update({r[0]: (r[1], r[2]) for r in rows})
+    return out

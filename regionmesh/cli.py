@@ -297,6 +297,120 @@ def region_add(ctx: Context, name: str, seed: str | None, admin_url_env: str | N
     console.print(f"region {report.region} joined from {report.seed}: {report.rows_copied} rows copied in {report.seconds:.1f}s")
 
 
+# -- routing ----------------------------------------------------------------
+@cli.command()
+@click.argument("tenant")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def route(ctx: Context, tenant: str, as_json: bool) -> None:
+    """Print TENANT's home region and why (hash, or registry row and epoch), as the local region sees it."""
+    import json
+
+    from models.engine import make_engine
+    from routing.hashing import score
+    from routing.router import Router
+
+    cfg = ctx.config
+    via = cfg.local.name if cfg.local_region else next(iter(cfg.regions))
+    engine = make_engine(cfg.regions[via].database_url, region=via, pool_size=1)
+    placement = Router(engine, list(cfg.regions)).place(tenant)
+    engine.dispose()
+    if as_json:
+        click.echo(json.dumps({"tenant": tenant, "home": placement.region, "reason": placement.reason,
+                               "epoch": placement.epoch, "seen_from": via,
+                               "scores": {r: score(tenant, r) for r in cfg.regions}}))
+        return
+    console.print(f"{tenant} -> {placement.region} ({placement.explain()}; seen from {via})")
+
+
+@cli.group()
+def tenants() -> None:
+    """The tenant registry: pins and moves override the hash."""
+
+
+@tenants.command("pin")
+@click.argument("tenant")
+@click.argument("region_name")
+@click.option("--note", default=None, help="Why (data residency, ...).")
+@pass_ctx
+def tenants_pin(ctx: Context, tenant: str, region_name: str, note: str | None) -> None:
+    """Pin TENANT's new runs to REGION (bumps its registry epoch)."""
+    from models.registry import set_home
+
+    if region_name not in ctx.config.regions:
+        raise click.BadParameter(f"unknown region {region_name!r}; known: {', '.join(ctx.config.regions)}")
+    engine = _engine_for(ctx, None)
+    epoch = set_home(engine, tenant, region_name, "pin", note)
+    engine.dispose()
+    console.print(f"{tenant} pinned to {region_name} at epoch {epoch}")
+
+
+@tenants.command("unpin")
+@click.argument("tenant")
+@pass_ctx
+def tenants_unpin(ctx: Context, tenant: str) -> None:
+    """Remove TENANT's pin: the hash places it again (the row stays, with a higher epoch)."""
+    from models.registry import set_home
+    from routing.hashing import home_by_hash
+
+    engine = _engine_for(ctx, None)
+    epoch = set_home(engine, tenant, home_by_hash(tenant, ctx.config.regions), "hash", "unpinned")
+    engine.dispose()
+    console.print(f"{tenant} unpinned at epoch {epoch}")
+
+
+@tenants.command("list")
+@pass_ctx
+def tenants_list(ctx: Context) -> None:
+    """Registry rows (overrides) as the local region sees them."""
+    from models.registry import list_entries
+
+    engine = _engine_for(ctx, None)
+    rows = list_entries(engine)
+    engine.dispose()
+    table = Table(title="tenant registry")
+    for col in ("tenant", "home", "reason", "epoch", "note"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["tenant_id"], r["home_region"], r["reason"], str(r["epoch"]), r["note"] or "")
+    console.print(table)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def outbox(ctx: Context, as_json: bool) -> None:
+    """Submissions waiting in each region's outbox for an unreachable home broker."""
+    import json
+
+    from models.engine import make_engine
+    from models.outbox import depth
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, reg in ctx.config.regions.items():
+        engine = make_engine(reg.database_url, region=name, pool_size=1, connect_timeout=3)
+        try:
+            n, oldest, per = depth(engine)
+            out[name] = {"depth": n, "oldest_age_s": oldest, "by_target": per}
+        except Exception as exc:  # an unreachable region is reported, not fatal
+            out[name] = {"error": str(exc).splitlines()[0]}
+        finally:
+            engine.dispose()
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    table = Table(title="outboxes")
+    for col in ("region", "waiting", "oldest", "for"):
+        table.add_column(col)
+    for name, o in out.items():
+        if "error" in o:
+            table.add_row(name, "?", "-", o["error"][:60])
+        else:
+            age = "-" if o["oldest_age_s"] is None else f"{o['oldest_age_s']:.1f}s"
+            table.add_row(name, str(o["depth"]), age, ", ".join(f"{k}={v}" for k, v in o["by_target"].items()))
+    console.print(table)
+
+
 # -- runs -------------------------------------------------------------------
 def _json_arg(value: str) -> Any:
     import json
@@ -314,7 +428,8 @@ def _json_arg(value: str) -> Any:
 @click.argument("workflow")
 @click.option("--input", "input_", default="{}", help="JSON object, or @file.json.")
 @click.option("--key", "idempotency_key", default=None, help="Idempotency key (default: a new submission id).")
-@click.option("--to", "to_region", default=None, help="Region whose broker receives it (default: the local region).")
+@click.option("--region", "--to", "to_region", default=None,
+              help="Region whose broker receives it (default: the local region); it forwards to the tenant's home.")
 @click.option("--wait", "wait_s", type=float, default=0, help="Wait up to this many seconds for the run to finish.")
 @pass_ctx
 def submit(ctx: Context, tenant: str, workflow: str, input_: str, idempotency_key: str | None,
@@ -324,9 +439,10 @@ def submit(ctx: Context, tenant: str, workflow: str, input_: str, idempotency_ke
 
     data = _json_arg(input_)
     receipt = do_submit(tenant, workflow, data, idempotency_key, region=to_region, config=ctx.config)
-    console.print(f"run_id={receipt.run_id} region={receipt.region} submission_id={receipt.submission_id}")
+    console.print(f"run_id={receipt.run_id} submitted_to={receipt.region} home={receipt.home_region} "
+                  f"submission_id={receipt.submission_id}")
     if wait_s > 0:
-        run = _wait_for_run(ctx, receipt.region, receipt.run_id, wait_s)
+        run = _wait_for_run(ctx, receipt.region, receipt.run_id, wait_s)  # replicated: readable where submitted
         console.print(f"status={run['status'] if run else 'not found'}")
         if run is None or run["status"] != "succeeded":
             sys.exit(1)
@@ -369,9 +485,84 @@ def _run_uuid(value: str) -> Any:
         raise click.BadParameter(f"{value!r} is not a run id (UUID)") from exc
 
 
+@runs.command("list")
+@click.option("--tenant", required=True)
+@click.option("--region", "region", default=None, help="Read this region's copy (default: the local region).")
+@click.option("--limit", default=50, show_default=True)
+@pass_ctx
+def runs_list(ctx: Context, tenant: str, region: str | None, limit: int) -> None:
+    """A tenant's newest runs, from one region's local copy."""
+    from models.runs import list_runs
+
+    engine = _engine_for(ctx, region)
+    rows = list_runs(engine, tenant, limit)
+    engine.dispose()
+    table = Table(title=f"runs of {tenant}")
+    for col in ("run", "workflow", "status", "owner", "epoch", "created"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["id"]), r["workflow"], r["status"], r["owner_region"], str(r["epoch"]), str(r["created_at"])[:19])
+    console.print(table)
+
+
+@cli.command("submit-batch")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=__import__("pathlib").Path))
+@click.option("--region", "to_region", default=None, help="Region whose broker receives them (default: local).")
+@click.option("--wait", "wait_s", type=float, default=0, help="Then wait up to this many seconds for the runs to finish.")
+@pass_ctx
+def submit_batch_cmd(ctx: Context, file: Any, to_region: str | None, wait_s: float) -> None:
+    """Submit every line of a JSONL file; rerunning the same file creates no duplicates."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from models.runs import statuses
+    from regionmesh.batch import count_lines, run_ids, submit_batch
+
+    total = count_lines(file)
+    with Progress(TextColumn("submitting"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]:.0f}/s"), TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("submit", total=total, rate=0.0)
+        started = time.monotonic()
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            done = progress.tasks[0].completed
+            progress.update(task, rate=done / max(1e-6, time.monotonic() - started))
+
+        result = submit_batch(ctx.config, file, region=to_region, on_progress=advance)
+    table = Table(title=f"{len(result.submitted)} submitted in {result.seconds:.1f}s "
+                        f"({len(result.submitted) / max(result.seconds, 1e-6):.0f}/s), {len(result.failures)} failed")
+    for col in ("home region", "runs"):
+        table.add_column(col)
+    for home, n in sorted(result.per_home.items()):
+        table.add_row(home, str(n))
+    console.print(table)
+    for number, reason in result.failures[:100]:
+        console.print(f"[red]line {number}[/]: {reason}", highlight=False)
+    if wait_s > 0 and result.submitted:
+        engine = _engine_for(ctx, to_region)
+        ids = run_ids(result)
+        deadline = time.monotonic() + wait_s
+        while True:
+            seen = statuses(engine, ids)
+            done = sum(1 for st, _ in seen.values() if st != "running")
+            if done == len(ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        engine.dispose()
+        from collections import Counter
+
+        counts = Counter(st for st, _ in seen.values())
+        console.print(f"finished {done}/{len(ids)}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        if done < len(ids) or counts.get("failed"):
+            sys.exit(1)
+    if result.failures:
+        sys.exit(1)
+
+
 @runs.command("show")
 @click.argument("run_id")
-@click.option("--in", "region", default=None, help="Read this region's local copy (default: the local region).")
+@click.option("--region", "--in", "region", default=None,
+              help="Read this region's local copy (default: the local region).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def runs_show(ctx: Context, run_id: str, region: str | None, as_json: bool) -> None:

@@ -22,9 +22,29 @@ from workers.submission import PROTOCOL_VERSION, run_id_for
 @dataclass(frozen=True)
 class Receipt:
     run_id: uuid.UUID
-    region: str
+    region: str  # where it was submitted
     submission_id: str
     idempotency_key: str
+    home_region: str | None = None  # where it will run, as the submitting region's registry says
+
+
+_routers: dict[tuple[str, str], Any] = {}
+
+
+def home_region(config: MeshConfig, tenant_id: str, via: str) -> str | None:
+    """The tenant's home as region ``via``'s copy of the registry says (None if unreachable)."""
+    from models.engine import make_engine
+    from routing.router import Router
+
+    key = (config.path, via)
+    router = _routers.get(key)
+    if router is None:
+        engine = make_engine(config.regions[via].database_url, region=via, pool_size=1, connect_timeout=3)
+        router = _routers[key] = Router(engine, list(config.regions))
+    try:
+        return str(router.place(tenant_id).region)
+    except Exception:  # an unreachable database: the worker still routes it
+        return None
 
 
 @lru_cache(maxsize=32)
@@ -53,6 +73,7 @@ def submit(
     region: str | None = None,
     config: MeshConfig | None = None,
     submission_id: str | None = None,
+    resolve_home: bool = True,
 ) -> Receipt:
     """Submit a run to ``region`` (default: the local region). Returns its receipt.
 
@@ -76,4 +97,6 @@ def submit(
         SUBMIT_TASK, kwargs=kwargs, queue=queue, routing_key=queue, task_id=sid,
         retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
     )
-    return Receipt(run_id=run_id_for(tenant_id, key), region=target.name, submission_id=sid, idempotency_key=key)
+    home = home_region(config, tenant_id, target.name) if resolve_home else None
+    return Receipt(run_id=run_id_for(tenant_id, key), region=target.name, submission_id=sid, idempotency_key=key,
+                   home_region=home)

@@ -114,8 +114,9 @@ def _wire_reconciler(app: Celery, rt: Runtime) -> None:
         if sender is not None and getattr(sender, "app", app) is not app:
             return
         from replication.heartbeat import heartbeat_job
+        from workers.forward import drain_outbox
 
-        recon = Reconciler(rt, reconciler_settings(), extra_jobs=(heartbeat_job(rt),))
+        recon = Reconciler(rt, reconciler_settings(), extra_jobs=(heartbeat_job(rt), lambda: drain_outbox(rt)))
         holder["r"] = recon
         recon.start()
 

@@ -36,7 +36,7 @@ class ReconcilerSettings:
 
 class Reconciler(threading.Thread):
     def __init__(self, rt: Runtime, settings: ReconcilerSettings,
-                 extra_jobs: tuple[Callable[[], None], ...] = ()) -> None:
+                 extra_jobs: tuple[Callable[[], object], ...] = ()) -> None:
         super().__init__(name=f"rm-reconciler-{rt.region}", daemon=True)
         self.rt = rt
         self.settings = settings

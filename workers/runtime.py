@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from models.engine import make_engine
 from regionmesh.config import MeshConfig
+from routing.router import Router
 from workers.definitions import Registry
 from workers.names import RUN_STEP_TASK, steps_queue
 
@@ -31,6 +32,7 @@ class Runtime:
         self.app = app
         self._engine: Engine | None = None
         self._engine_pid = 0
+        self._router: Router | None = None
 
     @property
     def engine(self) -> Engine:
@@ -41,6 +43,13 @@ class Runtime:
             )
             self._engine_pid = os.getpid()
         return self._engine
+
+    @property
+    def router(self) -> Router:
+        """Tenant placement from this region's copy of the registry (cached briefly)."""
+        if self._router is None or self._router.engine is not self.engine:
+            self._router = Router(self.engine, list(self.config.regions))
+        return self._router
 
     @property
     def worker_id(self) -> str:

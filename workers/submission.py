@@ -88,6 +88,9 @@ def parse_submission(payload: Mapping[str, Any], *, max_input_bytes: int) -> Sub
         raise reject(f"idempotency_key is longer than {KEY_MAX} characters")
     if sid is not None and not isinstance(sid, str):
         raise reject("submission_id must be a string")
+    hops = payload.get("hops", 0)
+    if not isinstance(hops, int) or isinstance(hops, bool) or hops < 0:
+        raise reject("hops must be a non-negative integer")
     region = payload.get("submitted_region")
     return Submission(
         tenant_id=tenant,

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from models import runs
 from regionmesh.errors import RejectedSubmission
-from workers import executor, lifecycle
+from workers import executor, forward, lifecycle
 from workers.log import event
 from workers.names import RUN_STEP_TASK, SUBMIT_TASK
 from workers.runtime import Runtime
@@ -46,6 +46,11 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             if args:
                 raise RejectedSubmission("positional arguments are not accepted; send keyword arguments")
             sub = parse_submission(kwargs, max_input_bytes=rt.config.max_input_bytes)
+            placement = rt.router.place(sub.tenant_id)
+            hops = int(kwargs.get("hops") or 0)
+            if placement.region != rt.region and hops < forward.MAX_HOPS:
+                outcome = forward.forward(rt, placement.region, sub.message() | {"hops": hops})
+                return {"run_id": str(sub.run_id), "home": placement.region, "status": outcome}
             started = lifecycle.start_run(rt, sub, keep_first=True)
         except RejectedSubmission as exc:
             dead_letter(rt, SUBMIT_TASK, exc.reason, {"args": args, "kwargs": kwargs},

@@ -60,6 +60,10 @@ def region(mesh: Mesh) -> Iterator[Region]:
     r = Region(mesh)
     with r.engine.begin() as conn:
         conn.execute(text(TEST_TABLES))
+    # These tests run one region's engine: keep their tenant's runs home here.
+    from models.registry import set_home
+
+    set_home(r.engine, "acme", REGION, "pin", "engine tests")
     mesh.dev.start_worker(REGION, concurrency=2, extra_env=WORKER_ENV)
     yield r
     for w in mesh.dev.workers(REGION):
