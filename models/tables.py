@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Double,
@@ -182,7 +183,10 @@ class Outbox(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
-    __table_args__ = (UniqueConstraint("submission_id"), Index(None, "next_attempt_at"))
+    run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # Set once published: then kept until the run arrives here by replication.
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (UniqueConstraint("submission_id"), Index(None, "next_attempt_at"), Index(None, "sent_at"))
 
 
 class DeadLetter(Base):
@@ -227,6 +231,17 @@ class ReplicationLinkStats(Base):
     increased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class LocalFence(Base):
+    """Local only, one row: while ``fenced`` this region claims no step (see migration 0006)."""
+
+    __tablename__ = "local_fence"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fenced: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+
 REPLICATED_TABLES = (
     "regions",
     "tenant_registry",
@@ -236,4 +251,4 @@ REPLICATED_TABLES = (
     "step_attempts",
     "heartbeats",
 )
-LOCAL_TABLES = ("outbox", "dead_letters", "replication_conflicts", "replication_link_stats")
+LOCAL_TABLES = ("outbox", "dead_letters", "replication_conflicts", "replication_link_stats", "local_fence")

@@ -359,6 +359,29 @@ def tenants_unpin(ctx: Context, tenant: str) -> None:
     console.print(f"{tenant} unpinned at epoch {epoch}")
 
 
+@tenants.command("move")
+@click.argument("tenant")
+@click.option("--to", "to_region", required=True, help="The new home region.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the new home to catch up.")
+@pass_ctx
+def tenants_move(ctx: Context, tenant: str, to_region: str, timeout: float) -> None:
+    """Gracefully move TENANT: new runs go to the new home once it has caught up; runs in flight finish."""
+    from models.engine import make_engine
+    from routing.failover import move_tenants
+    from routing.router import Router
+
+    cfg = ctx.config
+    via = cfg.local.name if cfg.local_region else next(iter(cfg.regions))
+    engine = make_engine(cfg.regions[via].database_url, region=via, pool_size=1)
+    old = Router(engine, list(cfg.regions)).place(tenant).region
+    engine.dispose()
+    if old == to_region:
+        console.print(f"{tenant} is already homed in {to_region}")
+        return
+    move_tenants(cfg, [tenant], old, to_region, timeout=timeout)
+    console.print(f"{tenant} moved {old} -> {to_region}")
+
+
 @tenants.command("list")
 @pass_ctx
 def tenants_list(ctx: Context) -> None:
@@ -374,6 +397,46 @@ def tenants_list(ctx: Context) -> None:
     for r in rows:
         table.add_row(r["tenant_id"], r["home_region"], r["reason"], str(r["epoch"]), r["note"] or "")
     console.print(table)
+
+
+@cli.command()
+@click.argument("from_region")
+@click.option("--to", "to_region", required=True, help="The region that takes over.")
+@click.option("--force", is_flag=True, help="Even if FROM still answers (partitioned away).")
+@pass_ctx
+def failover(ctx: Context, from_region: str, to_region: str, force: bool) -> None:
+    """FROM is down: move its tenants and unfinished runs to TO (epochs bumped)."""
+    from routing.failover import failover as do_failover
+
+    r = do_failover(ctx.config, from_region, to_region, force=force)
+    console.print(f"{r.from_region} failed over to {r.to_region} (region epoch {r.region_epoch}): "
+                  f"{r.tenants_moved} tenants moved, {r.runs_adopted} runs adopted, {r.tasks_queued} tasks queued")
+
+
+@cli.command()
+@click.argument("region_name")
+@click.option("--to", "to_region", required=True)
+@click.option("--timeout", default=60.0, show_default=True)
+@pass_ctx
+def drain(ctx: Context, region_name: str, to_region: str, timeout: float) -> None:
+    """Stop placing runs in REGION and move its tenants to TO; runs in flight finish there."""
+    from routing.failover import drain as do_drain
+
+    n = do_drain(ctx.config, region_name, to_region, timeout=timeout)
+    console.print(f"{region_name} draining: {n} tenants moved to {to_region}")
+
+
+@cli.command()
+@click.argument("region_name")
+@click.option("--force", is_flag=True, help="Even if it is still behind.")
+@click.option("--max-lag", default=5.0, show_default=True, help="Seconds of replication lag allowed.")
+@pass_ctx
+def restore(ctx: Context, region_name: str, force: bool, max_lag: float) -> None:
+    """REGION is back and caught up: make it active and send its tenants' new runs home."""
+    from routing.failover import restore as do_restore
+
+    r = do_restore(ctx.config, region_name, force=force, max_lag_s=max_lag)
+    console.print(f"{r.region} restored (lag {r.max_lag_s:.1f}s): {r.tenants_home} tenants sent home")
 
 
 @cli.command()

@@ -230,6 +230,38 @@ class DevMesh:
 
         return f"postgresql://{user}:{quote(self._secret(secret), safe='')}@{HOST}:{port}/{database}"
 
+    def kill_region(self, region: str) -> list[int]:
+        """SIGKILL everything of ``region``: workers (and their pools), Redis, PostgreSQL (every
+        backend). ``up`` restarts its servers; workers are started again by the caller."""
+        import psutil
+
+        entry = self.state.load()["regions"][region]
+        roots = [w.get("pid") for w in entry.get("workers", [])]
+        roots.append(entry.get("redis", {}).get("pid"))
+        datadir = entry.get("pg", {}).get("datadir")
+        if datadir:
+            roots.append(read_pidfile(Path(datadir) / "postmaster.pid"))
+        killed = []
+        for pid in filter(None, roots):
+            try:
+                proc = psutil.Process(pid)
+                procs = [proc, *proc.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for p in procs:
+                try:
+                    p.kill()
+                    killed.append(p.pid)
+                except psutil.NoSuchProcess:
+                    pass
+        for pid in killed:
+            wait_for(lambda pid=pid: not pid_alive(pid), 10, f"pid {pid} to die")
+        with self.state.locked():
+            data = self.state.load()
+            data["regions"][region]["workers"] = []
+            self.state.save(data)
+        return killed
+
     def stop_pg(self, region: str, mode: str = "fast") -> None:
         """Stop one region's PostgreSQL (``mode`` fast or immediate); ``up`` starts it again."""
         pentry = self.state.load()["regions"][region]["pg"]

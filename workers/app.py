@@ -21,6 +21,7 @@ from celery import Celery, signals
 
 from regionmesh.config import MeshConfig, load_config
 from workers.definitions import Registry
+from workers.fence import FenceKeeper
 from workers.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
 from workers.reconciler import Reconciler, ReconcilerSettings
 from workers.registry import default_registry
@@ -108,6 +109,19 @@ def create_app(config: MeshConfig | None = None, registry: Registry | None = Non
 
 def _wire_reconciler(app: Celery, rt: Runtime) -> None:
     holder: dict[str, Reconciler] = {}
+    fence_keeper = FenceKeeper(rt, rejoin_after_s=float(os.environ.get("REGIONMESH_REJOIN_AFTER_S", "10")),
+                               caught_up_s=float(os.environ.get("REGIONMESH_CAUGHT_UP_S", "5")))
+
+    @signals.worker_init.connect(weak=False)
+    def fence_first(sender: Any = None, **_: Any) -> None:
+        # Before any message is consumed: a region back from being away must not
+        # run what moved while it was gone.
+        try:
+            fence_keeper()
+        except Exception as exc:  # the database may be down; claims fail then anyway
+            from workers.log import event
+
+            event(30, "fence.check_failed", region=rt.region, error=exc)
 
     @signals.worker_ready.connect(weak=False)
     def start(sender: Any = None, **_: Any) -> None:
@@ -116,7 +130,8 @@ def _wire_reconciler(app: Celery, rt: Runtime) -> None:
         from replication.heartbeat import heartbeat_job
         from workers.forward import drain_outbox
 
-        recon = Reconciler(rt, reconciler_settings(), extra_jobs=(heartbeat_job(rt), lambda: drain_outbox(rt)))
+        recon = Reconciler(rt, reconciler_settings(),
+                           extra_jobs=(fence_keeper, heartbeat_job(rt), lambda: drain_outbox(rt)))
         holder["r"] = recon
         recon.start()
 

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 from typing import Any
 
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
 from models import outbox
+from models.registry import region_statuses
 from workers.log import event
 from workers.names import SUBMIT_TASK, submit_queue
 from workers.runtime import Runtime
 
 MAX_HOPS = 3
+CONFIRM_WITHIN_S = 60.0  # a forwarded run not seen here by then is sent again
 OUTBOX_BACKOFF_MAX_S = 30.0
 PUBLISH_ERRORS = (KombuOperationalError, RedisError, OSError, TimeoutError)
 
@@ -40,40 +43,71 @@ def publish_to(rt: Runtime, region: str, message: dict[str, Any]) -> None:
     )
 
 
-def forward(rt: Runtime, home: str, message: dict[str, Any]) -> str:
-    """Send to ``home``; on failure keep it in the outbox. Returns 'forwarded' or 'outbox'."""
+def publish_local(rt: Runtime, message: dict[str, Any]) -> None:
+    """Hand a submission to this region's own submit queue (its home moved here)."""
+    queue = submit_queue(rt.region)
+    rt.app.send_task(SUBMIT_TASK, kwargs=message, queue=queue, routing_key=queue,
+                     task_id=message.get("submission_id"))
+
+
+def forward(rt: Runtime, home: str, message: dict[str, Any], run_id: uuid.UUID) -> str:
+    """Send to ``home`` and keep it until its run arrives here; if the home broker is
+    unreachable keep it unsent. Returns 'forwarded' or 'outbox'."""
     message = dict(message, hops=int(message.get("hops", 0)) + 1, forwarded_by=rt.region)
     fields = {"region": rt.region, "tenant": message.get("tenant_id"), "home": home,
               "submission": message.get("submission_id")}
     try:
         publish_to(rt, home, message)
     except PUBLISH_ERRORS as exc:
-        outbox.put(rt.engine, submission_id=str(message["submission_id"]), target_region=home,
-                   task_name=SUBMIT_TASK, payload=message, error=f"{type(exc).__name__}: {exc}")
+        outbox.put(rt.engine, submission_id=str(message["submission_id"]), run_id=run_id, target_region=home,
+                   task_name=SUBMIT_TASK, payload=message, error=f"{type(exc).__name__}: {exc}", sent=False)
         event(logging.WARNING, "submit.outboxed", error=exc, **fields)
         return "outbox"
+    outbox.put(rt.engine, submission_id=str(message["submission_id"]), run_id=run_id, target_region=home,
+               task_name=SUBMIT_TASK, payload=message, error=None, sent=True, confirm_within_s=CONFIRM_WITHIN_S)
     event(logging.INFO, "submit.forwarded", **fields)
     return "forwarded"
 
 
+def _send(rt: Runtime, entry: dict[str, Any], down: set[str]) -> bool | None:
+    """(Re)send one kept submission to its tenant's current home. True sent, False failed, None skipped."""
+    tenant = entry["payload"].get("tenant_id")
+    target = rt.router.place(tenant).region if isinstance(tenant, str) else entry["target_region"]
+    if target in down:
+        return None
+    try:
+        if target == rt.region:
+            publish_local(rt, entry["payload"])  # its home moved here
+        else:
+            publish_to(rt, target, entry["payload"])
+    except PUBLISH_ERRORS as exc:
+        delay = min(OUTBOX_BACKOFF_MAX_S, 0.5 * 2 ** min(entry["attempts"], 6)) * (0.5 + random.random() / 2)
+        outbox.failed(rt.engine, entry["id"], f"{type(exc).__name__}: {exc}", delay)
+        down.add(target)
+        return False
+    outbox.mark_sent(rt.engine, entry["id"], target, CONFIRM_WITHIN_S)
+    return True
+
+
 def drain_outbox(rt: Runtime, limit: int = 200) -> tuple[int, int]:
-    """Publish due outbox entries. Returns (delivered, still failing)."""
+    """One pass: forget what arrived, send what is due, re-send what went to a region that
+    is no longer active (failed over, draining). Returns (sent, still failing)."""
+    outbox.confirm_arrived(rt.engine)
     sent = failing = 0
     down: set[str] = set()
-    for entry in outbox.due(rt.engine, limit):
-        target = entry["target_region"]
-        if target in down:  # one failure per target per pass is enough
+    entries = outbox.due(rt.engine, limit)
+    statuses = region_statuses(rt.engine)
+    for region, status in statuses.items():
+        if status != "active" and region != rt.region:
+            entries += outbox.sent_to(rt.engine, region)
+    seen: set[int] = set()
+    for entry in entries:
+        if entry["id"] in seen:
             continue
-        try:
-            publish_to(rt, target, entry["payload"])
-        except PUBLISH_ERRORS as exc:
-            delay = min(OUTBOX_BACKOFF_MAX_S, 0.5 * 2 ** min(entry["attempts"], 6)) * (0.5 + random.random() / 2)
-            outbox.failed(rt.engine, entry["id"], f"{type(exc).__name__}: {exc}", delay)
-            down.add(target)
-            failing += 1
-            continue
-        outbox.delivered(rt.engine, entry["id"])
-        sent += 1
+        seen.add(entry["id"])
+        result = _send(rt, entry, down)
+        sent += result is True
+        failing += result is False
     if sent:
-        event(logging.INFO, "outbox.drained", region=rt.region, delivered=sent)
+        event(logging.INFO, "outbox.sent", region=rt.region, count=sent)
     return sent, failing

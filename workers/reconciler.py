@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from models import runs
+from models.failover import fence
 from models.locks import try_session_lock
 from regionmesh.supervisor import pid_alive
 from workers.log import event
@@ -106,9 +107,10 @@ class Reconciler(threading.Thread):
         while not self.stopping.is_set():
             try:
                 if self._hold_lock():
-                    self.tick()
                     for job in self.extra_jobs:
                         job()
+                    if not fence(self.rt.engine)[0]:  # a fenced region touches no run
+                        self.tick()
             except Exception as exc:  # keep the loop alive through outages
                 event(logging.WARNING, "reconciler.error", region=self.rt.region, error=exc)
                 self._drop_lock()

@@ -11,6 +11,7 @@ from celery import Celery, Task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from models import runs
+from models.failover import fence as fenced
 from regionmesh.errors import RejectedSubmission
 from workers import executor, forward, lifecycle
 from workers.log import event
@@ -49,8 +50,11 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             placement = rt.router.place(sub.tenant_id)
             hops = int(kwargs.get("hops") or 0)
             if placement.region != rt.region and hops < forward.MAX_HOPS:
-                outcome = forward.forward(rt, placement.region, sub.message() | {"hops": hops})
+                outcome = forward.forward(rt, placement.region, sub.message() | {"hops": hops}, sub.run_id)
                 return {"run_id": str(sub.run_id), "home": placement.region, "status": outcome}
+            if fenced(rt.engine)[0]:
+                # Back from being away and not caught up: the registry here may be stale.
+                raise self.retry(countdown=2, max_retries=None)
             started = lifecycle.start_run(rt, sub, keep_first=True)
         except RejectedSubmission as exc:
             dead_letter(rt, SUBMIT_TASK, exc.reason, {"args": args, "kwargs": kwargs},

@@ -1,0 +1,206 @@
+"""Region failover and restore with epoch fencing, on a three-region mesh of its own
+(real PostgreSQL, Redis and celery workers; the victim is killed with SIGKILL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from models.engine import make_engine
+from regionmesh.client import submit
+from regionmesh.config import MeshConfig, load_config
+from regionmesh.devmesh import DevMesh
+from replication.verify import verify
+from routing.hashing import home_by_hash
+from tests.conftest import make_mesh_dir, processes_under
+from tests.support.helpers import wait_until
+from tests.support.workflows import TEST_TABLES
+
+REGIONS = ["us-east", "eu-west", "ap-south"]
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
+WORKER_ENV = {
+    "REGIONMESH_WORKFLOWS": "workers.examples,tests.support.workflows",
+    "PYTHONPATH": REPO_ROOT,
+    "REGIONMESH_RECONCILE_INTERVAL_S": "0.2",
+    "REGIONMESH_REQUEUE_AFTER_S": "3",
+    "REGIONMESH_REJOIN_AFTER_S": "3",
+    "REGIONMESH_CAUGHT_UP_S": "2",
+}
+
+
+class World:
+    def __init__(self, dev: DevMesh) -> None:
+        self.dev = dev
+        self.config: MeshConfig = load_config(str(dev.mesh_file))
+        self.engines: dict[str, Engine] = {r: make_engine(self.config.regions[r].database_url, region=r) for r in REGIONS}
+        self.submitted: dict[uuid.UUID, tuple[str, str]] = {}  # run id -> (tenant, key)
+
+    def tenants(self, home: str, n: int, prefix: str = "fo") -> list[str]:
+        out = []
+        for i in range(10_000):
+            if home_by_hash(t := f"{prefix}-{home}-{i}", REGIONS) == home:
+                out.append(t)
+            if len(out) == n:
+                return out
+        raise AssertionError("not enough tenants")
+
+    def submit(self, tenant: str, via: str, workflow: str = "t_diamond", data: dict[str, Any] | None = None) -> uuid.UUID:
+        key = f"k-{uuid.uuid4()}"
+        r = submit(tenant, workflow, data if data is not None else {"sleep": {"b": 0.2, "c": 0.2}}, key, region=via,
+                   config=self.config, resolve_home=False)
+        self.submitted[r.run_id] = (tenant, key)
+        return r.run_id
+
+    def statuses(self, region: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+        with self.engines[region].connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(text("SELECT id, status FROM workflow_runs WHERE id = ANY(:i)"), {"i": ids})}
+
+    def all_succeeded(self, region: str, ids: list[uuid.UUID]) -> bool:
+        got = self.statuses(region, ids)
+        return len(got) == len(ids) and set(got.values()) <= {"succeeded"}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, REGIONMESH_CONFIG=str(self.dev.mesh_file))
+        return subprocess.run([sys.executable, "-m", "regionmesh.cli", *args], capture_output=True, text=True,
+                              env=env, timeout=180, check=False)
+
+    def scalar(self, region: str, sql: str, **params: Any) -> Any:
+        with self.engines[region].connect() as conn:
+            return conn.execute(text(sql), params).scalar()
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    root = make_mesh_dir("rm-failover-")
+    dev = DevMesh(root)
+    try:
+        dev.up(REGIONS, workers=1, worker_env=WORKER_ENV)
+        w = World(dev)
+        for e in w.engines.values():
+            with e.begin() as conn:
+                conn.execute(text(TEST_TABLES))
+        yield w
+        for e in w.engines.values():
+            e.dispose()
+    finally:
+        dev.down(purge=True)
+        leftover = processes_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+    assert not leftover
+
+
+def test_kill_failover_rejoin_restore(world: World) -> None:
+    victim, heir = "eu-west", "us-east"
+    mixed = {r: world.tenants(r, 3) for r in REGIONS}
+    # Producers in the surviving regions (the victim's own producers die with it).
+    before = [world.submit(t, via) for via in (heir, "ap-south") for r in REGIONS for t in mixed[r]]
+    # Load in flight when the region dies.
+    wait_until(lambda: world.scalar(victim, "SELECT count(*) FROM step_tasks WHERE status = 'running'") > 0
+               or world.all_succeeded(victim, [i for i in before if home_by_hash(world.submitted[i][0], REGIONS) == victim]),
+               30, "work in the victim")
+    world.dev.kill_region(victim)
+    # Submissions for its tenants made elsewhere wait in the outboxes.
+    during = [world.submit(t, via) for via in (heir, "ap-south") for t in mixed[victim]]
+    during += [world.submit(t, "ap-south") for t in mixed["ap-south"]]
+
+    def outboxed() -> int:
+        out = json.loads(world.cli("outbox", "--json").stdout)
+        return sum(o.get("by_target", {}).get(victim, 0) for r, o in out.items() if r != victim)
+
+    # (more than these when forwards sent just before the kill were not yet confirmed)
+    wait_until(lambda: outboxed() >= 2 * len(mixed[victim]), 30, "the victim's submissions in outboxes")
+    res = world.cli("failover", victim, "--to", heir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "failed over to us-east" in res.stdout
+    everything = before + during
+    for region in (heir, "ap-south"):
+        wait_until(lambda r=region: world.all_succeeded(r, everything), 120, f"every run to complete, seen from {region}")
+    assert outboxed() == 0
+
+    # The victim comes back: it catches up, and runs nothing of what moved.
+    back_at = world.scalar(heir, "SELECT clock_timestamp()")
+    world.dev.up()
+    world.engines[victim].dispose()  # its pooled connections died with the server
+    world.dev.start_worker(victim, extra_env=WORKER_ENV)
+    wait_until(lambda: world.all_succeeded(victim, everything), 120, "the victim to catch up")
+    fence = world.scalar(victim, "SELECT reason FROM local_fence WHERE fenced")
+    assert fence and "failed over" in fence
+    assert world.scalar(heir, "SELECT count(*) FROM step_attempts WHERE region = :v AND started_at > :t",
+                        v=victim, t=back_at) == 0
+    # Restore: refused while behind is covered by --max-lag; here it is caught up.
+    res = wait_until(lambda: (r := world.cli("restore", victim, "--max-lag", "5")).returncode == 0 and r, 60, "restore")
+    assert "restored" in res.stdout
+    wait_until(lambda: world.scalar(victim, "SELECT NOT fenced FROM local_fence"), 10, "the fence down")
+    # Once the restore has replicated (and the routers' 2 s cache expired), new runs go home.
+    for t in mixed[victim]:
+        wait_until(lambda t=t: json.loads(world.cli("--region", "ap-south", "route", t, "--json").stdout)["home"] == victim,
+                   30, f"{t} routed home from ap-south")
+    time.sleep(2.5)  # the workers' router cache (2 s): a duration, not a condition we can observe
+    home_again = [world.submit(t, "ap-south") for t in mixed[victim]]
+    wait_until(lambda: world.all_succeeded(victim, home_again), 60, "new runs of its tenants at home")
+    with world.engines[victim].connect() as conn:
+        owners = set(conn.execute(text("SELECT owner_region FROM workflow_runs WHERE id = ANY(:i)"), {"i": home_again}).scalars())
+    assert owners == {victim}
+    # Converged, and exactly once: one run per idempotency key, one recorded effect per step task.
+    wait_until(lambda: verify(world.config, timeout=30).identical, 90, "verify to report 0 differences")
+    all_ids = list(world.submitted)
+    with world.engines[heir].connect() as conn:
+        per_key = conn.execute(text(
+            "SELECT count(*) FROM workflow_runs WHERE id = ANY(:i) GROUP BY tenant_id, idempotency_key HAVING count(*) <> 1"
+        ), {"i": all_ids}).all()
+        tasks = conn.execute(text(
+            "SELECT count(*), count(DISTINCT idempotency_key), bool_and(status = 'succeeded') FROM step_tasks WHERE run_id = ANY(:i)"
+        ), {"i": all_ids}).one()
+        # Tasks attempted more than once, and whether their run was adopted (epoch bumped).
+        reran = conn.execute(text(
+            """SELECT a.task_id, max(r.epoch) FROM step_attempts a JOIN workflow_runs r ON r.id = a.run_id
+                WHERE a.run_id = ANY(:i) GROUP BY a.task_id HAVING count(*) > 1"""), {"i": all_ids}).all()
+    assert per_key == []
+    assert tasks[0] == tasks[1] == 4 * len(all_ids) and tasks[2]
+    # Only steps of runs the heir adopted ran again (at-least-once there); nothing else did.
+    assert all(epoch >= 2 for _, epoch in reran), reran
+    print(f"failover: {len(all_ids)} runs, {tasks[0]} step tasks, {len(reran)} re-run after adoption")
+
+
+def test_graceful_move_under_load_reruns_no_step(world: World) -> None:
+    tenant = world.tenants("us-east", 1, "mv")[0]
+    stop = threading.Event()
+    ids: list[uuid.UUID] = []
+
+    def load() -> None:
+        while not stop.is_set():
+            ids.append(world.submit(tenant, "ap-south"))
+            time.sleep(0.05)
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        wait_until(lambda: len(ids) > 10, 30, "load")
+        res = world.cli("--region", "ap-south", "tenants", "move", tenant, "--to", "ap-south")
+        assert res.returncode == 0, res.stdout + res.stderr
+        moved_at = len(ids)
+        wait_until(lambda: len(ids) > moved_at + 10, 30, "load after the move")
+    finally:
+        stop.set()
+        t.join()
+    wait_until(lambda: world.all_succeeded("ap-south", ids) and world.all_succeeded("us-east", ids), 90, "every run")
+    with world.engines["ap-south"].connect() as conn:
+        attempts = conn.execute(text(
+            "SELECT task_id, count(*) FROM step_attempts WHERE run_id = ANY(:i) GROUP BY task_id HAVING count(*) > 1"
+        ), {"i": ids}).all()
+        owners = dict(conn.execute(text("SELECT id, owner_region FROM workflow_runs WHERE id = ANY(:i)"), {"i": ids}).all())
+    assert attempts == [], "a step ran twice"
+    assert owners[ids[0]] == "us-east" and owners[ids[-1]] == "ap-south"
+    assert set(owners.values()) == {"us-east", "ap-south"}
