@@ -302,3 +302,10 @@ def statuses(engine: Engine, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[
             ), {"ids": run_ids[lo:lo + 5000]}).all()
             out.update({r[0]: (r[1], r[2]) for r in rows})
     return out
+
+
+def counts_by_status(engine: Engine, owner_region: str) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT status, count(*) FROM workflow_runs WHERE owner_region = :r GROUP BY status"), {"r": owner_region}).all()
+    return {str(r[0]): int(r[1]) for r in rows}

@@ -75,14 +75,16 @@ DIR_OPTION = click.option(
 @click.option("--flower", is_flag=True, envvar="REGIONMESH_DEV_FLOWER", show_envvar=True,
               help="Also start Flower per region (basic auth: admin / secrets/flower, or $REGIONMESH_FLOWER_AUTH).")
 @DIR_OPTION
-def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, root: str) -> None:
+@click.option("--metrics/--no-metrics", default=True, show_default=True, envvar="REGIONMESH_DEV_METRICS",
+              show_envvar=True, help="Start 'regionmesh metrics serve' per region.")
+def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, metrics: bool, root: str) -> None:
     """Start (or reuse) every region's servers and workers, migrate, write the mesh file."""
     from regionmesh.devmesh import DevMesh
 
     started = time.monotonic()
     mesh = DevMesh(root)
     wanted = [r.strip() for r in regions.split(",") if r.strip()] if regions else None
-    config = mesh.up(wanted, workers=n_workers, concurrency=concurrency, flower=flower)
+    config = mesh.up(wanted, workers=n_workers, concurrency=concurrency, flower=flower, metrics=metrics)
     table = Table(title=f"regionmesh dev mesh ({time.monotonic() - started:.1f}s) - {mesh.mesh_file}")
     for col in ("region", "postgres", "redis (broker)", "queues"):
         table.add_column(col)
@@ -92,11 +94,12 @@ def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, 
             f"rm.{name}.submit, rm.{name}.steps",
         )
     console.print(table)
-    if flower:
-        for name in config.regions:
-            for w in mesh.state.load()["regions"][name].get("workers", []):
-                if w.get("name") == "flower":
-                    console.print(f"flower {name}: http://127.0.0.1:{w['port']} (user admin, password in {mesh.root}/secrets/flower)")
+    for name in config.regions:
+        for w in mesh.state.load()["regions"][name].get("workers", []):
+            if w.get("name") == "flower":
+                console.print(f"flower {name}: http://127.0.0.1:{w['port']} (user admin, password in {mesh.root}/secrets/flower)")
+            if w.get("name") == "metrics":
+                console.print(f"metrics {name}: http://127.0.0.1:{w['port']}/metrics")
     console.print(f"export {ENV_CONFIG}={mesh.mesh_file}")
 
 
@@ -472,6 +475,32 @@ def outbox(ctx: Context, as_json: bool) -> None:
             age = "-" if o["oldest_age_s"] is None else f"{o['oldest_age_s']:.1f}s"
             table.add_row(name, str(o["depth"]), age, ", ".join(f"{k}={v}" for k, v in o["by_target"].items()))
     console.print(table)
+
+
+@cli.group()
+def metrics() -> None:
+    """Prometheus metrics."""
+
+
+@metrics.command("serve")
+@click.option("--port", type=int, default=9808, show_default=True, envvar="REGIONMESH_METRICS_PORT", show_envvar=True)
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="REGIONMESH_METRICS_HOST", show_envvar=True)
+@click.option("--multiproc-dir", default=None, envvar="PROMETHEUS_MULTIPROC_DIR", show_envvar=True,
+              help="Where the region's workers write their samples.")
+@pass_ctx
+def metrics_serve(ctx: Context, port: int, host: str, multiproc_dir: str | None) -> None:
+    """Serve the local region's metrics at http://HOST:PORT/metrics until stopped."""
+    import signal
+    import threading
+
+    from regionmesh.metrics import serve
+
+    serve(ctx.config, port, host, multiproc_dir)
+    console.print(f"serving {ctx.config.local.name} metrics on http://{host}:{port}/metrics")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
 
 
 # -- runs -------------------------------------------------------------------

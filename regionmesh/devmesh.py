@@ -344,6 +344,7 @@ class DevMesh:
             env = dict(os.environ)
             env.update(
                 REGIONMESH_CONFIG=str(self.mesh_file), REGIONMESH_REGION=region, PYTHONUNBUFFERED="1",
+                PROMETHEUS_MULTIPROC_DIR=str(self.metrics_dir(region)),
                 **(extra_env or {}),
             )
             offset = log.stat().st_size if log.exists() else 0
@@ -365,6 +366,40 @@ class DevMesh:
                     return b" ready." in fh.read()
 
             wait_for(ready, 60, f"worker {name} of {region} to be ready")
+        return record
+
+    def metrics_dir(self, region: str) -> Path:
+        path = self.root / "metrics" / region
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def start_metrics(self, region: str) -> dict[str, Any]:
+        """Start ``regionmesh metrics serve`` for ``region`` on a free port (reused if running)."""
+        with self.state.locked():
+            data = self.state.load()
+            procs = data["regions"][region].setdefault("workers", [])
+            running = [w for w in procs if w.get("name") == "metrics" and pid_alive(w.get("pid"))]
+            if running:
+                return dict(running[0])
+            procs[:] = [w for w in procs if w.get("name") != "metrics"]
+            port = free_port()
+            log = self.root / "logs" / f"metrics-{region}.log"
+            record: dict[str, Any] = {"name": "metrics", "log": str(log), "pid": None, "port": port}
+            procs.append(record)
+            self.state.save(data)
+            env = dict(os.environ, REGIONMESH_CONFIG=str(self.mesh_file), REGIONMESH_REGION=region)
+            record["pid"] = spawn([sys.executable, "-m", "regionmesh.cli", "metrics", "serve", "--port", str(port),
+                                   "--multiproc-dir", str(self.metrics_dir(region))], log, env=env)
+            self.state.save(data)
+        import socket as _socket
+
+        def listening() -> bool:
+            if not pid_alive(record["pid"]):
+                raise DevMeshError(f"metrics for {region} exited: {log.read_text(errors='replace')[-1500:]}")
+            with _socket.socket() as sock:
+                return sock.connect_ex((HOST, port)) == 0
+
+        wait_for(listening, 30, f"metrics of {region} on port {port}")
         return record
 
     def start_flower(self, region: str) -> dict[str, Any]:
@@ -404,7 +439,7 @@ class DevMesh:
         """Live celery workers of ``region`` (not Flower)."""
         return [
             w for w in self.state.load()["regions"].get(region, {}).get("workers", [])
-            if pid_alive(w.get("pid")) and w.get("name") != "flower"
+            if pid_alive(w.get("pid")) and w.get("name") not in ("flower", "metrics")
         ]
 
     def stop_worker(self, region: str, name: str, *, kill: bool = False) -> None:
@@ -469,6 +504,7 @@ class DevMesh:
         worker_env: dict[str, str] | None = None,
         flower: bool = False,
         replicate: bool = True,
+        metrics: bool = False,
     ) -> MeshConfig:
         """Start (or reuse) every region's servers, write the mesh file, migrate.
 
@@ -529,6 +565,9 @@ class DevMesh:
         if flower:
             for region in config.regions:
                 self.start_flower(region)
+        if metrics:
+            for region in config.regions:
+                self.start_metrics(region)
         return config
 
     def add_region(self, name: str, *, seed: str | None = None) -> Any:

@@ -26,6 +26,7 @@ from models import runs
 from regionmesh.supervisor import pid_alive
 from workers.definitions import RetryPolicy
 from workers.log import event
+from workers.metrics import STEP_DURATION
 from workers.retry import backoff_s, should_retry
 from workers.runtime import Runtime
 
@@ -138,15 +139,19 @@ def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool) -> tuple[s
             index=claim.index, attempt=claim.attempt, idempotency_key=claim.idempotency_key,
             region=rt.region, engine=rt.engine,
         )
+        began = time.perf_counter()
         try:
             with time_limit(claim.timeout_s):
                 output = handler(ctx, claim.payload)
             json.dumps(output)
         except StepTimeout as exc:
             error = str(exc)
+            STEP_DURATION.labels(rt.region, "timeout").observe(time.perf_counter() - began)
         except Exception as exc:  # a handler's failure is the step's failure
             error = f"{type(exc).__name__}: {exc}"
+            STEP_DURATION.labels(rt.region, "error").observe(time.perf_counter() - began)
         else:
+            STEP_DURATION.labels(rt.region, "ok").observe(time.perf_counter() - began)
             done = runs.complete_and_claim(
                 rt.engine, task_id, claim.attempt, output, region=rt.region, worker=rt.worker_id, claim_next=claim_next
             )

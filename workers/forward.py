@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from typing import Any
 
@@ -20,6 +21,7 @@ from redis.exceptions import RedisError
 from models import outbox
 from models.registry import region_statuses
 from workers.log import event
+from workers.metrics import FORWARD_LATENCY, SUBMISSIONS
 from workers.names import SUBMIT_TASK, submit_queue
 from workers.runtime import Runtime
 
@@ -56,15 +58,19 @@ def forward(rt: Runtime, home: str, message: dict[str, Any], run_id: uuid.UUID) 
     message = dict(message, hops=int(message.get("hops", 0)) + 1, forwarded_by=rt.region)
     fields = {"region": rt.region, "tenant": message.get("tenant_id"), "home": home,
               "submission": message.get("submission_id")}
+    began = time.perf_counter()
     try:
         publish_to(rt, home, message)
+        FORWARD_LATENCY.labels(rt.region, home).observe(time.perf_counter() - began)
     except PUBLISH_ERRORS as exc:
+        SUBMISSIONS.labels(rt.region, "outboxed").inc()
         outbox.put(rt.engine, submission_id=str(message["submission_id"]), run_id=run_id, target_region=home,
                    task_name=SUBMIT_TASK, payload=message, error=f"{type(exc).__name__}: {exc}", sent=False)
         event(logging.WARNING, "submit.outboxed", error=exc, **fields)
         return "outbox"
     outbox.put(rt.engine, submission_id=str(message["submission_id"]), run_id=run_id, target_region=home,
                task_name=SUBMIT_TASK, payload=message, error=None, sent=True, confirm_within_s=CONFIRM_WITHIN_S)
+    SUBMISSIONS.labels(rt.region, "forwarded").inc()
     event(logging.INFO, "submit.forwarded", **fields)
     return "forwarded"
 

@@ -15,6 +15,7 @@ from models.failover import fence as fenced
 from regionmesh.errors import RejectedSubmission
 from workers import executor, forward, lifecycle
 from workers.log import event
+from workers.metrics import SUBMISSIONS
 from workers.names import RUN_STEP_TASK, SUBMIT_TASK
 from workers.runtime import Runtime
 from workers.submission import parse_submission
@@ -56,7 +57,9 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
                 # Back from being away and not caught up: the registry here may be stale.
                 raise self.retry(countdown=2, max_retries=None)
             started = lifecycle.start_run(rt, sub, keep_first=True)
+            SUBMISSIONS.labels(rt.region, "started" if started.created else "duplicate").inc()
         except RejectedSubmission as exc:
+            SUBMISSIONS.labels(rt.region, "rejected").inc()
             dead_letter(rt, SUBMIT_TASK, exc.reason, {"args": args, "kwargs": kwargs},
                         submission_id=exc.submission_id, tenant_id=exc.tenant_id)
             return {"status": "rejected", "reason": exc.reason}

@@ -197,3 +197,41 @@ def test_route_pin_unpin(mesh3: Mesh3) -> None:
     assert mesh3.cli("--region", "us-east", "tenants", "unpin", tenant).returncode == 0
     out = json.loads(mesh3.cli("--region", "us-east", "route", tenant, "--json").stdout)
     assert out["home"] == "us-east" and out["reason"] == "hash" and out["epoch"] == 2
+
+
+def test_metrics_scraped_from_a_live_mesh(mesh3: Mesh3) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape(region: str) -> dict[str, Any]:
+        port = mesh3.mesh.dev.start_metrics(region)["port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            body = resp.read().decode()
+        return {f.name: f for f in text_string_to_metric_families(body)}
+
+    # Work that the step histogram must show.
+    ids = [submit(tenant_homed_in(r, "metrics"), "etl", {"n": 3}, None, region=r, config=mesh3.config).run_id for r in REGIONS]
+    for r in REGIONS:
+        wait_until(lambda r=r: mesh3.all_succeeded(r, ids), 60, "the runs")
+    for region in REGIONS:
+        fam = scrape(region)
+        def samples(name: str, fam: dict[str, Any] = fam) -> list[Any]:
+            return list(fam[name].samples)
+        peers = {p for p in REGIONS if p != region}
+        assert {s.labels["from"] for s in samples("regionmesh_replication_lag_seconds")} == peers
+        assert all(s.labels["to"] == region for s in samples("regionmesh_replication_lag_seconds"))
+        assert {(s.labels["from"], s.value) for s in samples("regionmesh_replication_subscription_up")} == {(p, 1.0) for p in peers}
+        assert {s.labels["to"] for s in samples("regionmesh_replication_lag_bytes")} == peers
+        assert {s.labels["wal_status"] for s in samples("regionmesh_replication_slot_status")} <= {"reserved", "extended"}
+        assert {s.name for s in samples("regionmesh_replication_apply_errors")} == {"regionmesh_replication_apply_errors_total"}
+        assert samples("regionmesh_outbox_depth")[0].value == 0
+        assert {s.labels["queue"] for s in samples("regionmesh_queue_depth")} == {f"rm.{region}.submit", f"rm.{region}.steps"}
+        runs = {s.labels["status"]: s.value for s in samples("regionmesh_runs")}
+        assert runs["succeeded"] >= 1 and set(runs) == {"running", "succeeded", "failed", "cancelled"}
+        steps = [s for s in samples("regionmesh_step_duration_seconds") if s.name.endswith("_count") and s.labels["region"] == region]
+        assert sum(s.value for s in steps) >= 5  # etl: extract, 3 transforms, load
+        assert {s.labels["part"]: s.value for s in samples("regionmesh_up")} == {"postgres": 1.0, "redis": 1.0}
+        assert samples("regionmesh_fenced")[0].value == 0
+    forwarded = scrape("us-east")["regionmesh_forward_latency_seconds"]
+    assert any(s.name.endswith("_count") and s.value > 0 for s in forwarded.samples)

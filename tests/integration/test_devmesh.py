@@ -62,7 +62,7 @@ def test_three_region_mesh_up_status_down_leaves_nothing() -> None:
 
         # up again reuses what runs: same pids, same ports.
         pids_before = sorted(dev.pids())
-        assert len(pids_before) == 9  # a postmaster, a redis-server and a celery worker per region
+        assert len(pids_before) == 12  # a postmaster, a redis-server, a celery worker and metrics per region
         assert all(len(dev.workers(r)) == 1 for r in config.regions)
         again = _cli("dev", "up", "--dir", str(root))
         assert again.returncode == 0, again.stderr
