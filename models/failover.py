@@ -67,6 +67,8 @@ def adopt_runs(engine: Engine, from_region: str, to_region: str) -> tuple[int, l
         ), {"ids": ids})
         tasks = conn.execute(text(
             """UPDATE step_tasks t SET epoch = r.epoch,
+                      -- The attempt lost with the region is not the step's failure: it does not count.
+                      attempt = CASE WHEN t.status = 'running' THEN greatest(t.attempt - 1, 0) ELSE t.attempt END,
                       status = CASE WHEN t.status = 'running' THEN 'queued' ELSE t.status END,
                       error = CASE WHEN t.status = 'running' THEN 'adopted from ' || :from ELSE t.error END,
                       queued_at = clock_timestamp(), deadline_at = NULL, worker = NULL

@@ -309,3 +309,35 @@ def counts_by_status(engine: Engine, owner_region: str) -> dict[str, int]:
         rows = conn.execute(text(
             "SELECT status, count(*) FROM workflow_runs WHERE owner_region = :r GROUP BY status"), {"r": owner_region}).all()
     return {str(r[0]): int(r[1]) for r in rows}
+
+
+def running_worker(engine: Engine, region: str) -> str | None:
+    """The worker id holding some running task of this region, if any."""
+    with engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT worker FROM step_tasks WHERE status = 'running' AND executed_region = :r AND worker IS NOT NULL LIMIT 1"
+        ), {"r": region}).scalar()
+
+
+def run_facts(engine: Engine, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """run id -> status, owner, finished (epoch seconds) and number of step tasks, as this copy holds them."""
+    out: dict[uuid.UUID, dict[str, Any]] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            """SELECT r.id, r.status, r.owner_region, extract(epoch FROM r.finished_at),
+                      (SELECT count(*) FROM step_tasks t WHERE t.run_id = r.id)
+                 FROM workflow_runs r WHERE r.id = ANY(:ids)"""
+        ), {"ids": run_ids}).all()
+    for r in rows:
+        out[r[0]] = {"status": r[1], "owner": r[2], "finished": None if r[3] is None else float(r[3]), "tasks": int(r[4])}
+    return out
+
+
+def duplicate_keys(engine: Engine, keys: list[tuple[str, str]]) -> int:
+    """How many (tenant, idempotency key) pairs have more than one run."""
+    with engine.connect() as conn:
+        return int(conn.execute(text(
+            """SELECT count(*) FROM (SELECT 1 FROM workflow_runs r
+                 JOIN unnest(CAST(:t AS text[]), CAST(:k AS text[])) AS x(t, k) ON r.tenant_id = x.t AND r.idempotency_key = x.k
+                GROUP BY r.tenant_id, r.idempotency_key HAVING count(*) > 1) d"""
+        ), {"t": [k[0] for k in keys], "k": [k[1] for k in keys]}).scalar_one())

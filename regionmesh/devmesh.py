@@ -48,6 +48,11 @@ APP_ROLE = "regionmesh"
 REPLICATION_ROLE = "rm_replicator"
 SECRET_NAMES = ("postgres", APP_ROLE, REPLICATION_ROLE, "redis", "flower")
 HOST = "127.0.0.1"
+DEV_WORKER_TIMERS = {
+    "REGIONMESH_RECONCILE_INTERVAL_S": "0.5",
+    "REGIONMESH_REQUEUE_AFTER_S": "5",
+    "REGIONMESH_FORWARD_CONFIRM_S": "10",
+}
 
 
 def pg_settings(n_regions: int) -> dict[str, str]:
@@ -342,6 +347,9 @@ class DevMesh:
             workers.append(record)
             self.state.save(data)
             env = dict(os.environ)
+            # A local mesh recovers on shorter timers than the production defaults.
+            for key, value in DEV_WORKER_TIMERS.items():
+                env.setdefault(key, value)
             env.update(
                 REGIONMESH_CONFIG=str(self.mesh_file), REGIONMESH_REGION=region, PYTHONUNBUFFERED="1",
                 PROMETHEUS_MULTIPROC_DIR=str(self.metrics_dir(region)),

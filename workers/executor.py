@@ -38,6 +38,9 @@ MAX_COUNTDOWN_S = 30.0
 # released (claimed in the same transaction) instead of a broker round trip,
 # up to this many steps or seconds; the rest is published.
 MAX_INLINE_STEPS = 100
+# A step whose worker died is tried again even if its retry policy allows one attempt,
+# up to this many tries in all; then it fails (a message that kills its worker every time).
+MIN_WORKER_LOST_TRIES = 3
 INLINE_BUDGET_S = 2.0
 
 
@@ -121,11 +124,11 @@ def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool) -> tuple[s
     fields = {"region": rt.region, "tenant": claim.tenant_id, "run": claim.run_id,
               "step": claim.step_key if claim.index is None else f"{claim.step_key}[{claim.index}]",
               "attempt": claim.attempt}
-    if claim.attempt > claim.max_attempts:
-        # Every try so far died with its worker: stop redelivering.
+    if claim.attempt > max(claim.max_attempts, MIN_WORKER_LOST_TRIES):
+        # Every try so far died with its worker (a step that kills its process?): stop redelivering.
         outcome = runs.fail_task(
             rt.engine, task_id, claim.attempt,
-            f"worker lost on each of {claim.max_attempts} attempts; not retried", None,
+            f"worker lost on each of {claim.attempt - 1} attempts; not retried", None,
         )
         event(logging.ERROR, "step.gave_up", **fields)
         return outcome, None

@@ -10,6 +10,7 @@ one run. ``hops`` bounds forwarding while regions disagree about a home
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 import uuid
@@ -26,7 +27,8 @@ from workers.names import SUBMIT_TASK, submit_queue
 from workers.runtime import Runtime
 
 MAX_HOPS = 3
-CONFIRM_WITHIN_S = 60.0  # a forwarded run not seen here by then is sent again
+# A forwarded run not seen here by then is sent again (never twice: the run id is fixed).
+CONFIRM_WITHIN_S = float(os.environ.get("REGIONMESH_FORWARD_CONFIRM_S", "60"))
 OUTBOX_BACKOFF_MAX_S = 30.0
 PUBLISH_ERRORS = (KombuOperationalError, RedisError, OSError, TimeoutError)
 

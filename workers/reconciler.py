@@ -22,6 +22,7 @@ from models import runs
 from models.failover import fence
 from models.locks import try_session_lock
 from regionmesh.supervisor import pid_alive
+from workers.executor import MIN_WORKER_LOST_TRIES
 from workers.log import event
 from workers.runtime import Runtime
 
@@ -92,7 +93,7 @@ class Reconciler(threading.Thread):
         ]
         moved = []
         for task_id, attempt, max_attempts in expired:
-            if attempt >= max_attempts:
+            if attempt >= max(max_attempts, MIN_WORKER_LOST_TRIES):
                 runs.fail_task(self.rt.engine, task_id, attempt,
                                f"worker lost: attempt {attempt} passed its deadline; no attempts left", None)
             elif runs.requeue_expired(self.rt.engine, task_id, attempt):
