@@ -31,6 +31,15 @@ class Receipt:
 _routers: dict[tuple[str, str], Any] = {}
 
 
+def kwargs_summary(kwargs: dict[str, Any]) -> str:
+    """What Flower and the logs show of a submission: who and what, never the input's content."""
+    import json
+
+    shown = {k: kwargs.get(k) for k in ("tenant_id", "workflow", "idempotency_key", "submission_id") if kwargs.get(k)}
+    shown["input"] = f"<{len(json.dumps(kwargs.get('input'), default=str))} bytes>"
+    return repr(shown)
+
+
 def home_region(config: MeshConfig, tenant_id: str, via: str) -> str | None:
     """The tenant's home as region ``via``'s copy of the registry says (None if unreachable)."""
     from models.engine import make_engine
@@ -94,7 +103,7 @@ def submit(
     }
     queue = submit_queue(target.name)
     publisher(target.broker_url).send_task(
-        SUBMIT_TASK, kwargs=kwargs, queue=queue, routing_key=queue, task_id=sid,
+        SUBMIT_TASK, kwargs=kwargs, queue=queue, routing_key=queue, task_id=sid, kwargsrepr=kwargs_summary(kwargs),
         retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
     )
     home = home_region(config, tenant_id, target.name) if resolve_home else None

@@ -38,11 +38,12 @@ def publish_to(rt: Runtime, region: str, message: dict[str, Any]) -> None:
 
     Raises one of PUBLISH_ERRORS when the broker is unreachable.
     """
-    from regionmesh.client import publisher
+    from regionmesh.client import kwargs_summary, publisher
 
     queue = submit_queue(region)
     publisher(rt.config.regions[region].broker_url).send_task(
         SUBMIT_TASK, kwargs=message, queue=queue, routing_key=queue, task_id=message.get("submission_id"),
+        kwargsrepr=kwargs_summary(message),
         retry=True, retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3},
     )
 
