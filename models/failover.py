@@ -109,6 +109,7 @@ def step_attempts_in(engine: Engine, region: str, run_ids: list[uuid.UUID], sinc
         ), {"r": region, "ids": run_ids, "e": since_epoch}).scalar_one())
 
 
-def tenants_homed_in_registry(engine: Engine, *, reason: str) -> list[str]:
+def tenants_homed_in_registry(engine: Engine, *, reasons: tuple[str, ...]) -> list[str]:
     with engine.connect() as conn:
-        return list(conn.execute(text("SELECT tenant_id FROM tenant_registry WHERE reason = :r"), {"r": reason}).scalars())
+        return list(conn.execute(text("SELECT tenant_id FROM tenant_registry WHERE reason = ANY(:r)"),
+                                 {"r": list(reasons)}).scalars())

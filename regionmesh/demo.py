@@ -117,7 +117,7 @@ def run_demo(root: str, *, tenants: int = 60, per_tenant: int = 3, chaos: bool =
             identical = result.identical
             if identical:
                 break
-        lost, duplicated, table = _report(config, engines, sent, regions, identical)
+        lost, duplicated, table = _report(config, engines, sent, regions, identical, events)
         return DemoResult(time.monotonic() - started, table, lost, duplicated, identical, events)
     finally:
         for e in engines.values():
@@ -173,11 +173,16 @@ def _bring_back(dev: DevMesh, config: MeshConfig, victim: str, engines: dict[str
 
 
 def _report(config: MeshConfig, engines: dict[str, Any], sent: dict[uuid.UUID, Sent], regions: list[str],
-            identical: bool) -> tuple[int, int, Table]:
+            identical: bool, events: list[str]) -> tuple[int, int, Table]:
     reader = engines[regions[0]]
     ids = list(sent)
     rows = runs_repo.run_facts(reader, ids)
-    lost = sum(1 for rid in ids if rows.get(rid, {}).get("status") != "succeeded")
+    missing = [rid for rid in ids if rows.get(rid, {}).get("status") != "succeeded"]
+    lost = len(missing)
+    for rid in missing[:10]:
+        s = sent[rid]
+        events.append(f"not completed: run {rid} ({s.workflow}, tenant {s.tenant}, sent via {s.via}, "
+                      f"home {s.home}, status {rows.get(rid, {}).get('status', 'absent')})")
     duplicated = runs_repo.duplicate_keys(reader, [(s.tenant, s.key) for s in sent.values()])
     # A finished run with more step tasks than its DAG has would be a duplicate effect.
     duplicated += sum(1 for rid, facts in rows.items()

@@ -167,7 +167,8 @@ def restore(config: MeshConfig, region: str, *, force: bool = False, max_lag_s: 
             )
         repo.set_region_status(engine, region, "active", None)
         active = [r for r in config.regions if r == region or statuses.get(r, "active") == "active"]
-        moved_away = [t for t in repo.tenants_homed_in_registry(engine, reason="failover")
+        # Tenants that left because of a failover or a drain of this region, and hash here.
+        moved_away = [t for t in repo.tenants_homed_in_registry(engine, reasons=("failover", "move"))
                       if home_by_hash(t, active) == region]
         written = repo.move_tenants(engine, moved_away, region, "hash")
         repo.set_fence(engine, False, None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import ssl
+import time
 from typing import Any
 
 from celery import Celery, signals
@@ -26,6 +27,7 @@ from workers.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
 from workers.reconciler import Reconciler, ReconcilerSettings
 from workers.registry import default_registry
 from workers.runtime import Runtime
+from workers.sweep import others_alive, restore_orphaned
 from workers.tasks import register_tasks
 
 VISIBILITY_TIMEOUT_S = int(os.environ.get("REGIONMESH_VISIBILITY_TIMEOUT_S", "3600"))
@@ -108,7 +110,7 @@ def create_app(config: MeshConfig | None = None, registry: Registry | None = Non
 
 
 def _wire_reconciler(app: Celery, rt: Runtime) -> None:
-    holder: dict[str, Reconciler] = {}
+    holder: dict[str, Any] = {}
     fence_keeper = FenceKeeper(rt, rejoin_after_s=float(os.environ.get("REGIONMESH_REJOIN_AFTER_S", "10")),
                                caught_up_s=float(os.environ.get("REGIONMESH_CAUGHT_UP_S", "5")))
 
@@ -116,17 +118,27 @@ def _wire_reconciler(app: Celery, rt: Runtime) -> None:
     def fence_first(sender: Any = None, **_: Any) -> None:
         # Before any message is consumed: a region back from being away must not
         # run what moved while it was gone.
+        from workers.log import event
+
         try:
             fence_keeper()
         except Exception as exc:  # the database may be down; claims fail then anyway
-            from workers.log import event
-
             event(30, "fence.check_failed", region=rt.region, error=exc)
+        holder["started_at"] = time.time()
 
     @signals.worker_ready.connect(weak=False)
     def start(sender: Any = None, **_: Any) -> None:
         if sender is not None and getattr(sender, "app", app) is not app:
             return
+        # Messages held by workers that died (SIGKILL, a lost host) go back now, not in an hour.
+        try:
+            me = getattr(sender, "hostname", "")
+            if others_alive(app, me) == 0:
+                restore_orphaned(app, rt.region, float(holder.get("started_at", time.time())))
+        except Exception as exc:  # the broker may be down; the visibility timeout still applies
+            from workers.log import event
+
+            event(30, "broker.restore_failed", region=rt.region, error=exc)
         from replication.heartbeat import heartbeat_job
         from workers.forward import drain_outbox
 

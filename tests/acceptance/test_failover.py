@@ -139,7 +139,9 @@ def test_kill_failover_rejoin_restore(world: World) -> None:
     assert fence and "failed over" in fence
     assert world.scalar(heir, "SELECT count(*) FROM step_attempts WHERE region = :v AND started_at > :t",
                         v=victim, t=back_at) == 0
-    # Restore: refused while behind is covered by --max-lag; here it is caught up.
+    # Restore refuses while the region is behind (no lag is ever 0 s, so a bound of 0 always refuses).
+    refused = world.cli("restore", victim, "--max-lag", "0")
+    assert refused.returncode == 1 and f"{victim} is behind" in refused.stderr
     res = wait_until(lambda: (r := world.cli("restore", victim, "--max-lag", "5")).returncode == 0 and r, 60, "restore")
     assert "restored" in res.stdout
     wait_until(lambda: world.scalar(victim, "SELECT NOT fenced FROM local_fence"), 10, "the fence down")
@@ -204,3 +206,20 @@ def test_graceful_move_under_load_reruns_no_step(world: World) -> None:
     assert attempts == [], "a step ran twice"
     assert owners[ids[0]] == "us-east" and owners[ids[-1]] == "ap-south"
     assert set(owners.values()) == {"us-east", "ap-south"}
+
+
+def test_drain_moves_tenants_and_restore_brings_them_home(world: World) -> None:
+    tenants = world.tenants("ap-south", 2, "drain")
+    first = [world.submit(t, "ap-south") for t in tenants]
+    wait_until(lambda: world.all_succeeded("ap-south", first), 60, "runs at home")
+    res = world.cli("drain", "ap-south", "--to", "us-east")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for t in tenants:
+        wait_until(lambda t=t: json.loads(world.cli("--region", "eu-west", "route", t, "--json").stdout)["home"] == "us-east",
+                   30, "the drain to replicate")
+    assert world.scalar("ap-south", "SELECT status FROM regions WHERE name = 'ap-south'") == "draining"
+    res = world.cli("restore", "ap-south")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for t in tenants:
+        wait_until(lambda t=t: json.loads(world.cli("--region", "eu-west", "route", t, "--json").stdout)["home"] == "ap-south",
+                   30, "the restore to replicate")
