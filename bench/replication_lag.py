@@ -16,26 +16,21 @@ bench/results/replication_lag.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
 
+from bench.common import ROOT, scratch_mesh, write_json
 from models import replication as repl
 from models.engine import make_engine
-from regionmesh.devmesh import DevMesh
 from regionmesh.supervisor import wait_for
 from replication.names import subscription_name
 from replication.setup import conninfo, setup
 from tests.support.proxy import Proxy
 
-ROOT = Path(__file__).resolve().parents[1]
 REGIONS = ["us-east", "eu-west", "ap-south"]
 
 
@@ -90,9 +85,7 @@ def main() -> None:
     parser.add_argument("--partition", type=float, default=60)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "replication_lag.json"))
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="rm-bench-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    dev = DevMesh(root)
+    dev = scratch_mesh()
     out: dict[str, Any] = {"args": vars(args)}
     try:
         config = dev.up(REGIONS, workers=0)
@@ -155,9 +148,7 @@ def main() -> None:
     p = out["partition"]
     print(f"  partition us-east -> eu-west for {p['seconds']:g}s: backlog {p['backlog_rows']} rows, caught up in "
           f"{p['catch_up_s']:.2f}s = {p['catch_up_rows_per_s']:,.0f} rows/s ({p['catch_up_vs_write_rate']:.1f}x the write rate; target >= 5x)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"  wrote {args.out}")
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

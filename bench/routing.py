@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 from sqlalchemy import text
 
+from bench.common import ROOT, scratch_mesh, write_json
 from models.engine import make_engine
 from regionmesh.batch import submit_batch
 from regionmesh.client import submit
-from regionmesh.devmesh import DevMesh
 from regionmesh.supervisor import wait_for
 from routing.hashing import home_by_hash
 
-ROOT = Path(__file__).resolve().parents[1]
 REGIONS = ["us-east", "eu-west", "ap-south"]
 
 
@@ -39,9 +35,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=3000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "routing.json"))
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="rm-bench-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    dev = DevMesh(root)
+    dev = scratch_mesh()
+    root = dev.root
     out: dict[str, object] = {"args": vars(args)}
     try:
         config = dev.up(REGIONS, workers=1, worker_env={"REGIONMESH_WORKFLOWS": "workers.examples"})
@@ -98,9 +93,7 @@ def main() -> None:
     print(f"  forward overhead p50 {f['p50_ms'] - h['p50_ms']:.1f} ms")  # type: ignore[index]
     print(f"  submit-batch {b['lines']} lines: published {b['submit_per_s']:,.0f}/s; all created and replicated "  # type: ignore[index]
           f"everywhere in {b['seconds_to_created_everywhere']:.1f}s ({b['created_everywhere_per_s']:,.0f} runs/s)")  # type: ignore[index]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"  wrote {args.out}")
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

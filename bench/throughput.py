@@ -10,11 +10,9 @@ same broker. Prints a table and writes bench/results/throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -24,12 +22,12 @@ import redis
 from celery import chain
 from sqlalchemy import text
 
+from bench.common import ROOT, scratch_mesh, write_json
 from models.engine import make_engine
 from regionmesh.client import submit
 from regionmesh.devmesh import DevMesh
 from regionmesh.supervisor import spawn, terminate, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
 REGION = "bench"
 
 
@@ -142,9 +140,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="rm-bench-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    dev = DevMesh(root)
+    dev = scratch_mesh()
+    root = dev.root
     try:
         config = dev.up([REGION], workers=0)
         broker = config.regions[REGION].broker_url
@@ -174,9 +171,7 @@ def main() -> None:
         print(f"  {name:<{width}}  {a:>22}  {b:>16}")
     print(f"  regionmesh steps/s vs raw Celery: {targets['steps_vs_raw']:.0%} (target >= 50%); "
           f"10-step steps/s vs canvas tasks/s: {targets['ten_step_steps_vs_canvas_tasks']:.0%} (target >= 100%)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"args": vars(args), "baseline": base, "regionmesh": rm, "ratios": targets}, indent=2))
-    print(f"  wrote {args.out}")
+    write_json(args.out, {"args": vars(args), "baseline": base, "regionmesh": rm, "ratios": targets})
 
 
 if __name__ == "__main__":

@@ -11,19 +11,13 @@ difference. Writes bench/results/verify_scale.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 import time
-from pathlib import Path
 
 from sqlalchemy import text
 
+from bench.common import ROOT, scratch_mesh, write_json
 from models.engine import make_engine
-from regionmesh.devmesh import DevMesh
 from replication.verify import verify
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -31,9 +25,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "verify_scale.json"))
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="rm-bench-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    dev = DevMesh(root)
+    dev = scratch_mesh()
     try:
         config = dev.up(["us-east", "eu-west", "ap-south"], workers=0)
         src = make_engine(config.regions["us-east"].database_url, region="us-east")
@@ -75,9 +67,7 @@ def main() -> None:
     print(f"  first verify (waits for replication of the load): waited {first.waited_s:.1f}s, compared in {first.compare_s:.2f}s")
     print(f"  verify, identical:      {second.waited_s + second.compare_s:.2f}s (compare {second.compare_s:.2f}s)")
     print(f"  verify, one difference: {third.waited_s + third.compare_s:.2f}s (found and named the key)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"  wrote {args.out}")
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -383,64 +383,50 @@ class DevMesh:
 
     def start_metrics(self, region: str) -> dict[str, Any]:
         """Start ``regionmesh metrics serve`` for ``region`` on a free port (reused if running)."""
-        with self.state.locked():
-            data = self.state.load()
-            procs = data["regions"][region].setdefault("workers", [])
-            running = [w for w in procs if w.get("name") == "metrics" and pid_alive(w.get("pid"))]
-            if running:
-                return dict(running[0])
-            procs[:] = [w for w in procs if w.get("name") != "metrics"]
-            port = free_port()
-            log = self.root / "logs" / f"metrics-{region}.log"
-            record: dict[str, Any] = {"name": "metrics", "log": str(log), "pid": None, "port": port}
-            procs.append(record)
-            self.state.save(data)
-            env = dict(os.environ, REGIONMESH_CONFIG=str(self.mesh_file), REGIONMESH_REGION=region)
-            record["pid"] = spawn([sys.executable, "-m", "regionmesh.cli", "metrics", "serve", "--port", str(port),
-                                   "--multiproc-dir", str(self.metrics_dir(region))], log, env=env)
-            self.state.save(data)
-        import socket as _socket
-
-        def listening() -> bool:
-            if not pid_alive(record["pid"]):
-                raise DevMeshError(f"metrics for {region} exited: {log.read_text(errors='replace')[-1500:]}")
-            with _socket.socket() as sock:
-                return sock.connect_ex((HOST, port)) == 0
-
-        wait_for(listening, 30, f"metrics of {region} on port {port}")
-        return record
+        return self._start_service(
+            region, "metrics",
+            lambda port: [sys.executable, "-m", "regionmesh.cli", "metrics", "serve", "--port", str(port),
+                          "--multiproc-dir", str(self.metrics_dir(region))],
+            {},
+        )
 
     def start_flower(self, region: str) -> dict[str, Any]:
         """Start Flower for ``region`` on a free port, with basic auth (user ``admin``,
         password in ``secrets/flower``, or ``$REGIONMESH_FLOWER_AUTH`` as ``user:password``)."""
+        auth = os.environ.get("REGIONMESH_FLOWER_AUTH") or f"admin:{self._secret('flower')}"
+        return self._start_service(
+            region, "flower",
+            lambda port: [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
+                          f"--address={HOST}", "--purge_offline_workers=60"],
+            {"FLOWER_BASIC_AUTH": auth, "FLOWER_UNAUTHENTICATED_API": "false"},
+        )
+
+    def _start_service(self, region: str, name: str, command: Any, extra_env: dict[str, str]) -> dict[str, Any]:
+        """A region's HTTP side process on a free port, recorded before it starts; reused if running."""
         with self.state.locked():
             data = self.state.load()
-            workers = data["regions"][region].setdefault("workers", [])
-            existing = [w for w in workers if w.get("name") == "flower" and pid_alive(w.get("pid"))]
-            if existing:
-                return dict(existing[0])
-            workers[:] = [w for w in workers if w.get("name") != "flower"]
+            procs = data["regions"][region].setdefault("workers", [])
+            running = [w for w in procs if w.get("name") == name and pid_alive(w.get("pid"))]
+            if running:
+                return dict(running[0])
+            procs[:] = [w for w in procs if w.get("name") != name]
             port = free_port()
-            log = self.root / "logs" / f"flower-{region}.log"
-            record: dict[str, Any] = {"name": "flower", "log": str(log), "pid": None, "port": port}
-            workers.append(record)
+            log = self.root / "logs" / f"{name}-{region}.log"
+            record: dict[str, Any] = {"name": name, "log": str(log), "pid": None, "port": port}
+            procs.append(record)
             self.state.save(data)
-            auth = os.environ.get("REGIONMESH_FLOWER_AUTH") or f"admin:{self._secret('flower')}"
-            env = dict(os.environ, REGIONMESH_CONFIG=str(self.mesh_file), REGIONMESH_REGION=region,
-                       FLOWER_BASIC_AUTH=auth, FLOWER_UNAUTHENTICATED_API="false")
-            cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
-                   f"--address={HOST}", "--purge_offline_workers=60"]
-            record["pid"] = spawn(cmd, log, env=env)
+            env = dict(os.environ, REGIONMESH_CONFIG=str(self.mesh_file), REGIONMESH_REGION=region, **extra_env)
+            record["pid"] = spawn(command(port), log, env=env)
             self.state.save(data)
         import socket as _socket
 
         def listening() -> bool:
             if not pid_alive(record["pid"]):
-                raise DevMeshError(f"flower for {region} exited: {log.read_text(errors='replace')[-1500:]}")
+                raise DevMeshError(f"{name} for {region} exited: {log.read_text(errors='replace')[-1500:]}")
             with _socket.socket() as sock:
                 return sock.connect_ex((HOST, port)) == 0
 
-        wait_for(listening, 60, f"flower of {region} on port {port}")
+        wait_for(listening, 60, f"{name} of {region} on port {port}")
         return record
 
     def workers(self, region: str) -> list[dict[str, Any]]:
