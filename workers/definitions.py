@@ -16,6 +16,9 @@ from regionmesh.errors import InvalidWorkflow, UnknownWorkflow
 
 STEP_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 MAX_STEPS = 1000
+# Below the broker's visibility timeout (3600 s) with room for a retry countdown: a message
+# held longer than that would be delivered a second time while the first copy runs.
+MAX_STEP_TIMEOUT_S = 3000.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,9 @@ def validate(workflow: str, steps: tuple[Step, ...], handlers: Mapping[str, Hand
             raise InvalidWorkflow(workflow, f"step {step.key!r} has an invalid retry policy {step.retry}")
         if step.timeout_s <= 0:
             raise InvalidWorkflow(workflow, f"step {step.key!r} has a non-positive timeout")
+        if step.timeout_s > MAX_STEP_TIMEOUT_S:
+            raise InvalidWorkflow(workflow, f"step {step.key!r} timeout {step.timeout_s:g}s exceeds {MAX_STEP_TIMEOUT_S:g}s "
+                                  "(it must stay below the broker visibility timeout); split the step")
     cycle = find_cycle(steps)
     if cycle:
         raise InvalidWorkflow(workflow, f"cycle: {' -> '.join(cycle)}")

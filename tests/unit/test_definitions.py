@@ -31,6 +31,7 @@ HANDLERS = {"h": lambda ctx, p: p}
         ((Step("bad key", "h"),), "step key 'bad key' is invalid"),
         ((Step("a", "h", retry=RetryPolicy(max_attempts=0)),), "invalid retry policy"),
         ((Step("a", "h", timeout_s=0),), "non-positive timeout"),
+        ((Step("a", "h", timeout_s=7200),), "below the broker visibility timeout"),
     ],
 )
 def test_invalid_dags_are_refused_with_the_reason(steps: tuple[Step, ...], problem: str) -> None:
