@@ -1,0 +1,5 @@
+"""``python3 -m regionmesh``: the CLI, also where the console script is not on PATH yet."""
+
+from regionmesh.cli import main
+
+main()
