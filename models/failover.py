@@ -18,11 +18,6 @@ def set_region_status(engine: Engine, region: str, status: str, failed_over_to: 
         ), {"r": region, "s": status, "t": failed_over_to}).scalar_one())
 
 
-def region_status(engine: Engine, region: str) -> str | None:
-    with engine.connect() as conn:
-        return conn.execute(text("SELECT status FROM regions WHERE name = :r"), {"r": region}).scalar()
-
-
 def tenants_homed_in(engine: Engine, region: str) -> list[str]:
     """Tenants this region's copy knows to be homed in ``region``: registry rows, and owners of runs there."""
     with engine.connect() as conn:
@@ -100,13 +95,6 @@ def own_heartbeat_age(engine: Engine, region: str) -> float | None:
         age = conn.execute(text("SELECT extract(epoch FROM clock_timestamp() - beat_at) FROM heartbeats WHERE region = :r"),
                            {"r": region}).scalar()
     return None if age is None else float(age)
-
-
-def step_attempts_in(engine: Engine, region: str, run_ids: list[uuid.UUID], since_epoch: int) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(text(
-            "SELECT count(*) FROM step_attempts WHERE region = :r AND run_id = ANY(:ids) AND epoch >= :e"
-        ), {"r": region, "ids": run_ids, "e": since_epoch}).scalar_one())
 
 
 def tenants_homed_in_registry(engine: Engine, *, reasons: tuple[str, ...]) -> list[str]:

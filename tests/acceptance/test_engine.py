@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -223,7 +222,6 @@ def test_sigkill_of_pool_process_is_redelivered_at_once(region: Region) -> None:
 def test_lost_message_is_republished_by_the_reconciler(region: Region) -> None:
     # Create a run straight in PostgreSQL without publishing: as if the process died after commit.
     import workers.examples  # noqa: F401
-    from workers.definitions import Registry
     from workers.registry import default_registry
     from workers.submission import parse_submission, plan_run
 
@@ -234,7 +232,6 @@ def test_lost_message_is_republished_by_the_reconciler(region: Region) -> None:
     assert ready and claimed is None
     done = wait_finished(region.engine, sub.run_id, timeout=30)
     assert done["status"] == "succeeded"
-    assert isinstance(Registry(), Registry)
 
 
 def test_invalid_dag_is_recorded_failed_never_half_created(region: Region) -> None:
@@ -313,7 +310,7 @@ def test_runs_show_cli(region: Region) -> None:
     missing = CliRunner().invoke(cli, ["--config", str(region.mesh.dev.mesh_file), "--region", REGION, "runs", "show",
                                        str(uuid.uuid4())])
     assert missing.exit_code != 0
-    assert os.environ.get("REGIONMESH_REGION") != "nowhere"
+    assert "not found in this region" in str(missing.exception)
 
 
 def test_flower_requires_basic_auth_and_sees_the_worker(region: Region) -> None:

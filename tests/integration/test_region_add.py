@@ -51,11 +51,18 @@ def test_region_added_under_write_load_converges() -> None:
             written[region] = n
             e.dispose()
 
+        probe = make_engine(config.regions["us-east"].database_url, region="us-east", pool_size=1)
+
+        def live_rows() -> set[str]:
+            with probe.connect() as conn:
+                return set(conn.execute(text(
+                    "SELECT DISTINCT home_region FROM tenant_registry WHERE tenant_id LIKE :p"), {"p": f"live-{run}-%"}).scalars())
+
         threads = [threading.Thread(target=writer, args=(r,)) for r in config.regions]
         for t in threads:
             t.start()
-        wait_until(lambda: True, 1, "writers")  # they run from here on
-        # Setup refuses to wire a new, empty region without a copy.
+        # The region joins while every writer is writing.
+        wait_until(lambda: len(live_rows()) == 3, 30, "rows from all three writers")
         report = dev.add_region("sa-east", seed="eu-west")
         assert report.rows_copied >= 600
         # Keep writing a little after the join, then stop.
@@ -79,6 +86,7 @@ def test_region_added_under_write_load_converges() -> None:
         assert {s["subname"] for s in repl.subscriptions(new)} == {"rm_sa_east_from_us_east", "rm_sa_east_from_eu_west",
                                                                      "rm_sa_east_from_ap_south"}
         new.dispose()
+        probe.dispose()
         # Setup is still idempotent with four regions.
         assert {link.result for link in setup(config)} == {"unchanged"}
     finally:
