@@ -21,14 +21,14 @@ import threading
 import time
 from typing import Any
 
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import make_engine
+from regionmesh.replication.names import subscription_name
+from regionmesh.replication.setup import conninfo, setup
 from sqlalchemy import Engine, text
 
 from bench.common import ROOT, scratch_mesh, write_json
-from models import replication as repl
-from models.engine import make_engine
 from regionmesh.supervisor import wait_for
-from replication.names import subscription_name
-from replication.setup import conninfo, setup
 from tests.support.proxy import Proxy
 
 REGIONS = ["us-east", "eu-west", "ap-south"]

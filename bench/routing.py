@@ -17,14 +17,14 @@ import statistics
 import time
 import uuid
 
+from regionmesh.models.engine import make_engine
+from regionmesh.routing.hashing import home_by_hash
 from sqlalchemy import text
 
 from bench.common import ROOT, scratch_mesh, write_json
-from models.engine import make_engine
 from regionmesh.batch import submit_batch
 from regionmesh.client import submit
 from regionmesh.supervisor import wait_for
-from routing.hashing import home_by_hash
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
 
@@ -39,7 +39,7 @@ def main() -> None:
     root = dev.root
     out: dict[str, object] = {"args": vars(args)}
     try:
-        config = dev.up(REGIONS, workers=1, worker_env={"REGIONMESH_WORKFLOWS": "workers.examples"})
+        config = dev.up(REGIONS, workers=1, worker_env={"REGIONMESH_WORKFLOWS": "regionmesh.workers.examples"})
         home = "eu-west"
         engine = make_engine(config.regions[home].database_url, region=home)
         tenants = [t for i in range(5000) if home_by_hash(t := f"lat-{i}", REGIONS) == home][:20]

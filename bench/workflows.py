@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.definitions import Step, Workflow
-from workers.executor import StepContext
-from workers.registry import default_registry as registry
+from regionmesh.workers.definitions import Step, Workflow
+from regionmesh.workers.executor import StepContext
+from regionmesh.workers.registry import default_registry as registry
 
 
 @registry.handler("bench.noop")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from regionmesh.models.tables import REPLICATED_TABLES
 from sqlalchemy import Connection, Engine, text
-
-from models.tables import REPLICATED_TABLES
 
 
 def _literal(value: str) -> str:

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from regionmesh.models.base import Base, Replicated
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -23,8 +24,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
-
-from models.base import Base, Replicated
 
 NOW = text("clock_timestamp()")
 

@@ -1,5 +1,5 @@
 """``python3 -m regionmesh``: the CLI, also where the console script is not on PATH yet."""
 
-from regionmesh.cli import main
+from regionmesh.ops.cli import main
 
 main()

@@ -20,7 +20,7 @@ from typing import Any
 from regionmesh.client import Receipt, submit
 from regionmesh.config import MeshConfig
 from regionmesh.errors import RejectedSubmission
-from workers.submission import parse_submission
+from regionmesh.workers.submission import parse_submission
 
 
 @dataclass

@@ -15,8 +15,8 @@ from typing import Any
 from celery import Celery
 
 from regionmesh.config import MeshConfig, load_config
-from workers.names import SUBMIT_TASK, submit_queue
-from workers.submission import PROTOCOL_VERSION, run_id_for
+from regionmesh.workers.names import SUBMIT_TASK, submit_queue
+from regionmesh.workers.submission import PROTOCOL_VERSION, run_id_for
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ def kwargs_summary(kwargs: dict[str, Any]) -> str:
 
 def home_region(config: MeshConfig, tenant_id: str, via: str) -> str | None:
     """The tenant's home as region ``via``'s copy of the registry says (None if unreachable)."""
-    from models.engine import make_engine
-    from routing.router import Router
+    from regionmesh.models.engine import make_engine
+    from regionmesh.routing.router import Router
 
     key = (config.path, via)
     router = _routers.get(key)
@@ -59,7 +59,7 @@ def home_region(config: MeshConfig, tenant_id: str, via: str) -> str | None:
 @lru_cache(maxsize=32)
 def publisher(broker_url: str) -> Celery:
     """A publishing-only Celery app for one broker (cached; JSON only, bounded timeouts)."""
-    from workers.app import broker_options
+    from regionmesh.workers.app import broker_options
 
     app = Celery("regionmesh-producer", set_as_current=False)
     app.conf.update(

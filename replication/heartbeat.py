@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from models import heartbeats
-from models import replication as repl
+from regionmesh.models import heartbeats
+from regionmesh.models import replication as repl
 
 if TYPE_CHECKING:
-    from workers.runtime import Runtime
+    from regionmesh.workers.runtime import Runtime
 
 
 def heartbeat_job(rt: Runtime) -> Callable[[], None]:

@@ -22,13 +22,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from models import heartbeats
-from models import replication as repl
-from models.engine import make_engine
+from regionmesh.models import heartbeats
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import make_engine
+from regionmesh.replication.names import PUBLICATION, subscription_name
+from regionmesh.replication.setup import conninfo
+
 from regionmesh.config import MeshConfig
 from regionmesh.errors import RegionmeshError
-from replication.names import PUBLICATION, subscription_name
-from replication.setup import conninfo
 
 
 class JoinError(RegionmeshError):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models import replication as repl
-from models.engine import make_engine
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import make_engine
+from regionmesh.replication.names import PUBLICATION, subscription_name
+
 from regionmesh.config import MeshConfig
 from regionmesh.errors import ConfigError
-from replication.names import PUBLICATION, subscription_name
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from models import replication as repl
-from models.engine import make_engine
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import make_engine
+from regionmesh.replication.names import subscription_name
+
 from regionmesh.config import MeshConfig
-from replication.names import subscription_name
 
 
 @dataclass(frozen=True)

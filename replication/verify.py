@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import make_engine
+from regionmesh.models.tables import REPLICATED_TABLES
+from regionmesh.replication.names import subscription_name
 from sqlalchemy import Engine
 
-from models import replication as repl
-from models.engine import make_engine
-from models.tables import REPLICATED_TABLES
 from regionmesh.config import MeshConfig
-from replication.names import subscription_name
 
 BUCKETS = 1024
 # Heartbeats change every second by design; they measure lag and are not compared.

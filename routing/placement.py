@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from routing.hashing import home_by_hash
+from regionmesh.routing.hashing import home_by_hash
 
 OVERRIDE_REASONS = ("pin", "failover", "move")
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from regionmesh.models import registry as repo
+from regionmesh.routing.placement import Placement, RegistryEntry, active_regions, place
 from sqlalchemy import Engine
-
-from models import registry as repo
-from routing.placement import Placement, RegistryEntry, active_regions, place
 
 CACHE_TTL_S = 2.0
 

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from regionmesh.config import MeshConfig
-from regionmesh.devmesh import DevMesh
+from regionmesh.ops.devmesh import DevMesh
 
 
 def make_mesh_dir(prefix: str = "rm-test-") -> Path:

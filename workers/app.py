@@ -1,9 +1,9 @@
-"""The Celery app of one region: ``celery -A workers.app worker -Q rm.<region>.submit,rm.<region>.steps``.
+"""The Celery app of one region: ``celery -A regionmesh.workers.app worker -Q rm.<region>.submit,rm.<region>.steps``.
 
 Built from the mesh file (``$REGIONMESH_CONFIG``) and ``$REGIONMESH_REGION``
-on first access of ``workers.app.app``; ``create_app`` builds one explicitly.
+on first access of ``regionmesh.workers.app.app``; ``create_app`` builds one explicitly.
 Workflows come from the modules in ``$REGIONMESH_WORKFLOWS`` (default:
-``workers.examples``).
+``regionmesh.workers.examples``).
 
 Environment: ``REGIONMESH_WORKFLOWS``, ``REGIONMESH_RECONCILE_INTERVAL_S`` (1),
 ``REGIONMESH_REQUEUE_AFTER_S`` (30), ``REGIONMESH_DEADLINE_SLACK_S`` (5),
@@ -19,16 +19,16 @@ import time
 from typing import Any
 
 from celery import Celery, signals
+from regionmesh.workers.definitions import Registry
+from regionmesh.workers.fence import FenceKeeper
+from regionmesh.workers.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
+from regionmesh.workers.reconciler import Reconciler, ReconcilerSettings
+from regionmesh.workers.registry import default_registry
+from regionmesh.workers.runtime import Runtime
+from regionmesh.workers.sweep import others_alive, restore_orphaned
+from regionmesh.workers.tasks import register_tasks
 
 from regionmesh.config import MeshConfig, load_config
-from workers.definitions import Registry
-from workers.fence import FenceKeeper
-from workers.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
-from workers.reconciler import Reconciler, ReconcilerSettings
-from workers.registry import default_registry
-from workers.runtime import Runtime
-from workers.sweep import others_alive, restore_orphaned
-from workers.tasks import register_tasks
 
 VISIBILITY_TIMEOUT_S = int(os.environ.get("REGIONMESH_VISIBILITY_TIMEOUT_S", "3600"))
 
@@ -72,7 +72,7 @@ def celery_settings(region: str, broker_url: str) -> dict[str, Any]:
         "worker_send_task_events": True,
         "worker_soft_shutdown_timeout": 10.0,
         "worker_enable_soft_shutdown_on_idle": True,
-        "worker_consumer": "workers.consumer:DeadLetterConsumer",
+        "worker_consumer": "regionmesh.workers.consumer:DeadLetterConsumer",
     }
     if broker_url.startswith("rediss://"):
         conf["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
@@ -81,7 +81,7 @@ def celery_settings(region: str, broker_url: str) -> dict[str, Any]:
 
 def load_workflows(modules: str | None = None) -> Registry:
     """Import the workflow modules (they register into the default registry)."""
-    names = modules if modules is not None else os.environ.get("REGIONMESH_WORKFLOWS", "workers.examples")
+    names = modules if modules is not None else os.environ.get("REGIONMESH_WORKFLOWS", "regionmesh.workers.examples")
     for name in filter(None, (n.strip() for n in names.split(","))):
         importlib.import_module(name)
     return default_registry
@@ -118,7 +118,7 @@ def _wire_reconciler(app: Celery, rt: Runtime) -> None:
     def fence_first(sender: Any = None, **_: Any) -> None:
         # Before any message is consumed: a region back from being away must not
         # run what moved while it was gone.
-        from workers.log import event
+        from regionmesh.workers.log import event
 
         try:
             fence_keeper()
@@ -136,11 +136,11 @@ def _wire_reconciler(app: Celery, rt: Runtime) -> None:
             if others_alive(app, me) == 0:
                 restore_orphaned(app, rt.region, float(holder.get("started_at", time.time())))
         except Exception as exc:  # the broker may be down; the visibility timeout still applies
-            from workers.log import event
+            from regionmesh.workers.log import event
 
             event(30, "broker.restore_failed", region=rt.region, error=exc)
-        from replication.heartbeat import heartbeat_job
-        from workers.forward import drain_outbox
+        from regionmesh.replication.heartbeat import heartbeat_job
+        from regionmesh.workers.forward import drain_outbox
 
         recon = Reconciler(rt, reconciler_settings(),
                            extra_jobs=(fence_keeper, heartbeat_job(rt), lambda: drain_outbox(rt)))
@@ -157,7 +157,7 @@ _app: Celery | None = None
 
 
 def __getattr__(name: str) -> Any:
-    # ``celery -A workers.app`` looks up ``app``; build it on first access, not at import.
+    # ``celery -A regionmesh.workers.app`` looks up ``app``; build it on first access, not at import.
     global _app
     if name in ("app", "celery"):
         if _app is None:

@@ -18,7 +18,7 @@ def _record(app: Any, reason: str, message: Any, body: Any = None) -> None:
     if rt is None:
         return
     try:
-        from workers.tasks import dead_letter
+        from regionmesh.workers.tasks import dead_letter
 
         headers = getattr(message, "headers", None) or {}
         raw = body if body is not None else getattr(message, "body", b"")

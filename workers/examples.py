@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from workers.definitions import RetryPolicy, Step, Workflow
-from workers.executor import StepContext
-from workers.registry import default_registry as registry
+from regionmesh.workers.definitions import RetryPolicy, Step, Workflow
+from regionmesh.workers.executor import StepContext
+from regionmesh.workers.registry import default_registry as registry
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 USER_NAMESPACE = uuid.UUID("0b6f1a5e-4d1c-4bb0-9a55-0d1e2f3a4b5c")

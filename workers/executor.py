@@ -20,15 +20,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from regionmesh.models import runs
+from regionmesh.workers.definitions import RetryPolicy
+from regionmesh.workers.log import event
+from regionmesh.workers.metrics import STEP_DURATION
+from regionmesh.workers.retry import backoff_s, should_retry
+from regionmesh.workers.runtime import Runtime
 from sqlalchemy import Engine
 
-from models import runs
 from regionmesh.supervisor import pid_alive
-from workers.definitions import RetryPolicy
-from workers.log import event
-from workers.metrics import STEP_DURATION
-from workers.retry import backoff_s, should_retry
-from workers.runtime import Runtime
 
 # Retries sooner than this ride on a broker countdown; later ones wait in
 # PostgreSQL (not_before) for the reconciler, so no message sits in a worker's

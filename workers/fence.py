@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from models import failover as repo
-from models import replication as repl
-from models.registry import region_statuses
-from workers.log import event
-from workers.runtime import Runtime
+from regionmesh.models import failover as repo
+from regionmesh.models import replication as repl
+from regionmesh.models.registry import region_statuses
+from regionmesh.workers.log import event
+from regionmesh.workers.runtime import Runtime
 
 
 @dataclass

@@ -18,13 +18,12 @@ from typing import Any
 
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
-
-from models import outbox
-from models.registry import region_statuses
-from workers.log import event
-from workers.metrics import FORWARD_LATENCY, SUBMISSIONS
-from workers.names import SUBMIT_TASK, submit_queue
-from workers.runtime import Runtime
+from regionmesh.models import outbox
+from regionmesh.models.registry import region_statuses
+from regionmesh.workers.log import event
+from regionmesh.workers.metrics import FORWARD_LATENCY, SUBMISSIONS
+from regionmesh.workers.names import SUBMIT_TASK, submit_queue
+from regionmesh.workers.runtime import Runtime
 
 MAX_HOPS = 3
 # A forwarded run not seen here by then is sent again (never twice: the run id is fixed).

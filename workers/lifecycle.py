@@ -6,11 +6,12 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from models import runs
+from regionmesh.models import runs
+from regionmesh.workers.log import event
+from regionmesh.workers.runtime import Runtime
+from regionmesh.workers.submission import Submission, plan_run
+
 from regionmesh.errors import InvalidTransition, RunNotFound
-from workers.log import event
-from workers.runtime import Runtime
-from workers.submission import Submission, plan_run
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from regionmesh.models import runs
+from regionmesh.models.failover import fence
+from regionmesh.models.locks import try_session_lock
+from regionmesh.workers.executor import MIN_WORKER_LOST_TRIES
+from regionmesh.workers.log import event
+from regionmesh.workers.runtime import Runtime
 from sqlalchemy import Connection
 
-from models import runs
-from models.failover import fence
-from models.locks import try_session_lock
 from regionmesh.supervisor import pid_alive
-from workers.executor import MIN_WORKER_LOST_TRIES
-from workers.log import event
-from workers.runtime import Runtime
 
 LOCK_NAME = "regionmesh.reconciler"
 
@@ -52,7 +52,7 @@ class Reconciler(threading.Thread):
 
     def _hold_lock(self) -> bool:
         if self._lock_conn is not None:
-            from models.locks import still_connected
+            from regionmesh.models.locks import still_connected
 
             if still_connected(self._lock_conn):
                 return True

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from workers.definitions import Registry
+from regionmesh.workers.definitions import Registry
 
 default_registry = Registry()

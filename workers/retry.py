@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.definitions import RetryPolicy
+from regionmesh.workers.definitions import RetryPolicy
 
 
 def backoff_s(policy: RetryPolicy, attempt: int, jitter: float) -> float:

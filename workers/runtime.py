@@ -12,13 +12,13 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from regionmesh.models.engine import make_engine
+from regionmesh.routing.router import Router
+from regionmesh.workers.definitions import Registry
+from regionmesh.workers.names import RUN_STEP_TASK, steps_queue
 from sqlalchemy import Engine
 
-from models.engine import make_engine
 from regionmesh.config import MeshConfig
-from routing.router import Router
-from workers.definitions import Registry
-from workers.names import RUN_STEP_TASK, steps_queue
 
 if TYPE_CHECKING:
     from celery import Celery

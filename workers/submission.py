@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from regionmesh.workers.definitions import Registry, Step
+
 from regionmesh.errors import InvalidWorkflow, RejectedSubmission, UnknownWorkflow
-from workers.definitions import Registry, Step
 
 RUN_NAMESPACE = uuid.UUID("6f1c9a52-6a43-4c55-9d0e-3b1f0a6ce1a1")
 TENANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")

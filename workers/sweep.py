@@ -14,8 +14,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-
-from workers.log import event
+from regionmesh.workers.log import event
 
 
 def others_alive(app: Celery, me: str, timeout: float = 1.0) -> int:

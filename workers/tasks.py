@@ -8,17 +8,17 @@ import uuid
 from typing import Any, NoReturn
 
 from celery import Celery, Task
+from regionmesh.models import runs
+from regionmesh.models.failover import fence as fenced
+from regionmesh.workers import executor, forward, lifecycle
+from regionmesh.workers.log import event
+from regionmesh.workers.metrics import SUBMISSIONS
+from regionmesh.workers.names import RUN_STEP_TASK, SUBMIT_TASK
+from regionmesh.workers.runtime import Runtime
+from regionmesh.workers.submission import parse_submission
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from models import runs
-from models.failover import fence as fenced
 from regionmesh.errors import RejectedSubmission
-from workers import executor, forward, lifecycle
-from workers.log import event
-from workers.metrics import SUBMISSIONS
-from workers.names import RUN_STEP_TASK, SUBMIT_TASK
-from workers.runtime import Runtime
-from workers.submission import parse_submission
 
 MAX_INFRA_BACKOFF_S = 30
 

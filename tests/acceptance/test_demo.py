@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from regionmesh.devmesh import DevMesh
+from regionmesh.ops.devmesh import DevMesh
 from tests.conftest import make_mesh_dir, processes_under
 
 
@@ -16,7 +16,7 @@ def test_demo_with_chaos_from_nothing() -> None:
     root = make_mesh_dir("rm-demo-")
     try:
         started = time.monotonic()
-        res = subprocess.run([sys.executable, "-m", "regionmesh.cli", "demo", "--chaos", "--dir", str(root)],
+        res = subprocess.run([sys.executable, "-m", "regionmesh.ops.cli", "demo", "--chaos", "--dir", str(root)],
                              capture_output=True, text=True, timeout=300, env=dict(os.environ), check=False)
         elapsed = time.monotonic() - started
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

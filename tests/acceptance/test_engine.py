@@ -10,22 +10,22 @@ from typing import Any
 
 import pytest
 from kombu import Connection
+from regionmesh.models import runs as repo
+from regionmesh.models.engine import make_engine
+from regionmesh.workers.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
+from regionmesh.workers.submission import run_id_for
 from sqlalchemy import Engine, text
 
-from models import runs as repo
-from models.engine import make_engine
 from regionmesh.client import publisher, submit
 from regionmesh.config import MeshConfig
 from tests.conftest import Mesh
 from tests.support.helpers import exec_log, run_row, scalar, wait_finished, wait_until
 from tests.support.workflows import TEST_TABLES
-from workers.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
-from workers.submission import run_id_for
 
 REGION = "us-east"
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 WORKER_ENV = {
-    "REGIONMESH_WORKFLOWS": "workers.examples,tests.support.workflows",
+    "REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,tests.support.workflows",
     "PYTHONPATH": REPO_ROOT,
     "REGIONMESH_RECONCILE_INTERVAL_S": "0.2",
     "REGIONMESH_REQUEUE_AFTER_S": "1",
@@ -60,7 +60,7 @@ def region(mesh: Mesh) -> Iterator[Region]:
     with r.engine.begin() as conn:
         conn.execute(text(TEST_TABLES))
     # These tests run one region's engine: keep their tenant's runs home here.
-    from models.registry import set_home
+    from regionmesh.models.registry import set_home
 
     set_home(r.engine, "acme", REGION, "pin", "engine tests")
     mesh.dev.start_worker(REGION, concurrency=2, extra_env=WORKER_ENV)
@@ -130,7 +130,7 @@ def test_cancel_discards_running_and_never_starts_queued(region: Region) -> None
                10, "the slow step to start")
     from click.testing import CliRunner
 
-    from regionmesh.cli import cli
+    from regionmesh.ops.cli import cli
 
     res = CliRunner().invoke(cli, ["--config", str(region.mesh.dev.mesh_file), "--region", REGION, "runs", "cancel", str(run_id)])
     assert res.exit_code == 0, res.output
@@ -152,7 +152,7 @@ def test_retry_from_failure_keeps_completed_steps(region: Region) -> None:
         conn.execute(text("INSERT INTO test_flags VALUES (:n)"), {"n": str(run["id"])})
     from click.testing import CliRunner
 
-    from regionmesh.cli import cli
+    from regionmesh.ops.cli import cli
 
     res = CliRunner().invoke(cli, ["--config", str(region.mesh.dev.mesh_file), "--region", REGION, "runs", "retry", str(run["id"])])
     assert res.exit_code == 0, res.output
@@ -221,9 +221,9 @@ def test_sigkill_of_pool_process_is_redelivered_at_once(region: Region) -> None:
 
 def test_lost_message_is_republished_by_the_reconciler(region: Region) -> None:
     # Create a run straight in PostgreSQL without publishing: as if the process died after commit.
-    import workers.examples  # noqa: F401
-    from workers.registry import default_registry
-    from workers.submission import parse_submission, plan_run
+    import regionmesh.workers.examples  # noqa: F401
+    from regionmesh.workers.registry import default_registry
+    from regionmesh.workers.submission import parse_submission, plan_run
 
     sub = parse_submission({"tenant_id": "acme", "workflow": "onboard", "input": {"email": "lost@example.com"},
                             "submission_id": str(uuid.uuid4())}, max_input_bytes=1 << 20)
@@ -300,7 +300,7 @@ def test_runs_show_cli(region: Region) -> None:
     run = region.run("etl", {"n": 3})
     from click.testing import CliRunner
 
-    from regionmesh.cli import cli
+    from regionmesh.ops.cli import cli
 
     res = CliRunner().invoke(cli, ["--config", str(region.mesh.dev.mesh_file), "--region", REGION, "runs", "show",
                                    str(run["id"]), "--json"])

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from regionmesh.models.engine import make_engine
+from regionmesh.replication.verify import verify
+from regionmesh.routing.hashing import home_by_hash
 from sqlalchemy import Engine, text
 
-from models.engine import make_engine
 from regionmesh.client import submit
 from regionmesh.config import MeshConfig, load_config
-from regionmesh.devmesh import DevMesh
-from replication.verify import verify
-from routing.hashing import home_by_hash
+from regionmesh.ops.devmesh import DevMesh
 from tests.conftest import make_mesh_dir, processes_under
 from tests.support.helpers import wait_until
 from tests.support.workflows import TEST_TABLES
@@ -31,7 +31,7 @@ from tests.support.workflows import TEST_TABLES
 REGIONS = ["us-east", "eu-west", "ap-south"]
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 WORKER_ENV = {
-    "REGIONMESH_WORKFLOWS": "workers.examples,tests.support.workflows",
+    "REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,tests.support.workflows",
     "PYTHONPATH": REPO_ROOT,
     "REGIONMESH_RECONCILE_INTERVAL_S": "0.2",
     "REGIONMESH_REQUEUE_AFTER_S": "3",
@@ -73,7 +73,7 @@ class World:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, REGIONMESH_CONFIG=str(self.dev.mesh_file))
-        return subprocess.run([sys.executable, "-m", "regionmesh.cli", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "regionmesh.ops.cli", *args], capture_output=True, text=True,
                               env=env, timeout=180, check=False)
 
     def scalar(self, region: str, sql: str, **params: Any) -> Any:

@@ -14,19 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from regionmesh.models.engine import make_engine
+from regionmesh.routing.hashing import home_by_hash
 from sqlalchemy import Engine, text
 
-from models.engine import make_engine
 from regionmesh.client import submit
 from regionmesh.supervisor import pid_alive, terminate
-from routing.hashing import home_by_hash
 from tests.conftest import Mesh
 from tests.support.helpers import wait_until
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 WORKER_ENV = {
-    "REGIONMESH_WORKFLOWS": "workers.examples",
+    "REGIONMESH_WORKFLOWS": "regionmesh.workers.examples",
     "PYTHONPATH": REPO_ROOT,
     "REGIONMESH_RECONCILE_INTERVAL_S": "0.2",
     "REGIONMESH_REQUEUE_AFTER_S": "5",
@@ -54,7 +54,7 @@ class Mesh3:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, REGIONMESH_CONFIG=str(self.mesh.dev.mesh_file))
-        return subprocess.run([sys.executable, "-m", "regionmesh.cli", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "regionmesh.ops.cli", *args], capture_output=True, text=True,
                               env=env, timeout=120, check=False)
 
 

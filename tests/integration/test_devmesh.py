@@ -9,15 +9,15 @@ import subprocess
 import sys
 
 import redis
+from regionmesh.models.engine import make_engine
 from sqlalchemy import text
 
-from models.engine import make_engine
-from regionmesh.devmesh import DevMesh
-from regionmesh.migrate import head
+from regionmesh.ops.devmesh import DevMesh
+from regionmesh.ops.migrate import head
 from regionmesh.supervisor import pid_alive
 from tests.conftest import make_mesh_dir, processes_under
 
-CLI = [sys.executable, "-m", "regionmesh.cli"]
+CLI = [sys.executable, "-m", "regionmesh.ops.cli"]
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -11,15 +11,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import make_engine
+from regionmesh.replication.names import PUBLICATION, subscription_name
+from regionmesh.replication.setup import conninfo, setup
+from regionmesh.replication.status import mesh_status
+from regionmesh.replication.verify import verify
 from sqlalchemy import Engine, text
 
-from models import replication as repl
-from models.engine import make_engine
 from regionmesh.config import MeshConfig
-from replication.names import PUBLICATION, subscription_name
-from replication.setup import conninfo, setup
-from replication.status import mesh_status
-from replication.verify import verify
 from tests.conftest import Mesh
 from tests.support.helpers import wait_until
 from tests.support.proxy import Proxy
@@ -224,7 +224,7 @@ def test_verify_names_a_planted_divergence(mesh: Mesh, engines: dict[str, Engine
         admin.dispose()
     assert get(engines["eu-west"], key)["note"] == "planted"  # type: ignore[index]
     env = dict(os.environ, REGIONMESH_CONFIG=str(mesh.dev.mesh_file))
-    res = subprocess.run([sys.executable, "-m", "regionmesh.cli", "verify", "--json", "--timeout", "20"],
+    res = subprocess.run([sys.executable, "-m", "regionmesh.ops.cli", "verify", "--json", "--timeout", "20"],
                          capture_output=True, text=True, env=env, timeout=120, check=False)
     assert res.returncode == 1, res.stderr
     report = json.loads(res.stdout)
@@ -243,7 +243,7 @@ def test_status_cli_reports_every_link(mesh: Mesh) -> None:
     env = dict(os.environ, REGIONMESH_CONFIG=str(mesh.dev.mesh_file))
 
     def status() -> subprocess.CompletedProcess[str] | None:
-        res = subprocess.run([sys.executable, "-m", "regionmesh.cli", "replication", "status", "--json",
+        res = subprocess.run([sys.executable, "-m", "regionmesh.ops.cli", "replication", "status", "--json",
                               "--error-window", "3"], capture_output=True, text=True, env=env, timeout=60, check=False)
         return res if res.returncode == 0 else None
 
@@ -254,7 +254,7 @@ def test_status_cli_reports_every_link(mesh: Mesh) -> None:
     # A link down makes it exit 1.
     mesh.dev.stop_pg("eu-west")
     try:
-        down = subprocess.run([sys.executable, "-m", "regionmesh.cli", "replication", "status", "--json"],
+        down = subprocess.run([sys.executable, "-m", "regionmesh.ops.cli", "replication", "status", "--json"],
                               capture_output=True, text=True, env=env, timeout=60, check=False)
         assert down.returncode == 1
         problems_ = [link for link in json.loads(down.stdout)["links"] if not link["ok"]]

@@ -8,11 +8,10 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from regionmesh.workers.definitions import RetryPolicy, Step, Workflow
+from regionmesh.workers.executor import StepContext
+from regionmesh.workers.registry import default_registry as registry
 from sqlalchemy import text
-
-from workers.definitions import RetryPolicy, Step, Workflow
-from workers.executor import StepContext
-from workers.registry import default_registry as registry
 
 TEST_TABLES = """
 CREATE TABLE IF NOT EXISTS test_exec_log (

@@ -79,7 +79,7 @@ def test_prometheus_scrapes_every_region_and_alerts_use_served_metric_names() ->
     assert sorted(targets) == sorted(f"metrics-{r}:9808" for r in REGIONS)
     alerts = yaml.safe_load((COMPOSE / "alerts.yml").read_text())
     rules = {r["alert"]: r["expr"] for g in alerts["groups"] for r in g["rules"]}
-    served = set(re.findall(r'"(regionmesh_[a-z_]+)"', (Path(__file__).resolve().parents[2] / "regionmesh" / "metrics.py").read_text()))
+    served = set(re.findall(r'"(regionmesh_[a-z_]+)"', (Path(__file__).resolve().parents[2] / "regionmesh" / "ops" / "metrics.py").read_text()))
     served |= {n + "_total" for n in served}
     for name, expr in rules.items():
         for metric in re.findall(r"regionmesh_[a-z_]+", expr):

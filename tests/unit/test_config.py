@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from regionmesh.cli import main
 from regionmesh.config import load_config, parse_config
 from regionmesh.errors import ConfigError
+from regionmesh.ops.cli import main
 
 GOOD = """
 [mesh]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from regionmesh.workers.log import event
 
 from regionmesh.client import kwargs_summary
-from workers.log import event
 
 
 def test_log_line_carries_region_tenant_run_step_first(caplog: pytest.LogCaptureFixture) -> None:

@@ -7,9 +7,8 @@ from collections import Counter
 
 from hypothesis import given
 from hypothesis import strategies as st
-
-from routing.hashing import home_by_hash, score
-from routing.placement import RegistryEntry, active_regions, place
+from regionmesh.routing.hashing import home_by_hash, score
+from regionmesh.routing.placement import RegistryEntry, active_regions, place
 
 THREE = ["us-east", "eu-west", "ap-south"]
 TENANTS = [f"tenant-{i}" for i in range(100_000)]

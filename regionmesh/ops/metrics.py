@@ -17,14 +17,14 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from models import outbox
-from models import replication as repl
-from models.engine import make_engine
-from models.failover import fence
-from models.runs import counts_by_status
 from regionmesh.config import MeshConfig
-from replication.names import subscription_name
-from workers.names import steps_queue, submit_queue
+from regionmesh.models import outbox
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import make_engine
+from regionmesh.models.failover import fence
+from regionmesh.models.runs import counts_by_status
+from regionmesh.replication.names import subscription_name
+from regionmesh.workers.names import steps_queue, submit_queue
 
 
 class RegionCollector:

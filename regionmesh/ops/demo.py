@@ -22,16 +22,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from models import failover as fo_repo
-from models import runs as runs_repo
-from models.engine import make_engine
 from regionmesh.client import submit
 from regionmesh.config import MeshConfig
-from regionmesh.devmesh import DevMesh
-from replication.status import mesh_status
-from replication.verify import verify
-from routing.failover import FailoverRefused, failover, restore
-from routing.hashing import home_by_hash
+from regionmesh.models import failover as fo_repo
+from regionmesh.models import runs as runs_repo
+from regionmesh.models.engine import make_engine
+from regionmesh.ops.devmesh import DevMesh
+from regionmesh.ops.failover import FailoverRefused, failover, restore
+from regionmesh.replication.status import mesh_status
+from regionmesh.replication.verify import verify
+from regionmesh.routing.hashing import home_by_hash
 
 STEPS = {"onboard": 4, "etl": 5}  # tasks per run: etl maps over 3 items
 

@@ -28,13 +28,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from models import failover as repo
-from models import replication as repl
-from models.engine import make_engine
 from regionmesh.config import MeshConfig
 from regionmesh.errors import RegionmeshError
-from replication.names import subscription_name
-from routing.hashing import home_by_hash
+from regionmesh.models import failover as repo
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import make_engine
+from regionmesh.replication.names import subscription_name
+from regionmesh.routing.hashing import home_by_hash
 
 
 class FailoverRefused(RegionmeshError):
@@ -78,8 +78,8 @@ def failover(config: MeshConfig, from_region: str, to_region: str, *, force: boo
             f"{from_region}'s database still answers: use 'regionmesh drain {from_region} --to {to_region}' "
             "for a live region, or --force if it is partitioned away and must not execute"
         )
-    from workers.app import create_app
-    from workers.definitions import Registry
+    from regionmesh.workers.app import create_app
+    from regionmesh.workers.definitions import Registry
 
     engine = _engine(config, to_region)
     try:
@@ -178,6 +178,6 @@ def restore(config: MeshConfig, region: str, *, force: bool = False, max_lag_s: 
 
 
 def _statuses(engine) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    from models.registry import region_statuses
+    from regionmesh.models.registry import region_statuses
 
     return region_statuses(engine)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 
-from sqlalchemy import Engine
-
-import models.tables  # noqa: F401  - registers the tables on the metadata
+import regionmesh.models.tables  # noqa: F401  - registers the tables on the metadata
 from alembic import context
-from models.base import Base
-from models.engine import make_engine
+from regionmesh.models.base import Base
+from regionmesh.models.engine import make_engine
+from sqlalchemy import Engine
 
 config = context.config
 target_metadata = Base.metadata

@@ -11,24 +11,28 @@ upgraded too).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import as_file, files
 
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from alembic import command
-from models.engine import make_engine
 from regionmesh.config import MeshConfig
 from regionmesh.errors import MigrationError
+from regionmesh.models.engine import make_engine
 
-SCRIPT_LOCATION = Path(__file__).resolve().parents[1] / "alembic"
+
+def script_location() -> str:
+    """The migrations folder as shipped inside the package (a wheel or an editable install)."""
+    with as_file(files("regionmesh.migrations")) as path:
+        return str(path)
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(SCRIPT_LOCATION))
+    cfg.set_main_option("script_location", script_location())
     if engine is not None:
         cfg.attributes["engine"] = engine
     return cfg

@@ -80,7 +80,7 @@ DIR_OPTION = click.option(
               show_envvar=True, help="Start 'regionmesh metrics serve' per region.")
 def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, metrics: bool, root: str) -> None:
     """Start (or reuse) every region's servers and workers, migrate, write the mesh file."""
-    from regionmesh.devmesh import DevMesh
+    from regionmesh.ops.devmesh import DevMesh
 
     started = time.monotonic()
     mesh = DevMesh(root)
@@ -109,7 +109,7 @@ def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, 
 @DIR_OPTION
 def dev_down(purge: bool, root: str) -> None:
     """Stop exactly what 'dev up' started."""
-    from regionmesh.devmesh import DevMesh
+    from regionmesh.ops.devmesh import DevMesh
 
     stopped = DevMesh(root).down(purge=purge)
     console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -123,7 +123,7 @@ def dev_status(root: str, as_json: bool) -> None:
     import dataclasses
     import json
 
-    from regionmesh.devmesh import DevMesh
+    from regionmesh.ops.devmesh import DevMesh
 
     health = DevMesh(root).status()
     if as_json:
@@ -152,7 +152,7 @@ def dev_status(root: str, as_json: bool) -> None:
 @DIR_OPTION
 def demo(chaos: bool, tenants: int, per_tenant: int, root: str) -> None:
     """Three regions doing real work and converging; exit 1 if anything was lost, duplicated or diverged."""
-    from regionmesh.demo import run_demo
+    from regionmesh.ops.demo import run_demo
 
     result = run_demo(root, tenants=tenants, per_tenant=per_tenant, chaos=chaos, console=console)
     for line in result.events:
@@ -172,7 +172,7 @@ def demo(chaos: bool, tenants: int, per_tenant: int, root: str) -> None:
 @pass_ctx
 def migrate(ctx: Context, check: bool) -> None:
     """Upgrade every region of the mesh file to the head revision."""
-    from regionmesh.migrate import check_compatible, head, revisions, upgrade_all
+    from regionmesh.ops.migrate import check_compatible, head, revisions, upgrade_all
 
     table = Table(title=f"schema revisions (head {head()})")
     for col in ("region", "before", "after"):
@@ -198,7 +198,7 @@ def replication() -> None:
 @pass_ctx
 def replication_setup(ctx: Context) -> None:
     """Publication in every region, a subscription from every region to every peer. Idempotent."""
-    from replication.setup import setup
+    from regionmesh.replication.setup import setup
 
     table = Table(title="replication links")
     for col in ("subscription", "from", "to", "result"):
@@ -228,7 +228,7 @@ def replication_status(ctx: Context, as_json: bool, error_window: float) -> None
     """The from -> to matrix: lag seconds and bytes, retained WAL, state, errors. Exit 1 if any link is down."""
     import json
 
-    from replication.status import mesh_status
+    from regionmesh.replication.status import mesh_status
 
     links, probes = mesh_status(ctx.config, error_window_s=error_window)
     if as_json:
@@ -262,7 +262,7 @@ def verify(ctx: Context, timeout_s: float, as_json: bool) -> None:
     """Compare every replicated table across all regions; exit 0 iff all hold identical rows."""
     import json
 
-    from replication.verify import verify as run_verify
+    from regionmesh.replication.verify import verify as run_verify
 
     result = run_verify(ctx.config, timeout=timeout_s)
     if as_json:
@@ -307,12 +307,12 @@ def region_add(ctx: Context, name: str, seed: str | None, admin_url_env: str | N
     import os
 
     if dev_mode:
-        from regionmesh.devmesh import DevMesh
+        from regionmesh.ops.devmesh import DevMesh
 
         report = DevMesh(root).add_region(name, seed=seed)
     else:
-        from regionmesh.migrate import upgrade_all
-        from replication.join import add_region
+        from regionmesh.ops.migrate import upgrade_all
+        from regionmesh.replication.join import add_region
 
         if not admin_url_env or not os.environ.get(admin_url_env):
             raise click.UsageError("--no-dev needs --admin-url-env naming a set environment variable")
@@ -331,9 +331,9 @@ def route(ctx: Context, tenant: str, as_json: bool) -> None:
     """Print TENANT's home region and why (hash, or registry row and epoch), as the local region sees it."""
     import json
 
-    from models.engine import make_engine
-    from routing.hashing import score
-    from routing.router import Router
+    from regionmesh.models.engine import make_engine
+    from regionmesh.routing.hashing import score
+    from regionmesh.routing.router import Router
 
     cfg = ctx.config
     via = cfg.local.name if cfg.local_region else next(iter(cfg.regions))
@@ -360,7 +360,7 @@ def tenants() -> None:
 @pass_ctx
 def tenants_pin(ctx: Context, tenant: str, region_name: str, note: str | None) -> None:
     """Pin TENANT's new runs to REGION (bumps its registry epoch)."""
-    from models.registry import set_home
+    from regionmesh.models.registry import set_home
 
     if region_name not in ctx.config.regions:
         raise click.BadParameter(f"unknown region {region_name!r}; known: {', '.join(ctx.config.regions)}")
@@ -375,8 +375,8 @@ def tenants_pin(ctx: Context, tenant: str, region_name: str, note: str | None) -
 @pass_ctx
 def tenants_unpin(ctx: Context, tenant: str) -> None:
     """Remove TENANT's pin: the hash places it again (the row stays, with a higher epoch)."""
-    from models.registry import set_home
-    from routing.hashing import home_by_hash
+    from regionmesh.models.registry import set_home
+    from regionmesh.routing.hashing import home_by_hash
 
     engine = _engine_for(ctx, None)
     epoch = set_home(engine, tenant, home_by_hash(tenant, ctx.config.regions), "hash", "unpinned")
@@ -391,9 +391,9 @@ def tenants_unpin(ctx: Context, tenant: str) -> None:
 @pass_ctx
 def tenants_move(ctx: Context, tenant: str, to_region: str, timeout: float) -> None:
     """Gracefully move TENANT: new runs go to the new home once it has caught up; runs in flight finish."""
-    from models.engine import make_engine
-    from routing.failover import move_tenants
-    from routing.router import Router
+    from regionmesh.models.engine import make_engine
+    from regionmesh.ops.failover import move_tenants
+    from regionmesh.routing.router import Router
 
     cfg = ctx.config
     via = cfg.local.name if cfg.local_region else next(iter(cfg.regions))
@@ -411,7 +411,7 @@ def tenants_move(ctx: Context, tenant: str, to_region: str, timeout: float) -> N
 @pass_ctx
 def tenants_list(ctx: Context) -> None:
     """Registry rows (overrides) as the local region sees them."""
-    from models.registry import list_entries
+    from regionmesh.models.registry import list_entries
 
     engine = _engine_for(ctx, None)
     rows = list_entries(engine)
@@ -431,7 +431,7 @@ def tenants_list(ctx: Context) -> None:
 @pass_ctx
 def failover(ctx: Context, from_region: str, to_region: str, force: bool) -> None:
     """FROM is down: move its tenants and unfinished runs to TO (epochs bumped)."""
-    from routing.failover import failover as do_failover
+    from regionmesh.ops.failover import failover as do_failover
 
     r = do_failover(ctx.config, from_region, to_region, force=force)
     console.print(f"{r.from_region} failed over to {r.to_region} (region epoch {r.region_epoch}): "
@@ -445,7 +445,7 @@ def failover(ctx: Context, from_region: str, to_region: str, force: bool) -> Non
 @pass_ctx
 def drain(ctx: Context, region_name: str, to_region: str, timeout: float) -> None:
     """Stop placing runs in REGION and move its tenants to TO; runs in flight finish there."""
-    from routing.failover import drain as do_drain
+    from regionmesh.ops.failover import drain as do_drain
 
     n = do_drain(ctx.config, region_name, to_region, timeout=timeout)
     console.print(f"{region_name} draining: {n} tenants moved to {to_region}")
@@ -458,7 +458,7 @@ def drain(ctx: Context, region_name: str, to_region: str, timeout: float) -> Non
 @pass_ctx
 def restore(ctx: Context, region_name: str, force: bool, max_lag: float) -> None:
     """REGION is back and caught up: make it active and send its tenants' new runs home."""
-    from routing.failover import restore as do_restore
+    from regionmesh.ops.failover import restore as do_restore
 
     r = do_restore(ctx.config, region_name, force=force, max_lag_s=max_lag)
     console.print(f"{r.region} restored (lag {r.max_lag_s:.1f}s): {r.tenants_home} tenants sent home")
@@ -471,8 +471,8 @@ def outbox(ctx: Context, as_json: bool) -> None:
     """Submissions waiting in each region's outbox for an unreachable home broker."""
     import json
 
-    from models.engine import make_engine
-    from models.outbox import depth
+    from regionmesh.models.engine import make_engine
+    from regionmesh.models.outbox import depth
 
     out: dict[str, dict[str, Any]] = {}
     for name, reg in ctx.config.regions.items():
@@ -515,7 +515,7 @@ def metrics_serve(ctx: Context, port: int, host: str, multiproc_dir: str | None)
     import signal
     import threading
 
-    from regionmesh.metrics import serve
+    from regionmesh.ops.metrics import serve
 
     serve(ctx.config, port, host, multiproc_dir)
     console.print(f"serving {ctx.config.local.name} metrics on http://{host}:{port}/metrics")
@@ -563,7 +563,7 @@ def submit(ctx: Context, tenant: str, workflow: str, input_: str, idempotency_ke
 
 
 def _engine_for(ctx: Context, region: str | None) -> Any:
-    from models.engine import make_engine
+    from regionmesh.models.engine import make_engine
 
     cfg = ctx.config
     target = cfg.regions[region] if region else cfg.local
@@ -571,7 +571,7 @@ def _engine_for(ctx: Context, region: str | None) -> Any:
 
 
 def _wait_for_run(ctx: Context, region: str, run_id: Any, timeout: float) -> dict[str, Any] | None:
-    from models.runs import get_run
+    from regionmesh.models.runs import get_run
 
     engine = _engine_for(ctx, region)
     deadline = time.monotonic() + timeout
@@ -606,7 +606,7 @@ def _run_uuid(value: str) -> Any:
 @pass_ctx
 def runs_list(ctx: Context, tenant: str, region: str | None, limit: int) -> None:
     """A tenant's newest runs, from one region's local copy."""
-    from models.runs import list_runs
+    from regionmesh.models.runs import list_runs
 
     engine = _engine_for(ctx, region)
     rows = list_runs(engine, tenant, limit)
@@ -628,8 +628,8 @@ def submit_batch_cmd(ctx: Context, file: Any, to_region: str | None, wait_s: flo
     """Submit every line of a JSONL file; rerunning the same file creates no duplicates."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from models.runs import statuses
     from regionmesh.batch import count_lines, run_ids, submit_batch
+    from regionmesh.models.runs import statuses
 
     total = count_lines(file)
     with Progress(TextColumn("submitting"), BarColumn(), MofNCompleteColumn(),
@@ -683,8 +683,8 @@ def runs_show(ctx: Context, run_id: str, region: str | None, as_json: bool) -> N
     """A run, its steps and their tasks, from one region's local copy."""
     import json
 
-    from models.runs import get_run
     from regionmesh.errors import RunNotFound
+    from regionmesh.models.runs import get_run
 
     engine = _engine_for(ctx, region)
     run = get_run(engine, _run_uuid(run_id))
@@ -714,8 +714,8 @@ def runs_show(ctx: Context, run_id: str, region: str | None, as_json: bool) -> N
 
 
 def _runtime(ctx: Context) -> Any:
-    from workers.app import create_app
-    from workers.definitions import Registry
+    from regionmesh.workers.app import create_app
+    from regionmesh.workers.definitions import Registry
 
     return create_app(ctx.config, registry=Registry()).rm
 
@@ -725,7 +725,7 @@ def _runtime(ctx: Context) -> Any:
 @pass_ctx
 def runs_cancel(ctx: Context, run_id: str) -> None:
     """Cancel a running run (in its owner region: --region)."""
-    from workers.lifecycle import cancel
+    from regionmesh.workers.lifecycle import cancel
 
     cancel(_runtime(ctx), _run_uuid(run_id))
     console.print(f"cancelled {run_id}")
@@ -736,7 +736,7 @@ def runs_cancel(ctx: Context, run_id: str) -> None:
 @pass_ctx
 def runs_retry(ctx: Context, run_id: str) -> None:
     """Retry a failed run from its failed steps (in its owner region: --region)."""
-    from workers.lifecycle import retry
+    from regionmesh.workers.lifecycle import retry
 
     n = retry(_runtime(ctx), _run_uuid(run_id))
     console.print(f"retrying {run_id}: {n} task(s) queued")
@@ -747,7 +747,7 @@ def runs_retry(ctx: Context, run_id: str) -> None:
 @pass_ctx
 def dead_letters(ctx: Context, limit: int) -> None:
     """Messages this region rejected, newest first, with the reason."""
-    from models.runs import dead_letters as fetch
+    from regionmesh.models.runs import dead_letters as fetch
 
     engine = _engine_for(ctx, None)
     rows = fetch(engine, limit)

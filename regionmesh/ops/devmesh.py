@@ -25,10 +25,10 @@ from typing import Any
 
 import redis
 
-from models.admin import bootstrap_cluster, grant_in_database, server_facts
-from models.engine import make_engine
 from regionmesh.config import MeshConfig, load_config
 from regionmesh.errors import DevMeshError
+from regionmesh.models.admin import bootstrap_cluster, grant_in_database, server_facts
+from regionmesh.models.engine import make_engine
 from regionmesh.pgbin import PgBin, find_pg_bin, reachable_by
 from regionmesh.supervisor import (
     StateFile,
@@ -40,7 +40,7 @@ from regionmesh.supervisor import (
     terminate,
     wait_for,
 )
-from workers.names import steps_queue, submit_queue
+from regionmesh.workers.names import steps_queue, submit_queue
 
 DEFAULT_REGIONS = ("us-east", "eu-west", "ap-south")
 DATABASE = "regionmesh"
@@ -357,7 +357,7 @@ class DevMesh:
             )
             offset = log.stat().st_size if log.exists() else 0
             cmd = [
-                sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+                sys.executable, "-m", "celery", "-A", "regionmesh.workers.app", "worker",
                 "-Q", f"{submit_queue(region)},{steps_queue(region)}",
                 "-n", f"{region}-{name}@%h", "-c", str(concurrency), "--loglevel", "INFO",
                 "--without-mingle", "--without-gossip",
@@ -385,7 +385,7 @@ class DevMesh:
         """Start ``regionmesh metrics serve`` for ``region`` on a free port (reused if running)."""
         return self._start_service(
             region, "metrics",
-            lambda port: [sys.executable, "-m", "regionmesh.cli", "metrics", "serve", "--port", str(port),
+            lambda port: [sys.executable, "-m", "regionmesh", "metrics", "serve", "--port", str(port),
                           "--multiproc-dir", str(self.metrics_dir(region))],
             {},
         )
@@ -396,7 +396,7 @@ class DevMesh:
         auth = os.environ.get("REGIONMESH_FLOWER_AUTH") or f"admin:{self._secret('flower')}"
         return self._start_service(
             region, "flower",
-            lambda port: [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
+            lambda port: [sys.executable, "-m", "celery", "-A", "regionmesh.workers.app", "flower", f"--port={port}",
                           f"--address={HOST}", "--purge_offline_workers=60"],
             {"FLOWER_BASIC_AUTH": auth, "FLOWER_UNAUTHENTICATED_API": "false"},
         )
@@ -536,7 +536,7 @@ class DevMesh:
             self._write_mesh_file(data)
         config = load_config(str(self.mesh_file))
         if migrate:
-            from regionmesh.migrate import upgrade_all
+            from regionmesh.ops.migrate import upgrade_all
 
             upgrade_all(config)
             with self.state.locked():
@@ -548,7 +548,7 @@ class DevMesh:
                     self.state.save(data)
                 joined = [r for r, e in data["regions"].items() if e.get("joined")]
             if replicate and len(joined) > 1:
-                from replication.setup import setup
+                from regionmesh.replication.setup import setup
 
                 setup(config, joined)
         if workers:
@@ -567,7 +567,7 @@ class DevMesh:
     def add_region(self, name: str, *, seed: str | None = None) -> Any:
         """Start ``name`` and join it to the running mesh (Zodan), copying from ``seed``.
         Starts its workers if the other regions have any. Returns the join report."""
-        from replication.join import add_region
+        from regionmesh.replication.join import add_region
 
         data = self.state.load()
         existing = [r for r, e in data["regions"].items() if e.get("joined")]
@@ -630,7 +630,7 @@ class DevMesh:
 
     def status(self) -> list[RegionHealth]:
         """Health of every region that ``up`` recorded."""
-        from regionmesh.migrate import current_revision
+        from regionmesh.ops.migrate import current_revision
 
         data = self.state.load()
         out: list[RegionHealth] = []
