@@ -7,6 +7,7 @@ import os
 
 import redis
 from celery import Celery
+
 from regionmesh.workers.app import celery_settings
 
 BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/15")

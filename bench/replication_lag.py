@@ -21,13 +21,13 @@ import threading
 import time
 from typing import Any
 
-from regionmesh.models import replication as repl
-from regionmesh.models.engine import make_engine
-from regionmesh.replication.names import subscription_name
-from regionmesh.replication.setup import conninfo, setup
 from sqlalchemy import Engine, text
 
 from bench.common import ROOT, scratch_mesh, write_json
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import make_engine
+from regionmesh.names import subscription_name
+from regionmesh.replication.setup import conninfo, setup
 from regionmesh.supervisor import wait_for
 from tests.support.proxy import Proxy
 

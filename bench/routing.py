@@ -17,13 +17,13 @@ import statistics
 import time
 import uuid
 
-from regionmesh.models.engine import make_engine
-from regionmesh.routing.hashing import home_by_hash
 from sqlalchemy import text
 
 from bench.common import ROOT, scratch_mesh, write_json
 from regionmesh.batch import submit_batch
 from regionmesh.client import submit
+from regionmesh.models.engine import make_engine
+from regionmesh.routing.hashing import home_by_hash
 from regionmesh.supervisor import wait_for
 
 REGIONS = ["us-east", "eu-west", "ap-south"]

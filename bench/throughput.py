@@ -20,11 +20,11 @@ from typing import Any
 
 import redis
 from celery import chain
-from regionmesh.models.engine import make_engine
 from sqlalchemy import text
 
 from bench.common import ROOT, scratch_mesh, write_json
 from regionmesh.client import submit
+from regionmesh.models.engine import make_engine
 from regionmesh.ops.devmesh import DevMesh
 from regionmesh.supervisor import spawn, terminate, wait_for
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from regionmesh.models.engine import make_engine
-from regionmesh.replication.verify import verify
 from sqlalchemy import text
 
 from bench.common import ROOT, scratch_mesh, write_json
+from regionmesh.models.engine import make_engine
+from regionmesh.replication.verify import verify
 
 
 def main() -> None:

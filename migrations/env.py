@@ -6,13 +6,13 @@ commands set ``REGIONMESH_DATABASE_URL`` (or ``-x url=...``).
 
 from __future__ import annotations
 
-import os
+from alembic import context
+from sqlalchemy import Engine
 
 import regionmesh.models.tables  # noqa: F401  - registers the tables on the metadata
-from alembic import context
+from regionmesh.config import database_url_from_env
 from regionmesh.models.base import Base
 from regionmesh.models.engine import make_engine
-from sqlalchemy import Engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -22,7 +22,7 @@ def _engine() -> Engine:
     engine = config.attributes.get("engine")
     if engine is not None:
         return engine  # type: ignore[no-any-return]
-    url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("REGIONMESH_DATABASE_URL")
+    url = context.get_x_argument(as_dictionary=True).get("url") or database_url_from_env()
     if not url:
         raise SystemExit("alembic: set REGIONMESH_DATABASE_URL or pass -x url=postgresql://...")
     return make_engine(url, pool_size=1)

@@ -66,11 +66,6 @@ def mark_sent(engine: Engine, entry_id: int, target: str, confirm_within_s: floa
         ), {"i": entry_id, "t": target, "c": confirm_within_s})
 
 
-def delivered(engine: Engine, entry_id: int) -> None:
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM outbox WHERE id = :i"), {"i": entry_id})
-
-
 def awaiting(engine: Engine) -> int:
     """Sent entries whose run has not arrived here yet."""
     with engine.connect() as conn:

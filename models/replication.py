@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
+import time
 from typing import Any
 
-from regionmesh.models.tables import REPLICATED_TABLES
+import psycopg2
+import psycopg2.extras
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.engine import make_url
+
+from regionmesh.models.tables import REPLICATED_TABLES
 
 
 def _literal(value: str) -> str:
@@ -45,7 +52,6 @@ def publication_flags(engine: Engine, name: str) -> dict[str, bool]:
 
 
 def _fingerprint(conninfo: str) -> str:
-    import hashlib
 
     return "regionmesh conninfo sha256:" + hashlib.sha256(conninfo.encode()).hexdigest()[:16]
 
@@ -210,7 +216,6 @@ def row_hashes(engine: Engine, table: str, buckets: int, wanted: list[int]) -> d
 # -- adding a region (Zodan): slots first, copy from a seed, advance, subscribe -----------------
 def create_slot(peer_conninfo: str, slot: str) -> str:
     """Create a pgoutput slot on a peer (as the replication role). Returns its consistent LSN."""
-    import psycopg2
 
     with psycopg2.connect(peer_conninfo) as conn, conn.cursor() as cur:
         cur.execute("SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
@@ -221,7 +226,6 @@ def create_slot(peer_conninfo: str, slot: str) -> str:
 
 
 def advance_slot(peer_conninfo: str, slot: str, lsn: str) -> None:
-    import psycopg2
 
     with psycopg2.connect(peer_conninfo) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, lsn))
@@ -229,7 +233,6 @@ def advance_slot(peer_conninfo: str, slot: str, lsn: str) -> None:
 
 
 def drop_slot_if_exists(peer_conninfo: str, slot: str) -> None:
-    import psycopg2
 
     with psycopg2.connect(peer_conninfo) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (slot,))
@@ -263,7 +266,6 @@ def set_subscription_enabled(engine: Engine, subscription: str, enabled: bool) -
 
 
 def wait_worker_stopped(engine: Engine, subscription: str, timeout: float = 30) -> None:
-    import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -281,11 +283,7 @@ def wait_worker_stopped(engine: Engine, subscription: str, timeout: float = 30) 
 def copy_with_new_slot(seed_conninfo: str, seed_app_url: str, slot: str, target_admin_url: str) -> int:
     """Create ``slot`` on the seed exporting its snapshot, copy every replicated table as of
     that snapshot into the target (in replica mode, so rows keep their stamps). Returns rows copied."""
-    import tempfile
 
-    import psycopg2
-    import psycopg2.extras
-    from sqlalchemy.engine import make_url
 
     def dsn(url: str) -> str:
         u = make_url(url)

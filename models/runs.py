@@ -175,19 +175,6 @@ def run_status(engine: Engine, run_id: uuid.UUID) -> str | None:
         return conn.execute(text("SELECT status FROM workflow_runs WHERE id = :r"), {"r": run_id}).scalar()
 
 
-def step_attempts(engine: Engine, run_id: uuid.UUID) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                """SELECT t.step_key, t.idx, a.attempt, a.region, a.worker, a.started_at
-                     FROM step_attempts a JOIN step_tasks t ON t.id = a.task_id
-                    WHERE a.run_id = :r ORDER BY a.started_at"""
-            ),
-            {"r": run_id},
-        ).mappings().all()
-    return [dict(r) for r in rows]
-
-
 def due_queued_tasks(engine: Engine, region: str, older_than_s: float, limit: int = 500) -> list[uuid.UUID]:
     """Queued tasks of this region's running runs not published for ``older_than_s`` (or due retries).
 

@@ -7,7 +7,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from regionmesh.models.base import Base, Replicated
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -24,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
+
+from regionmesh.models.base import Base, Replicated
 
 NOW = text("clock_timestamp()")
 
@@ -250,4 +251,3 @@ REPLICATED_TABLES = (
     "step_attempts",
     "heartbeats",
 )
-LOCAL_TABLES = ("outbox", "dead_letters", "replication_conflicts", "replication_link_stats", "local_fence")

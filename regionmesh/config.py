@@ -20,7 +20,9 @@ environment variable (``env``) or a file (``file``, relative to the mesh file).
 A URL that carries a password is refused.
 
 Environment: ``REGIONMESH_CONFIG`` (the mesh file), ``REGIONMESH_REGION`` (the
-local region).
+local region; a dev mesh's file names a ``default_region``), and the tuning
+knobs of :class:`Settings`. This module is the only place that reads
+``REGIONMESH_*`` variables.
 """
 
 from __future__ import annotations
@@ -52,9 +54,74 @@ _REGION_KEYS = {
     "broker_password",
     "peer_conninfo",
     "sslmode",
-    "broker_ssl_cert_reqs",
 }
-_MESH_KEYS = {"name", "replication_user", "replication_password", "max_input_bytes"}
+_MESH_KEYS = {"name", "replication_user", "replication_password", "max_input_bytes", "default_region"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One tuning knob: its environment variable, default and what it means (``--help`` and README)."""
+
+    env: str
+    default: float | int | str
+    help: str
+
+
+SETTINGS: dict[str, Setting] = {
+    "workflows": Setting("REGIONMESH_WORKFLOWS", "regionmesh.workers.examples",
+                         "comma-separated modules that register workflows"),
+    "reconcile_interval_s": Setting("REGIONMESH_RECONCILE_INTERVAL_S", 1.0, "reconciler pass interval"),
+    "requeue_after_s": Setting("REGIONMESH_REQUEUE_AFTER_S", 30.0, "re-publish a queued task not started by then"),
+    "deadline_slack_s": Setting("REGIONMESH_DEADLINE_SLACK_S", 5.0, "grace past a step's timeout before re-queueing"),
+    "visibility_timeout_s": Setting("REGIONMESH_VISIBILITY_TIMEOUT_S", 3600,
+                                    "Redis unacked redelivery timeout; longer than any step"),
+    "rejoin_after_s": Setting("REGIONMESH_REJOIN_AFTER_S", 10.0, "own heartbeat older than this: fence until caught up"),
+    "caught_up_s": Setting("REGIONMESH_CAUGHT_UP_S", 5.0, "peer heartbeats younger than this: caught up"),
+    "forward_confirm_s": Setting("REGIONMESH_FORWARD_CONFIRM_S", 60.0, "re-send a forward whose run is not seen by then"),
+    "db_pool_size": Setting("REGIONMESH_DB_POOL_SIZE", 2, "connections per region engine per process"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Tuning knobs, from ``REGIONMESH_*`` environment variables (see SETTINGS)."""
+
+    workflows: str = "regionmesh.workers.examples"
+    reconcile_interval_s: float = 1.0
+    requeue_after_s: float = 30.0
+    deadline_slack_s: float = 5.0
+    visibility_timeout_s: int = 3600
+    rejoin_after_s: float = 10.0
+    caught_up_s: float = 5.0
+    forward_confirm_s: float = 60.0
+    db_pool_size: int = 2
+
+    @property
+    def workflow_modules(self) -> list[str]:
+        return [n.strip() for n in self.workflows.split(",") if n.strip()]
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every tuning knob; raises ConfigError naming the variable when one is not a positive number."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, setting in SETTINGS.items():
+        raw = env.get(setting.env)
+        if raw is None or raw == "":
+            continue
+        if isinstance(setting.default, str):
+            values[name] = raw
+            continue
+        kind = type(setting.default)
+        try:
+            value = kind(raw)
+        except ValueError:
+            value = -1
+        if value <= 0:
+            raise ConfigError("(environment)", setting.env, f"{raw!r} is not a positive {kind.__name__}",
+                              f"set {setting.env} to a positive number ({setting.help}; default {setting.default})")
+        values[name] = value
+    return Settings(**values)
 
 
 @dataclass(frozen=True)
@@ -87,6 +154,7 @@ class MeshConfig:
     replication_user: str
     replication_password: str | None = field(repr=False)
     max_input_bytes: int = 1 << 20
+    settings: Settings = field(default_factory=Settings)
 
     @property
     def local(self) -> RegionConfig:
@@ -96,7 +164,8 @@ class MeshConfig:
                 self.path,
                 ENV_REGION,
                 "no local region selected",
-                f"set {ENV_REGION} to one of: {', '.join(self.regions)}",
+                f"pass --region, set {ENV_REGION} to one of: {', '.join(self.regions)}, "
+                "or add default_region = \"<name>\" under [mesh]",
             )
         return self.regions[self.local_region]
 
@@ -284,7 +353,11 @@ def parse_config(
         if "replication_password" in mesh
         else None
     )
-    local = region if region is not None else env.get(ENV_REGION) or None
+    default_region = mesh.get("default_region")
+    if default_region is not None and default_region not in regions:
+        raise ConfigError(path, "mesh.default_region", f"region {default_region!r} is not in the mesh file",
+                          f"use one of: {', '.join(regions)}")
+    local = region if region is not None else env.get(ENV_REGION) or default_region or None
     if local is not None and local not in regions:
         raise ConfigError(
             path, ENV_REGION, f"region {local!r} is not in the mesh file",
@@ -301,7 +374,14 @@ def parse_config(
         replication_user=repl_user,
         replication_password=repl_password,
         max_input_bytes=max_input,
+        settings=settings_from_env(env),
     )
+
+
+def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """``REGIONMESH_DATABASE_URL``: the one database plain ``alembic`` commands run against."""
+    env = os.environ if environ is None else environ
+    return env.get("REGIONMESH_DATABASE_URL") or None
 
 
 def config_path(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str:

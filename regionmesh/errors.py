@@ -26,6 +26,20 @@ class ConfigError(RegionmeshError):
         super().__init__(f"{path}: {key}: {problem}. Fix: {fix}")
 
 
+class MissingExtra(RegionmeshError):
+    """A command needs packages of an optional extra that is not installed."""
+
+    exit_code = 2
+
+    def __init__(self, extra: str, missing: list[str], what: str) -> None:
+        self.extra = extra
+        self.missing = missing
+        super().__init__(
+            f"{what} needs the '{extra}' extra (missing: {', '.join(missing)}). "
+            f"Install it with: pip install 'regionmesh[{extra}]'"
+        )
+
+
 class DevMeshError(RegionmeshError):
     """The local development mesh could not be started, stopped or inspected."""
 

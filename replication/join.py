@@ -22,14 +22,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from regionmesh.models import heartbeats
-from regionmesh.models import replication as repl
-from regionmesh.models.engine import make_engine
-from regionmesh.replication.names import PUBLICATION, subscription_name
-from regionmesh.replication.setup import conninfo
-
 from regionmesh.config import MeshConfig
 from regionmesh.errors import RegionmeshError
+from regionmesh.models import heartbeats
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import engine_for
+from regionmesh.names import PUBLICATION, subscription_name
+from regionmesh.replication.setup import conninfo
 
 
 class JoinError(RegionmeshError):
@@ -54,7 +53,7 @@ def add_region(config: MeshConfig, new: str, *, seed: str, new_admin_url: str, t
     peers = [r for r in config.regions if r != new]
     if seed not in peers:
         raise JoinError(f"seed {seed!r} is not an existing region of the mesh ({', '.join(peers)})")
-    engines = {r: make_engine(config.regions[r].database_url, region=r, pool_size=1) for r in config.regions}
+    engines = {r: engine_for(config, r) for r in config.regions}
     try:
         if repl.subscriptions(engines[new]):
             raise JoinError(f"{new} already subscribes to the mesh")

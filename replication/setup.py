@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from regionmesh.models import replication as repl
-from regionmesh.models.engine import make_engine
-from regionmesh.replication.names import PUBLICATION, subscription_name
-
 from regionmesh.config import MeshConfig
 from regionmesh.errors import ConfigError
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import engine_for
+from regionmesh.names import PUBLICATION, subscription_name
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ def setup(config: MeshConfig, regions: list[str] | None = None) -> list[Link]:
     bring it; 'regionmesh region add' joins such a region.
     """
     names = regions or list(config.regions)
-    engines = {n: make_engine(config.regions[n].database_url, region=n, pool_size=1) for n in config.regions}
+    engines = {n: engine_for(config, n) for n in config.regions}
     try:
         for name in config.regions:
             repl.ensure_publication(engines[name], PUBLICATION, config.replication_user)

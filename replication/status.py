@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from regionmesh.models import replication as repl
-from regionmesh.models.engine import make_engine
-from regionmesh.replication.names import subscription_name
-
 from regionmesh.config import MeshConfig
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import engine_for
+from regionmesh.names import subscription_name
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ ERROR_WINDOW_S = 30.0
 
 
 def _probe(config: MeshConfig, region: str) -> dict[str, Any]:
-    engine = make_engine(config.regions[region].database_url, region=region, pool_size=1, connect_timeout=3)
+    engine = engine_for(config, region)
     try:
         return {
             "subs": {s["subname"]: s for s in repl.subscriptions(engine)},

@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
-from regionmesh.models import replication as repl
-from regionmesh.models.engine import make_engine
-from regionmesh.models.tables import REPLICATED_TABLES
-from regionmesh.replication.names import subscription_name
 from sqlalchemy import Engine
 
 from regionmesh.config import MeshConfig
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import engine_for
+from regionmesh.models.tables import REPLICATED_TABLES
+from regionmesh.names import subscription_name
 
 BUCKETS = 1024
 # Heartbeats change every second by design; they measure lag and are not compared.
@@ -60,7 +60,7 @@ def wait_drained(config: MeshConfig, engines: dict[str, Engine], timeout: float)
 
 
 def verify(config: MeshConfig, *, timeout: float = 30.0, tables: tuple[str, ...] = COMPARED_TABLES) -> VerifyResult:
-    engines = {n: make_engine(config.regions[n].database_url, region=n, pool_size=2) for n in config.regions}
+    engines = {n: engine_for(config, n) for n in config.regions}
     try:
         started = time.monotonic()
         drained = wait_drained(config, engines, timeout)

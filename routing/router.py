@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from sqlalchemy import Engine
+
 from regionmesh.models import registry as repo
 from regionmesh.routing.placement import Placement, RegistryEntry, active_regions, place
-from sqlalchemy import Engine
 
 CACHE_TTL_S = 2.0
 
@@ -43,7 +44,3 @@ class Router:
     def place(self, tenant_id: str) -> Placement:
         statuses, _ = self._version()
         return place(tenant_id, active_regions(self.regions, statuses), self.entry(tenant_id), self.regions)
-
-    def invalidate(self) -> None:
-        self._statuses = None
-        self._entries.clear()

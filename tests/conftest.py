@@ -13,6 +13,16 @@ import pytest
 from regionmesh.config import MeshConfig
 from regionmesh.ops.devmesh import DevMesh
 
+TIERS = ("unit", "integration", "acceptance", "migration")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test carries its tier's marker (its folder), so `pytest -m unit` runs one tier."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
 
 def make_mesh_dir(prefix: str = "rm-test-") -> Path:
     """A folder the unprivileged PostgreSQL user can reach (pytest's tmp_path is root-only)."""

@@ -12,13 +12,14 @@ from typing import Any
 
 from celery.worker.consumer import Consumer
 
+from regionmesh.workers.tasks import dead_letter
+
 
 def _record(app: Any, reason: str, message: Any, body: Any = None) -> None:
     rt = getattr(app, "rm", None)
     if rt is None:
         return
     try:
-        from regionmesh.workers.tasks import dead_letter
 
         headers = getattr(message, "headers", None) or {}
         raw = body if body is not None else getattr(message, "body", b"")

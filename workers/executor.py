@@ -20,15 +20,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Engine
+
+from regionmesh.host import pid_alive
+from regionmesh.log import event
 from regionmesh.models import runs
 from regionmesh.workers.definitions import RetryPolicy
-from regionmesh.workers.log import event
 from regionmesh.workers.metrics import STEP_DURATION
 from regionmesh.workers.retry import backoff_s, should_retry
 from regionmesh.workers.runtime import Runtime
-from sqlalchemy import Engine
-
-from regionmesh.supervisor import pid_alive
 
 # Retries sooner than this ride on a broker countdown; later ones wait in
 # PostgreSQL (not_before) for the reconciler, so no message sits in a worker's

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from regionmesh.log import event
 from regionmesh.models import failover as repo
 from regionmesh.models import replication as repl
 from regionmesh.models.registry import region_statuses
-from regionmesh.workers.log import event
 from regionmesh.workers.runtime import Runtime
 
 

@@ -10,7 +10,6 @@ one run. ``hops`` bounds forwarding while regions disagree about a home
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 import uuid
@@ -18,16 +17,18 @@ from typing import Any
 
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
+
+from regionmesh.backoff import compute_backoff
+from regionmesh.broker import publisher
+from regionmesh.log import event
 from regionmesh.models import outbox
 from regionmesh.models.registry import region_statuses
-from regionmesh.workers.log import event
+from regionmesh.names import SUBMIT_TASK, submit_queue
 from regionmesh.workers.metrics import FORWARD_LATENCY, SUBMISSIONS
-from regionmesh.workers.names import SUBMIT_TASK, submit_queue
 from regionmesh.workers.runtime import Runtime
+from regionmesh.workers.submission import kwargs_summary
 
 MAX_HOPS = 3
-# A forwarded run not seen here by then is sent again (never twice: the run id is fixed).
-CONFIRM_WITHIN_S = float(os.environ.get("REGIONMESH_FORWARD_CONFIRM_S", "60"))
 OUTBOX_BACKOFF_MAX_S = 30.0
 PUBLISH_ERRORS = (KombuOperationalError, RedisError, OSError, TimeoutError)
 
@@ -37,10 +38,8 @@ def publish_to(rt: Runtime, region: str, message: dict[str, Any]) -> None:
 
     Raises one of PUBLISH_ERRORS when the broker is unreachable.
     """
-    from regionmesh.client import kwargs_summary, publisher
-
     queue = submit_queue(region)
-    publisher(rt.config.regions[region].broker_url).send_task(
+    publisher(rt.config.regions[region].broker_url, rt.config.settings).send_task(
         SUBMIT_TASK, kwargs=message, queue=queue, routing_key=queue, task_id=message.get("submission_id"),
         kwargsrepr=kwargs_summary(message),
         retry=True, retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3},
@@ -71,7 +70,7 @@ def forward(rt: Runtime, home: str, message: dict[str, Any], run_id: uuid.UUID) 
         event(logging.WARNING, "submit.outboxed", error=exc, **fields)
         return "outbox"
     outbox.put(rt.engine, submission_id=str(message["submission_id"]), run_id=run_id, target_region=home,
-               task_name=SUBMIT_TASK, payload=message, error=None, sent=True, confirm_within_s=CONFIRM_WITHIN_S)
+               task_name=SUBMIT_TASK, payload=message, error=None, sent=True, confirm_within_s=rt.config.settings.forward_confirm_s)
     SUBMISSIONS.labels(rt.region, "forwarded").inc()
     event(logging.INFO, "submit.forwarded", **fields)
     return "forwarded"
@@ -89,11 +88,11 @@ def _send(rt: Runtime, entry: dict[str, Any], down: set[str]) -> bool | None:
         else:
             publish_to(rt, target, entry["payload"])
     except PUBLISH_ERRORS as exc:
-        delay = min(OUTBOX_BACKOFF_MAX_S, 0.5 * 2 ** min(entry["attempts"], 6)) * (0.5 + random.random() / 2)
+        delay = compute_backoff(entry["attempts"] + 1, base_s=0.5, max_s=OUTBOX_BACKOFF_MAX_S, jitter=random.random())
         outbox.failed(rt.engine, entry["id"], f"{type(exc).__name__}: {exc}", delay)
         down.add(target)
         return False
-    outbox.mark_sent(rt.engine, entry["id"], target, CONFIRM_WITHIN_S)
+    outbox.mark_sent(rt.engine, entry["id"], target, rt.config.settings.forward_confirm_s)
     return True
 
 

@@ -6,12 +6,11 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from regionmesh.errors import InvalidTransition, RunNotFound
+from regionmesh.log import event
 from regionmesh.models import runs
-from regionmesh.workers.log import event
 from regionmesh.workers.runtime import Runtime
 from regionmesh.workers.submission import Submission, plan_run
-
-from regionmesh.errors import InvalidTransition, RunNotFound
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from regionmesh.models import runs
-from regionmesh.models.failover import fence
-from regionmesh.models.locks import try_session_lock
-from regionmesh.workers.executor import MIN_WORKER_LOST_TRIES
-from regionmesh.workers.log import event
-from regionmesh.workers.runtime import Runtime
 from sqlalchemy import Connection
 
-from regionmesh.supervisor import pid_alive
+from regionmesh.host import pid_alive
+from regionmesh.log import event
+from regionmesh.models import runs
+from regionmesh.models.failover import fence
+from regionmesh.models.locks import still_connected, try_session_lock
+from regionmesh.workers.executor import MIN_WORKER_LOST_TRIES
+from regionmesh.workers.runtime import Runtime
 
 LOCK_NAME = "regionmesh.reconciler"
 
@@ -52,7 +52,6 @@ class Reconciler(threading.Thread):
 
     def _hold_lock(self) -> bool:
         if self._lock_conn is not None:
-            from regionmesh.models.locks import still_connected
 
             if still_connected(self._lock_conn):
                 return True

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+from regionmesh.backoff import compute_backoff
 from regionmesh.workers.definitions import RetryPolicy
 
 
 def backoff_s(policy: RetryPolicy, attempt: int, jitter: float) -> float:
     """Delay before the try after ``attempt`` (1-based); ``jitter`` in [0, 1) scales into [0.5, 1]."""
-    if attempt < 1:
-        raise ValueError("attempt is 1-based")
-    raw = min(policy.max_s, policy.base_s * 2.0 ** (attempt - 1))
-    return raw * (0.5 + 0.5 * jitter)
+    return compute_backoff(attempt, base_s=policy.base_s, max_s=policy.max_s, jitter=jitter)
 
 
 def should_retry(policy: RetryPolicy, attempt: int) -> bool:

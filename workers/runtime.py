@@ -12,13 +12,13 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from regionmesh.models.engine import make_engine
-from regionmesh.routing.router import Router
-from regionmesh.workers.definitions import Registry
-from regionmesh.workers.names import RUN_STEP_TASK, steps_queue
 from sqlalchemy import Engine
 
 from regionmesh.config import MeshConfig
+from regionmesh.models.engine import engine_for
+from regionmesh.names import RUN_STEP_TASK, steps_queue
+from regionmesh.routing.router import Router
+from regionmesh.workers.definitions import Registry
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -30,19 +30,12 @@ class Runtime:
         self.region = config.local.name
         self.registry = registry
         self.app = app
-        self._engine: Engine | None = None
-        self._engine_pid = 0
         self._router: Router | None = None
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None or self._engine_pid != os.getpid():
-            self._engine = make_engine(
-                self.config.local.database_url, region=self.region, pool_size=2,
-                application_name=f"regionmesh-worker-{self.region}",
-            )
-            self._engine_pid = os.getpid()
-        return self._engine
+        """This process's engine for the local region (prefork children get their own)."""
+        return engine_for(self.config, self.region)
 
     @property
     def router(self) -> Router:

@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from regionmesh.workers.definitions import Registry, Step
-
 from regionmesh.errors import InvalidWorkflow, RejectedSubmission, UnknownWorkflow
+from regionmesh.workers.definitions import Registry, Step
 
 RUN_NAMESPACE = uuid.UUID("6f1c9a52-6a43-4c55-9d0e-3b1f0a6ce1a1")
 TENANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -146,3 +145,10 @@ def plan_run(sub: Submission, registry: Registry, *, region: str, epoch: int = 1
     except InvalidWorkflow as exc:
         return run | {"status": "failed", "error": str(exc)}, []
     return run, step_rows(steps)
+
+
+def kwargs_summary(kwargs: Mapping[str, Any]) -> str:
+    """What Flower and the logs show of a submission: who and what, never the input's content."""
+    shown = {k: kwargs.get(k) for k in ("tenant_id", "workflow", "idempotency_key", "submission_id") if kwargs.get(k)}
+    shown["input"] = f"<{len(json.dumps(kwargs.get('input'), default=str))} bytes>"
+    return repr(shown)

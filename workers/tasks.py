@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import uuid
 from typing import Any, NoReturn
 
 from celery import Celery, Task
-from regionmesh.models import runs
-from regionmesh.models.failover import fence as fenced
-from regionmesh.workers import executor, forward, lifecycle
-from regionmesh.workers.log import event
-from regionmesh.workers.metrics import SUBMISSIONS
-from regionmesh.workers.names import RUN_STEP_TASK, SUBMIT_TASK
-from regionmesh.workers.runtime import Runtime
-from regionmesh.workers.submission import parse_submission
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from regionmesh.backoff import compute_backoff
 from regionmesh.errors import RejectedSubmission
+from regionmesh.log import event
+from regionmesh.models import runs
+from regionmesh.models.failover import fence as fenced
+from regionmesh.names import RUN_STEP_TASK, SUBMIT_TASK
+from regionmesh.workers import executor, forward, lifecycle
+from regionmesh.workers.metrics import SUBMISSIONS
+from regionmesh.workers.runtime import Runtime
+from regionmesh.workers.submission import parse_submission
 
 MAX_INFRA_BACKOFF_S = 30
 
 
 def _infra_retry(task: Task, exc: Exception) -> NoReturn:
     """The database is unreachable: try again later (the message is kept, never dropped)."""
-    countdown = min(MAX_INFRA_BACKOFF_S, 2 ** min(task.request.retries, 5))
+    countdown = compute_backoff(task.request.retries + 1, base_s=1.0, max_s=MAX_INFRA_BACKOFF_S, jitter=random.random())
     raise task.retry(exc=exc, countdown=countdown, max_retries=None)
 
 

@@ -22,6 +22,7 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Frozen as this revision created it; the current definition is in models/sql/claims.sql.
 CLAIM = r"""
 CREATE OR REPLACE FUNCTION rm_claim_task(p_task uuid, p_region text, p_worker text, p_takeover text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -54,6 +55,36 @@ END $$;
 """
 
 
+# rm_claim_task as 0003 created it, restored by downgrade (frozen: history does not change).
+CLAIM_0003 = r"""
+CREATE OR REPLACE FUNCTION rm_claim_task(p_task uuid, p_region text, p_worker text, p_takeover text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+  c record;
+BEGIN
+  UPDATE step_tasks t
+     SET status = 'running', attempt = t.attempt + 1, started_at = clock_timestamp(),
+         deadline_at = clock_timestamp() + make_interval(secs => s.timeout_s),
+         worker = p_worker, executed_region = p_region, not_before = NULL
+    FROM workflow_steps s, workflow_runs r
+   WHERE t.id = p_task AND s.id = t.step_id AND r.id = t.run_id
+     AND r.status = 'running' AND r.owner_region = p_region
+     AND (t.status = 'queued'
+          OR (t.status = 'running' AND (t.deadline_at < clock_timestamp() OR t.worker = p_takeover)))
+     AND (t.not_before IS NULL OR t.not_before <= clock_timestamp() + interval '200 milliseconds')
+  RETURNING t.id, t.run_id, t.attempt, t.input, t.idx, t.idempotency_key, s.step_key, s.handler,
+            s.max_attempts, s.backoff_base_s, s.backoff_max_s, s.timeout_s, r.tenant_id, r.workflow, r.epoch
+  INTO c;
+  IF c IS NULL THEN RETURN NULL; END IF;
+  INSERT INTO step_attempts (id, task_id, run_id, attempt, region, worker, epoch)
+  VALUES (md5(c.id::text || ':' || c.attempt || ':' || p_region)::uuid, c.id, c.run_id, c.attempt, p_region,
+          p_worker, c.epoch)
+  ON CONFLICT DO NOTHING;
+  RETURN to_jsonb(c);
+END $$;
+"""
+
+
 def upgrade() -> None:
     op.create_table(
         "local_fence",
@@ -69,8 +100,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(CLAIM.replace("""  IF EXISTS (SELECT 1 FROM local_fence WHERE fenced) THEN
-    RETURN NULL;  -- this region is catching up or failed over: execute nothing
-  END IF;
-""", "").replace(" AND t.epoch = r.epoch", "").replace(" || ':' || c.epoch", ""))
+    op.execute(CLAIM_0003)
     op.drop_table("local_fence")

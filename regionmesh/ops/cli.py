@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import signal
 import sys
+import threading
 import time
+import uuid
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from regionmesh.batch import count_lines, run_ids, submit_batch
+from regionmesh.client import submit as do_submit
 from regionmesh.config import DEFAULT_CONFIG_PATH, ENV_CONFIG, ENV_REGION, MeshConfig, load_config
-from regionmesh.errors import RegionmeshError
+from regionmesh.errors import RegionmeshError, RunNotFound
+from regionmesh.extras import require
+from regionmesh.models.engine import engine_for
+from regionmesh.models.outbox import depth
+from regionmesh.models.registry import list_entries, set_home
+from regionmesh.models.runs import dead_letters as fetch
+from regionmesh.models.runs import get_run, list_runs, statuses
+from regionmesh.replication.join import add_region
+from regionmesh.replication.setup import setup
+from regionmesh.replication.status import mesh_status
+from regionmesh.replication.verify import verify as run_verify
+from regionmesh.routing.hashing import home_by_hash, score
+from regionmesh.routing.router import Router
+from regionmesh.workers.definitions import Registry
+from regionmesh.workers.lifecycle import cancel, retry
 
 # Piped output (CI logs, files) gets wide tables rather than 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=130)
@@ -34,6 +59,12 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+def _needs(extra: str) -> None:
+    """Commands of a region host or the dev mesh import their modules only after this check,
+    so a producer's install (no extras) runs everything else and gets exit 2 with the fix here."""
+    require(extra, f"'{click.get_current_context().command_path}'")
 
 
 @click.group()
@@ -80,6 +111,7 @@ DIR_OPTION = click.option(
               show_envvar=True, help="Start 'regionmesh metrics serve' per region.")
 def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, metrics: bool, root: str) -> None:
     """Start (or reuse) every region's servers and workers, migrate, write the mesh file."""
+    _needs("dev")  # imported here: an optional extra
     from regionmesh.ops.devmesh import DevMesh
 
     started = time.monotonic()
@@ -109,6 +141,7 @@ def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, 
 @DIR_OPTION
 def dev_down(purge: bool, root: str) -> None:
     """Stop exactly what 'dev up' started."""
+    _needs("dev")  # imported here: an optional extra
     from regionmesh.ops.devmesh import DevMesh
 
     stopped = DevMesh(root).down(purge=purge)
@@ -120,9 +153,8 @@ def dev_down(purge: bool, root: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def dev_status(root: str, as_json: bool) -> None:
     """Health per region; exits 1 if any part is down."""
-    import dataclasses
-    import json
 
+    _needs("dev")  # imported here: an optional extra
     from regionmesh.ops.devmesh import DevMesh
 
     health = DevMesh(root).status()
@@ -152,6 +184,7 @@ def dev_status(root: str, as_json: bool) -> None:
 @DIR_OPTION
 def demo(chaos: bool, tenants: int, per_tenant: int, root: str) -> None:
     """Three regions doing real work and converging; exit 1 if anything was lost, duplicated or diverged."""
+    _needs("dev")  # imported here: an optional extra
     from regionmesh.ops.demo import run_demo
 
     result = run_demo(root, tenants=tenants, per_tenant=per_tenant, chaos=chaos, console=console)
@@ -172,6 +205,7 @@ def demo(chaos: bool, tenants: int, per_tenant: int, root: str) -> None:
 @pass_ctx
 def migrate(ctx: Context, check: bool) -> None:
     """Upgrade every region of the mesh file to the head revision."""
+    _needs("server")  # imported here: an optional extra
     from regionmesh.ops.migrate import check_compatible, head, revisions, upgrade_all
 
     table = Table(title=f"schema revisions (head {head()})")
@@ -198,7 +232,6 @@ def replication() -> None:
 @pass_ctx
 def replication_setup(ctx: Context) -> None:
     """Publication in every region, a subscription from every region to every peer. Idempotent."""
-    from regionmesh.replication.setup import setup
 
     table = Table(title="replication links")
     for col in ("subscription", "from", "to", "result"):
@@ -226,9 +259,7 @@ def _fmt_bytes(n: int | None) -> str:
 @pass_ctx
 def replication_status(ctx: Context, as_json: bool, error_window: float) -> None:
     """The from -> to matrix: lag seconds and bytes, retained WAL, state, errors. Exit 1 if any link is down."""
-    import json
 
-    from regionmesh.replication.status import mesh_status
 
     links, probes = mesh_status(ctx.config, error_window_s=error_window)
     if as_json:
@@ -260,9 +291,7 @@ def replication_status(ctx: Context, as_json: bool, error_window: float) -> None
 @pass_ctx
 def verify(ctx: Context, timeout_s: float, as_json: bool) -> None:
     """Compare every replicated table across all regions; exit 0 iff all hold identical rows."""
-    import json
 
-    from regionmesh.replication.verify import verify as run_verify
 
     result = run_verify(ctx.config, timeout=timeout_s)
     if as_json:
@@ -304,15 +333,15 @@ def region() -> None:
 @pass_ctx
 def region_add(ctx: Context, name: str, seed: str | None, admin_url_env: str | None, dev_mode: bool, root: str) -> None:
     """Join region NAME to the running mesh: schema, a copy from one peer, subscriptions both ways."""
-    import os
 
     if dev_mode:
+        _needs("dev")  # imported here: an optional extra
         from regionmesh.ops.devmesh import DevMesh
 
         report = DevMesh(root).add_region(name, seed=seed)
     else:
+        _needs("server")  # imported here: an optional extra
         from regionmesh.ops.migrate import upgrade_all
-        from regionmesh.replication.join import add_region
 
         if not admin_url_env or not os.environ.get(admin_url_env):
             raise click.UsageError("--no-dev needs --admin-url-env naming a set environment variable")
@@ -329,15 +358,11 @@ def region_add(ctx: Context, name: str, seed: str | None, admin_url_env: str | N
 @pass_ctx
 def route(ctx: Context, tenant: str, as_json: bool) -> None:
     """Print TENANT's home region and why (hash, or registry row and epoch), as the local region sees it."""
-    import json
 
-    from regionmesh.models.engine import make_engine
-    from regionmesh.routing.hashing import score
-    from regionmesh.routing.router import Router
 
     cfg = ctx.config
     via = cfg.local.name if cfg.local_region else next(iter(cfg.regions))
-    engine = make_engine(cfg.regions[via].database_url, region=via, pool_size=1)
+    engine = engine_for(cfg, via)
     placement = Router(engine, list(cfg.regions)).place(tenant)
     engine.dispose()
     if as_json:
@@ -360,7 +385,6 @@ def tenants() -> None:
 @pass_ctx
 def tenants_pin(ctx: Context, tenant: str, region_name: str, note: str | None) -> None:
     """Pin TENANT's new runs to REGION (bumps its registry epoch)."""
-    from regionmesh.models.registry import set_home
 
     if region_name not in ctx.config.regions:
         raise click.BadParameter(f"unknown region {region_name!r}; known: {', '.join(ctx.config.regions)}")
@@ -375,8 +399,6 @@ def tenants_pin(ctx: Context, tenant: str, region_name: str, note: str | None) -
 @pass_ctx
 def tenants_unpin(ctx: Context, tenant: str) -> None:
     """Remove TENANT's pin: the hash places it again (the row stays, with a higher epoch)."""
-    from regionmesh.models.registry import set_home
-    from regionmesh.routing.hashing import home_by_hash
 
     engine = _engine_for(ctx, None)
     epoch = set_home(engine, tenant, home_by_hash(tenant, ctx.config.regions), "hash", "unpinned")
@@ -391,13 +413,12 @@ def tenants_unpin(ctx: Context, tenant: str) -> None:
 @pass_ctx
 def tenants_move(ctx: Context, tenant: str, to_region: str, timeout: float) -> None:
     """Gracefully move TENANT: new runs go to the new home once it has caught up; runs in flight finish."""
-    from regionmesh.models.engine import make_engine
+    _needs("server")  # imported here: an optional extra
     from regionmesh.ops.failover import move_tenants
-    from regionmesh.routing.router import Router
 
     cfg = ctx.config
     via = cfg.local.name if cfg.local_region else next(iter(cfg.regions))
-    engine = make_engine(cfg.regions[via].database_url, region=via, pool_size=1)
+    engine = engine_for(cfg, via)
     old = Router(engine, list(cfg.regions)).place(tenant).region
     engine.dispose()
     if old == to_region:
@@ -411,7 +432,6 @@ def tenants_move(ctx: Context, tenant: str, to_region: str, timeout: float) -> N
 @pass_ctx
 def tenants_list(ctx: Context) -> None:
     """Registry rows (overrides) as the local region sees them."""
-    from regionmesh.models.registry import list_entries
 
     engine = _engine_for(ctx, None)
     rows = list_entries(engine)
@@ -431,6 +451,7 @@ def tenants_list(ctx: Context) -> None:
 @pass_ctx
 def failover(ctx: Context, from_region: str, to_region: str, force: bool) -> None:
     """FROM is down: move its tenants and unfinished runs to TO (epochs bumped)."""
+    _needs("server")  # imported here: an optional extra
     from regionmesh.ops.failover import failover as do_failover
 
     r = do_failover(ctx.config, from_region, to_region, force=force)
@@ -445,6 +466,7 @@ def failover(ctx: Context, from_region: str, to_region: str, force: bool) -> Non
 @pass_ctx
 def drain(ctx: Context, region_name: str, to_region: str, timeout: float) -> None:
     """Stop placing runs in REGION and move its tenants to TO; runs in flight finish there."""
+    _needs("server")  # imported here: an optional extra
     from regionmesh.ops.failover import drain as do_drain
 
     n = do_drain(ctx.config, region_name, to_region, timeout=timeout)
@@ -458,6 +480,7 @@ def drain(ctx: Context, region_name: str, to_region: str, timeout: float) -> Non
 @pass_ctx
 def restore(ctx: Context, region_name: str, force: bool, max_lag: float) -> None:
     """REGION is back and caught up: make it active and send its tenants' new runs home."""
+    _needs("server")  # imported here: an optional extra
     from regionmesh.ops.failover import restore as do_restore
 
     r = do_restore(ctx.config, region_name, force=force, max_lag_s=max_lag)
@@ -469,14 +492,11 @@ def restore(ctx: Context, region_name: str, force: bool, max_lag: float) -> None
 @pass_ctx
 def outbox(ctx: Context, as_json: bool) -> None:
     """Submissions waiting in each region's outbox for an unreachable home broker."""
-    import json
 
-    from regionmesh.models.engine import make_engine
-    from regionmesh.models.outbox import depth
 
     out: dict[str, dict[str, Any]] = {}
-    for name, reg in ctx.config.regions.items():
-        engine = make_engine(reg.database_url, region=name, pool_size=1, connect_timeout=3)
+    for name in ctx.config.regions:
+        engine = engine_for(ctx.config, name)
         try:
             n, oldest, per = depth(engine)
             out[name] = {"depth": n, "oldest_age_s": oldest, "by_target": per}
@@ -512,9 +532,8 @@ def metrics() -> None:
 @pass_ctx
 def metrics_serve(ctx: Context, port: int, host: str, multiproc_dir: str | None) -> None:
     """Serve the local region's metrics at http://HOST:PORT/metrics until stopped."""
-    import signal
-    import threading
 
+    _needs("server")  # imported here: an optional extra
     from regionmesh.ops.metrics import serve
 
     serve(ctx.config, port, host, multiproc_dir)
@@ -527,8 +546,6 @@ def metrics_serve(ctx: Context, port: int, host: str, multiproc_dir: str | None)
 
 # -- runs -------------------------------------------------------------------
 def _json_arg(value: str) -> Any:
-    import json
-    from pathlib import Path
 
     text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
     try:
@@ -549,7 +566,6 @@ def _json_arg(value: str) -> Any:
 def submit(ctx: Context, tenant: str, workflow: str, input_: str, idempotency_key: str | None,
            to_region: str | None, wait_s: float) -> None:
     """Submit a workflow run for TENANT; prints its run id."""
-    from regionmesh.client import submit as do_submit
 
     data = _json_arg(input_)
     receipt = do_submit(tenant, workflow, data, idempotency_key, region=to_region, config=ctx.config)
@@ -563,15 +579,13 @@ def submit(ctx: Context, tenant: str, workflow: str, input_: str, idempotency_ke
 
 
 def _engine_for(ctx: Context, region: str | None) -> Any:
-    from regionmesh.models.engine import make_engine
 
     cfg = ctx.config
     target = cfg.regions[region] if region else cfg.local
-    return make_engine(target.database_url, region=target.name, pool_size=1)
+    return engine_for(cfg, target.name)
 
 
 def _wait_for_run(ctx: Context, region: str, run_id: Any, timeout: float) -> dict[str, Any] | None:
-    from regionmesh.models.runs import get_run
 
     engine = _engine_for(ctx, region)
     deadline = time.monotonic() + timeout
@@ -591,7 +605,6 @@ def runs() -> None:
 
 
 def _run_uuid(value: str) -> Any:
-    import uuid
 
     try:
         return uuid.UUID(value)
@@ -606,7 +619,6 @@ def _run_uuid(value: str) -> Any:
 @pass_ctx
 def runs_list(ctx: Context, tenant: str, region: str | None, limit: int) -> None:
     """A tenant's newest runs, from one region's local copy."""
-    from regionmesh.models.runs import list_runs
 
     engine = _engine_for(ctx, region)
     rows = list_runs(engine, tenant, limit)
@@ -626,10 +638,7 @@ def runs_list(ctx: Context, tenant: str, region: str | None, limit: int) -> None
 @pass_ctx
 def submit_batch_cmd(ctx: Context, file: Any, to_region: str | None, wait_s: float) -> None:
     """Submit every line of a JSONL file; rerunning the same file creates no duplicates."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from regionmesh.batch import count_lines, run_ids, submit_batch
-    from regionmesh.models.runs import statuses
 
     total = count_lines(file)
     with Progress(TextColumn("submitting"), BarColumn(), MofNCompleteColumn(),
@@ -663,7 +672,6 @@ def submit_batch_cmd(ctx: Context, file: Any, to_region: str | None, wait_s: flo
                 break
             time.sleep(0.5)
         engine.dispose()
-        from collections import Counter
 
         counts = Counter(st for st, _ in seen.values())
         console.print(f"finished {done}/{len(ids)}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
@@ -681,10 +689,7 @@ def submit_batch_cmd(ctx: Context, file: Any, to_region: str | None, wait_s: flo
 @pass_ctx
 def runs_show(ctx: Context, run_id: str, region: str | None, as_json: bool) -> None:
     """A run, its steps and their tasks, from one region's local copy."""
-    import json
 
-    from regionmesh.errors import RunNotFound
-    from regionmesh.models.runs import get_run
 
     engine = _engine_for(ctx, region)
     run = get_run(engine, _run_uuid(run_id))
@@ -714,8 +719,8 @@ def runs_show(ctx: Context, run_id: str, region: str | None, as_json: bool) -> N
 
 
 def _runtime(ctx: Context) -> Any:
+    _needs("server")  # imported here: an optional extra
     from regionmesh.workers.app import create_app
-    from regionmesh.workers.definitions import Registry
 
     return create_app(ctx.config, registry=Registry()).rm
 
@@ -725,7 +730,6 @@ def _runtime(ctx: Context) -> Any:
 @pass_ctx
 def runs_cancel(ctx: Context, run_id: str) -> None:
     """Cancel a running run (in its owner region: --region)."""
-    from regionmesh.workers.lifecycle import cancel
 
     cancel(_runtime(ctx), _run_uuid(run_id))
     console.print(f"cancelled {run_id}")
@@ -736,7 +740,6 @@ def runs_cancel(ctx: Context, run_id: str) -> None:
 @pass_ctx
 def runs_retry(ctx: Context, run_id: str) -> None:
     """Retry a failed run from its failed steps (in its owner region: --region)."""
-    from regionmesh.workers.lifecycle import retry
 
     n = retry(_runtime(ctx), _run_uuid(run_id))
     console.print(f"retrying {run_id}: {n} task(s) queued")
@@ -747,7 +750,6 @@ def runs_retry(ctx: Context, run_id: str) -> None:
 @pass_ctx
 def dead_letters(ctx: Context, limit: int) -> None:
     """Messages this region rejected, newest first, with the reason."""
-    from regionmesh.models.runs import dead_letters as fetch
 
     engine = _engine_for(ctx, None)
     rows = fetch(engine, limit)
@@ -770,7 +772,9 @@ def main(argv: list[str] | None = None) -> Any:
         exc.show()
         sys.exit(exc.exit_code)
     except RegionmeshError as exc:
-        err_console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        # The message is printed as it is: '[dev]' in an install line is not markup.
+        err_console.print("error:", style="red", end=" ")
+        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
 
 

@@ -26,7 +26,7 @@ from regionmesh.client import submit
 from regionmesh.config import MeshConfig
 from regionmesh.models import failover as fo_repo
 from regionmesh.models import runs as runs_repo
-from regionmesh.models.engine import make_engine
+from regionmesh.models.engine import engine_for
 from regionmesh.ops.devmesh import DevMesh
 from regionmesh.ops.failover import FailoverRefused, failover, restore
 from regionmesh.replication.status import mesh_status
@@ -71,7 +71,7 @@ def run_demo(root: str, *, tenants: int = 60, per_tenant: int = 3, chaos: bool =
     dev = DevMesh(root)
     config = dev.up(workers=1, metrics=True)
     regions = list(config.regions)
-    engines = {r: make_engine(config.regions[r].database_url, region=r, pool_size=2) for r in regions}
+    engines = {r: engine_for(config, r) for r in regions}
     events: list[str] = []
     session = uuid.uuid4().hex[:8]
     sent: dict[uuid.UUID, Sent] = {}

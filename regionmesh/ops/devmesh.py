@@ -16,31 +16,37 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import psutil
 import redis
 
-from regionmesh.config import MeshConfig, load_config
+from regionmesh.config import REGION_NAME_RE, MeshConfig, load_config
 from regionmesh.errors import DevMeshError
+from regionmesh.host import pid_alive
 from regionmesh.models.admin import bootstrap_cluster, grant_in_database, server_facts
-from regionmesh.models.engine import make_engine
+from regionmesh.models.engine import engine_for, make_engine
+from regionmesh.names import steps_queue, submit_queue
+from regionmesh.ops.migrate import current_revision, upgrade_all
 from regionmesh.pgbin import PgBin, find_pg_bin, reachable_by
+from regionmesh.replication.join import add_region
+from regionmesh.replication.setup import setup
 from regionmesh.supervisor import (
     StateFile,
     free_port,
-    pid_alive,
     port_is_free,
     read_pidfile,
     spawn,
     terminate,
     wait_for,
 )
-from regionmesh.workers.names import steps_queue, submit_queue
 
 DEFAULT_REGIONS = ("us-east", "eu-west", "ap-south")
 DATABASE = "regionmesh"
@@ -231,14 +237,12 @@ class DevMesh:
         return out
 
     def _url(self, user: str, secret: str, port: int, database: str) -> str:
-        from urllib.parse import quote
 
         return f"postgresql://{user}:{quote(self._secret(secret), safe='')}@{HOST}:{port}/{database}"
 
     def kill_region(self, region: str) -> list[int]:
         """SIGKILL everything of ``region``: workers (and their pools), Redis, PostgreSQL (every
         backend). ``up`` restarts its servers; workers are started again by the caller."""
-        import psutil
 
         entry = self.state.load()["regions"][region]
         roots = [w.get("pid") for w in entry.get("workers", [])]
@@ -418,12 +422,11 @@ class DevMesh:
             env = dict(os.environ, REGIONMESH_CONFIG=str(self.mesh_file), REGIONMESH_REGION=region, **extra_env)
             record["pid"] = spawn(command(port), log, env=env)
             self.state.save(data)
-        import socket as _socket
 
         def listening() -> bool:
             if not pid_alive(record["pid"]):
                 raise DevMeshError(f"{name} for {region} exited: {log.read_text(errors='replace')[-1500:]}")
-            with _socket.socket() as sock:
+            with socket.socket() as sock:
                 return sock.connect_ex((HOST, port)) == 0
 
         wait_for(listening, 60, f"{name} of {region} on port {port}")
@@ -444,7 +447,6 @@ class DevMesh:
             for w in workers:
                 if w.get("name") == name and pid_alive(w.get("pid")):
                     if kill:
-                        import psutil
 
                         try:
                             procs = [psutil.Process(w["pid"]), *psutil.Process(w["pid"]).children(recursive=True)]
@@ -469,6 +471,8 @@ class DevMesh:
             'name = "dev"',
             f'replication_user = "{REPLICATION_ROLE}"',
             f'replication_password = {{ file = "secrets/{REPLICATION_ROLE}" }}',
+            "# Commands run against this mesh act as this region unless --region or $REGIONMESH_REGION says otherwise.",
+            f'default_region = "{next(iter(data["regions"]))}"',
             "",
         ]
         for region, entry in data["regions"].items():
@@ -516,7 +520,6 @@ class DevMesh:
             # A mesh only grows through up: recorded regions stay, requested ones are added.
             wanted = list(data["regions"]) + [r for r in (regions or []) if r not in data["regions"]]
             wanted = wanted or list(DEFAULT_REGIONS)
-            from regionmesh.config import REGION_NAME_RE
 
             for name in wanted:
                 if not REGION_NAME_RE.match(name):
@@ -536,7 +539,6 @@ class DevMesh:
             self._write_mesh_file(data)
         config = load_config(str(self.mesh_file))
         if migrate:
-            from regionmesh.ops.migrate import upgrade_all
 
             upgrade_all(config)
             with self.state.locked():
@@ -548,7 +550,6 @@ class DevMesh:
                     self.state.save(data)
                 joined = [r for r, e in data["regions"].items() if e.get("joined")]
             if replicate and len(joined) > 1:
-                from regionmesh.replication.setup import setup
 
                 setup(config, joined)
         if workers:
@@ -567,7 +568,6 @@ class DevMesh:
     def add_region(self, name: str, *, seed: str | None = None) -> Any:
         """Start ``name`` and join it to the running mesh (Zodan), copying from ``seed``.
         Starts its workers if the other regions have any. Returns the join report."""
-        from regionmesh.replication.join import add_region
 
         data = self.state.load()
         existing = [r for r, e in data["regions"].items() if e.get("joined")]
@@ -630,7 +630,6 @@ class DevMesh:
 
     def status(self) -> list[RegionHealth]:
         """Health of every region that ``up`` recorded."""
-        from regionmesh.ops.migrate import current_revision
 
         data = self.state.load()
         out: list[RegionHealth] = []
@@ -640,7 +639,7 @@ class DevMesh:
             redis_port = entry.get("redis", {}).get("port")
             pg_ok, pg_detail, revision = False, "not started", None
             if config is not None and region in config.regions:
-                engine = make_engine(config.regions[region].database_url, pool_size=1, connect_timeout=2)
+                engine = engine_for(config, region)
                 try:
                     facts = server_facts(engine)
                     major = int(facts["server_version_num"]) // 10000

@@ -32,9 +32,12 @@ from regionmesh.config import MeshConfig
 from regionmesh.errors import RegionmeshError
 from regionmesh.models import failover as repo
 from regionmesh.models import replication as repl
-from regionmesh.models.engine import make_engine
-from regionmesh.replication.names import subscription_name
+from regionmesh.models.engine import engine_for
+from regionmesh.models.registry import region_statuses
+from regionmesh.names import subscription_name
 from regionmesh.routing.hashing import home_by_hash
+from regionmesh.workers.app import create_app
+from regionmesh.workers.definitions import Registry
 
 
 class FailoverRefused(RegionmeshError):
@@ -52,7 +55,7 @@ class FailoverReport:
 
 
 def _engine(config: MeshConfig, region: str):  # type: ignore[no-untyped-def]
-    return make_engine(config.regions[region].database_url, region=region, pool_size=1, connect_timeout=3)
+    return engine_for(config, region)
 
 
 def _reachable(config: MeshConfig, region: str) -> bool:
@@ -78,8 +81,6 @@ def failover(config: MeshConfig, from_region: str, to_region: str, *, force: boo
             f"{from_region}'s database still answers: use 'regionmesh drain {from_region} --to {to_region}' "
             "for a live region, or --force if it is partitioned away and must not execute"
         )
-    from regionmesh.workers.app import create_app
-    from regionmesh.workers.definitions import Registry
 
     engine = _engine(config, to_region)
     try:
@@ -178,6 +179,5 @@ def restore(config: MeshConfig, region: str, *, force: bool = False, max_lag_s: 
 
 
 def _statuses(engine) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    from regionmesh.models.registry import region_statuses
 
     return region_statuses(engine)

@@ -20,18 +20,17 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from regionmesh.config import MeshConfig
 from regionmesh.models import outbox
 from regionmesh.models import replication as repl
-from regionmesh.models.engine import make_engine
+from regionmesh.models.engine import engine_for
 from regionmesh.models.failover import fence
 from regionmesh.models.runs import counts_by_status
-from regionmesh.replication.names import subscription_name
-from regionmesh.workers.names import steps_queue, submit_queue
+from regionmesh.names import steps_queue, submit_queue, subscription_name
 
 
 class RegionCollector:
     def __init__(self, config: MeshConfig) -> None:
         self.config = config
         self.region = config.local.name
-        self.engine = make_engine(config.local.database_url, region=self.region, pool_size=1, connect_timeout=3)
+        self.engine = engine_for(config, self.region)
         self.redis = redis.Redis.from_url(config.local.broker_url, socket_timeout=3, socket_connect_timeout=3)
 
     def describe(self) -> list[Metric]:

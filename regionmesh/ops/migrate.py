@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from regionmesh.config import MeshConfig
 from regionmesh.errors import MigrationError
-from regionmesh.models.engine import make_engine
+from regionmesh.models.engine import engine_for
 
 
 def script_location() -> str:
@@ -84,26 +84,18 @@ def check_compatible(revisions: dict[str, str | None]) -> None:
 def upgrade_all(config: MeshConfig, *, regions: list[str] | None = None) -> list[RegionRevision]:
     """Upgrade every region to head (after checking compatibility). Returns revisions before/after."""
     names = regions or list(config.regions)
-    engines = {name: make_engine(config.regions[name].database_url, pool_size=1) for name in names}
-    try:
-        before = {name: current_revision(engine) for name, engine in engines.items()}
-        check_compatible(before)
-        out = []
-        for name, engine in engines.items():
-            command.upgrade(alembic_config(engine), "head")
-            out.append(RegionRevision(name, before[name], current_revision(engine)))
-        return out
-    finally:
-        for engine in engines.values():
-            engine.dispose()
+    engines = {name: engine_for(config, name) for name in names}
+    before = {name: current_revision(engine) for name, engine in engines.items()}
+    check_compatible(before)
+    out = []
+    for name, engine in engines.items():
+        command.upgrade(alembic_config(engine), "head")
+        out.append(RegionRevision(name, before[name], current_revision(engine)))
+    return out
 
 
 def revisions(config: MeshConfig) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
-    for name, region in config.regions.items():
-        engine = make_engine(region.database_url, pool_size=1)
-        try:
-            out[name] = current_revision(engine)
-        finally:
-            engine.dispose()
+    for name in config.regions:
+        out[name] = current_revision(engine_for(config, name))
     return out

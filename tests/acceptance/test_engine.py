@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 from kombu import Connection
-from regionmesh.models import runs as repo
-from regionmesh.models.engine import make_engine
-from regionmesh.workers.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
-from regionmesh.workers.submission import run_id_for
 from sqlalchemy import Engine, text
 
-from regionmesh.client import publisher, submit
+from regionmesh.broker import publisher
+from regionmesh.client import submit
 from regionmesh.config import MeshConfig
+from regionmesh.models import runs as repo
+from regionmesh.models.engine import make_engine
+from regionmesh.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
+from regionmesh.workers.submission import run_id_for
 from tests.conftest import Mesh
 from tests.support.helpers import exec_log, run_row, scalar, wait_finished, wait_until
 from tests.support.workflows import TEST_TABLES
@@ -46,7 +47,7 @@ class Region:
         return wait_finished(self.engine, self.submit(workflow, data, **kw), timeout)
 
     def send_raw(self, name: str, kwargs: Any = None, args: Any = None, queue: str | None = None) -> None:
-        publisher(self.config.regions[REGION].broker_url).send_task(
+        publisher(self.config.regions[REGION].broker_url, self.config.settings).send_task(
             name, args=args, kwargs=kwargs, queue=queue or submit_queue(REGION)
         )
 

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from regionmesh.models.engine import make_engine
-from regionmesh.replication.verify import verify
-from regionmesh.routing.hashing import home_by_hash
 from sqlalchemy import Engine, text
 
 from regionmesh.client import submit
 from regionmesh.config import MeshConfig, load_config
+from regionmesh.models.engine import make_engine
 from regionmesh.ops.devmesh import DevMesh
+from regionmesh.replication.verify import verify
+from regionmesh.routing.hashing import home_by_hash
 from tests.conftest import make_mesh_dir, processes_under
 from tests.support.helpers import wait_until
 from tests.support.workflows import TEST_TABLES

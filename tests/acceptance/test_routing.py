@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from regionmesh.models.engine import make_engine
-from regionmesh.routing.hashing import home_by_hash
 from sqlalchemy import Engine, text
 
 from regionmesh.client import submit
-from regionmesh.supervisor import pid_alive, terminate
+from regionmesh.host import pid_alive
+from regionmesh.models.engine import make_engine
+from regionmesh.routing.hashing import home_by_hash
+from regionmesh.supervisor import terminate
 from tests.conftest import Mesh
 from tests.support.helpers import wait_until
 

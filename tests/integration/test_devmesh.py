@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import redis
-from regionmesh.models.engine import make_engine
 from sqlalchemy import text
 
+from regionmesh.host import pid_alive
+from regionmesh.models.engine import make_engine
 from regionmesh.ops.devmesh import DevMesh
 from regionmesh.ops.migrate import head
-from regionmesh.supervisor import pid_alive
 from tests.conftest import make_mesh_dir, processes_under
 
 CLI = [sys.executable, "-m", "regionmesh.ops.cli"]

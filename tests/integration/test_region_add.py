@@ -6,15 +6,15 @@ import shutil
 import threading
 import uuid
 
-from regionmesh.models import replication as repl
-from regionmesh.models.engine import make_engine
-from regionmesh.replication.setup import setup
-from regionmesh.replication.status import mesh_status
-from regionmesh.replication.verify import verify
 from sqlalchemy import text
 
 from regionmesh.config import load_config
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import make_engine
 from regionmesh.ops.devmesh import DevMesh
+from regionmesh.replication.setup import setup
+from regionmesh.replication.status import mesh_status
+from regionmesh.replication.verify import verify
 from tests.conftest import make_mesh_dir, processes_under
 from tests.support.helpers import wait_until
 

@@ -11,15 +11,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from regionmesh.models import replication as repl
-from regionmesh.models.engine import make_engine
-from regionmesh.replication.names import PUBLICATION, subscription_name
-from regionmesh.replication.setup import conninfo, setup
-from regionmesh.replication.status import mesh_status
-from regionmesh.replication.verify import verify
 from sqlalchemy import Engine, text
 
 from regionmesh.config import MeshConfig
+from regionmesh.models import replication as repl
+from regionmesh.models.engine import make_engine
+from regionmesh.names import PUBLICATION, subscription_name
+from regionmesh.replication.setup import conninfo, setup
+from regionmesh.replication.status import mesh_status
+from regionmesh.replication.verify import verify
 from tests.conftest import Mesh
 from tests.support.helpers import wait_until
 from tests.support.proxy import Proxy

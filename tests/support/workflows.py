@@ -8,10 +8,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sqlalchemy import text
+
 from regionmesh.workers.definitions import RetryPolicy, Step, Workflow
 from regionmesh.workers.executor import StepContext
 from regionmesh.workers.registry import default_registry as registry
-from sqlalchemy import text
 
 TEST_TABLES = """
 CREATE TABLE IF NOT EXISTS test_exec_log (

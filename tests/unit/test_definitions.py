@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
+from regionmesh.errors import InvalidWorkflow, RejectedSubmission, UnknownWorkflow
 from regionmesh.workers.definitions import Registry, RetryPolicy, Step, Workflow, find_cycle, validate
 from regionmesh.workers.retry import backoff_s, should_retry
 from regionmesh.workers.submission import RUN_NAMESPACE, parse_submission, run_id_for
-
-from regionmesh.errors import InvalidWorkflow, RejectedSubmission, UnknownWorkflow
 
 HANDLERS = {"h": lambda ctx, p: p}
 

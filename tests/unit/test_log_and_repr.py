@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
-from regionmesh.workers.log import event
 
-from regionmesh.client import kwargs_summary
+from regionmesh.log import event
+from regionmesh.workers.submission import kwargs_summary
 
 
 def test_log_line_carries_region_tenant_run_step_first(caplog: pytest.LogCaptureFixture) -> None:
@@ -21,3 +22,13 @@ def test_flower_sees_who_and_what_but_not_the_input() -> None:
                             "submission_id": "s-1", "idempotency_key": None})
     assert "acme" in shown and "onboard" in shown and "s-1" in shown
     assert "hunter2" not in shown and "bytes>" in shown
+
+
+@pytest.mark.parametrize("value", ["t3\nrun.created region=us-east tenant=victim", 'a"b', "k=v", "", "x\ty", "\u2028"])
+def test_a_value_cannot_forge_a_field_or_a_line(caplog: pytest.LogCaptureFixture, value: str) -> None:
+    with caplog.at_level(logging.INFO, logger="regionmesh"):
+        event(logging.INFO, "message.rejected", region="us-east", tenant=value)
+    (line,) = caplog.messages
+    assert "\n" not in line and "\u2028" not in line
+    assert line.count("=") == 2 or line.endswith(json.dumps(value))
+    assert line == f"message.rejected region=us-east tenant={json.dumps(value)}"

@@ -7,6 +7,7 @@ from collections import Counter
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from regionmesh.routing.hashing import home_by_hash, score
 from regionmesh.routing.placement import RegistryEntry, active_regions, place
 

@@ -1,0 +1,64 @@
+"""The engine's SQL: the current definition of every function and trigger, one file per concern.
+
+The files ship as package data in ``regionmesh/models/sql/`` and are read with
+``importlib.resources``, never through paths of the source tree. Each statement
+is ``CREATE OR REPLACE`` (or a call of an idempotent generator), so applying a
+file again changes nothing. Tables are not here: the models (``tables.py``)
+define them and the migrations create them.
+
+==============  ===============================================================
+stamp.sql       ``rm_stamp()``: region and ``updated_at`` of every local write
+engine.sql      the run/step/task state machine (create, complete, fail, cancel,
+                retry)
+claims.sql      ``rm_claim_task`` (fence, ownership, epoch) and
+                ``rm_complete_and_claim``
+conflicts.sql   ``rm_install_conflict_triggers(table)``, the generator of the
+                replica-side conflict triggers
+triggers.sql    the stamp and conflict triggers of every replicated table
+==============  ===============================================================
+
+How migrations use these files. Revisions 0002, 0003, 0004 and 0006 created the
+functions from SQL literals of their own; those are history and stay as they are.
+0008 applies every file; a database at 0007 already had exactly what they define.
+
+To change a function, edit its SQL file and add a migration that calls
+``apply(...)`` for that file. Two things keep every revision meaning what it
+meant: before editing, replace the ``apply(...)`` of that file in the migration
+that applies it now with the file's current text as a literal (that migration is
+history from then on), and give the new migration a downgrade that executes that
+same text (as 0006 does for ``rm_claim_task``). A new file is appended to
+``FILES`` and applied by the migration that creates what it needs.
+``tests/migration`` fails if head differs from the files, or if a downgrade does
+not restore the schema of the revision below it (which is what a forgotten
+freeze looks like: the older revision would now create the new text).
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from sqlalchemy import Connection
+
+# In dependency order: triggers.sql attaches functions the files before it define.
+FILES: tuple[str, ...] = ("stamp.sql", "engine.sql", "claims.sql", "conflicts.sql", "triggers.sql")
+
+
+def load(name: str) -> str:
+    """The text of one SQL file.
+
+    Raises ValueError for a name that is not in ``FILES``.
+    """
+    if name not in FILES:
+        raise ValueError(f"unknown SQL file {name!r}; the engine's SQL files are {', '.join(FILES)}")
+    return (files("regionmesh.models") / "sql" / name).read_text(encoding="utf-8")
+
+
+def apply(conn: Connection, *names: str) -> None:
+    """Execute the named files, in the order given, on ``conn`` (in its transaction).
+
+    The text goes to the driver as is: no bind parameters are parsed and ``%``
+    needs no escaping (``format()`` in conflicts.sql uses ``%1$I``).
+    Raises ValueError for an unknown name, and the driver's error if a statement fails.
+    """
+    for name in names:
+        conn.exec_driver_sql(load(name), execution_options={"no_parameters": True})

@@ -1,0 +1,92 @@
+"""The broker adapter: every connection to a region's Redis, and the kombu internals we rely on.
+
+Key layout (kombu's Redis transport, as installed; we read it, never write our own keys):
+
+- ``<queue>``           a list per queue (``rm.<region>.submit``, ``rm.<region>.steps``); LPUSH to
+                        publish, BRPOP to consume.
+- ``unacked``           hash: delivery tag -> the message and its queue, written right after the pop;
+                        removed by the ack.
+- ``unacked_index``     sorted set: delivery tag scored by delivery time; kombu's sweep gives back
+                        entries older than the visibility timeout.
+
+Redis has no acks: between the pop and the write to ``unacked`` the message lives only in the
+consumer's memory, and a message held past the visibility timeout is delivered again. This module
+owns those facts; nothing else touches Redis internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+
+from regionmesh.config import Settings
+from regionmesh.log import event
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    """Transport options every connection to a region's broker uses (own and peers')."""
+    return {
+        "visibility_timeout": settings.visibility_timeout_s,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "retry_on_timeout": True,
+        "health_check_interval": 25,
+    }
+
+
+def connection_settings(broker_url: str, settings: Settings) -> dict[str, Any]:
+    """Celery settings for a connection to ``broker_url`` (TLS verified when the URL is ``rediss://``)."""
+    conf: dict[str, Any] = {
+        "broker_url": broker_url,
+        "broker_transport_options": broker_options(settings),
+    }
+    if broker_url.startswith("rediss://"):
+        conf["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return conf
+
+
+@lru_cache(maxsize=32)
+def publisher(broker_url: str, settings: Settings) -> Celery:
+    """A publishing-only Celery app for one broker (cached; JSON only, bounded timeouts)."""
+    app = Celery("regionmesh-producer", set_as_current=False)
+    app.conf.update(
+        connection_settings(broker_url, settings),
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_timeout=5,
+        broker_connection_max_retries=3,
+    )
+    return app
+
+
+def others_alive(app: Celery, me: str, timeout: float = 1.0) -> int:
+    """How many workers other than ``me`` on this broker answer a ping."""
+    try:
+        replies = app.control.ping(timeout=timeout) or []
+    except Exception:  # no answer is no one
+        return 0
+    return sum(1 for reply in replies for name in reply if name != me)
+
+
+def restore_orphaned(app: Celery, region: str, delivered_before: float) -> int:
+    """Put unacked messages delivered before ``delivered_before`` back on their queues.
+
+    Called when a region's first worker is ready and no other worker answers: every message
+    delivered before it started belonged to a worker that is gone, so it goes back now rather
+    than after the visibility timeout. Giving one back twice is harmless: run ids and claims
+    make a redelivery a no-op.
+    """
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        qos = channel.qos
+        client = channel.client
+        tags = client.zrange(qos.unacked_index_key, 0, delivered_before, byscore=True)
+        for tag in tags:
+            qos.restore_by_tag(tag, client)
+    if tags:
+        event(logging.WARNING, "broker.restored_unacked", region=region, count=len(tags))
+    return len(tags)

@@ -1,0 +1,27 @@
+"""Facts about this host that liveness decisions need: is a local process still alive."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` on this host exists and is not a zombie."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,26 @@
+"""Wire names: everything another process, region or language sees by name.
+
+Celery task names and queue names, the publication and the per-pair
+subscriptions (and their slots). Listed in the README; change a task's
+arguments incompatibly and its name gets a new version suffix.
+"""
+
+from __future__ import annotations
+
+SUBMIT_TASK = "regionmesh.submit"  # kwargs: tenant_id, workflow, input, idempotency_key, submission_id, v=1
+RUN_STEP_TASK = "regionmesh.run_step.v1"  # kwargs: task_id
+
+PUBLICATION = "rm_pub"
+
+
+def submit_queue(region: str) -> str:
+    return f"rm.{region}.submit"
+
+
+def steps_queue(region: str) -> str:
+    return f"rm.{region}.steps"
+
+
+def subscription_name(subscriber: str, publisher: str) -> str:
+    """``rm_<subscriber>_from_<publisher>``; '-' becomes '_' (slot names allow [a-z0-9_] only)."""
+    return f"rm_{subscriber}_from_{publisher}".replace("-", "_")

