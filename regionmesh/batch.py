@@ -20,7 +20,7 @@ from typing import Any
 from regionmesh.client import Receipt, submit
 from regionmesh.config import MeshConfig
 from regionmesh.errors import RejectedSubmission
-from regionmesh.workers.submission import parse_submission
+from regionmesh.workers.submission import parse_submission, submission_id_for
 
 
 @dataclass
@@ -62,10 +62,11 @@ def submit_batch(
                 raise RejectedSubmission("a line must be a JSON object")
             key = doc.get("idempotency_key") or line_key(number, line)
             # The same checks the worker makes, before anything is sent.
-            sub = parse_submission(doc | {"idempotency_key": key, "submission_id": key},
+            sid = submission_id_for(key) if isinstance(key, str) else key
+            sub = parse_submission(doc | {"idempotency_key": key, "submission_id": sid},
                                    max_input_bytes=config.max_input_bytes)
             receipt = submit(sub.tenant_id, sub.workflow, sub.input, key, region=region, config=config,
-                             submission_id=key)
+                             submission_id=sub.submission_id)
             result.submitted.append(receipt)
         except json.JSONDecodeError as exc:
             result.failures.append((number, f"not JSON: {exc.msg} at column {exc.colno}"))

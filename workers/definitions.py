@@ -14,7 +14,7 @@ from typing import Any
 
 from regionmesh.errors import InvalidWorkflow, UnknownWorkflow
 
-STEP_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+STEP_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")  # fullmatch: `$` would accept a trailing newline
 MAX_STEPS = 1000
 # Below the broker's visibility timeout (3600 s) with room for a retry countdown: a message
 # held longer than that would be delivered a second time while the first copy runs.
@@ -96,7 +96,7 @@ def validate(workflow: str, steps: tuple[Step, ...], handlers: Mapping[str, Hand
     for step in steps:
         if not isinstance(step, Step):
             raise InvalidWorkflow(workflow, f"{step!r} is not a Step")
-        if not STEP_KEY_RE.match(step.key):
+        if not isinstance(step.key, str) or not STEP_KEY_RE.fullmatch(step.key):
             raise InvalidWorkflow(workflow, f"step key {step.key!r} is invalid (letters, digits, '_', '-'; max 64)")
         if step.key in seen:
             raise InvalidWorkflow(workflow, f"duplicate step name {step.key!r}")

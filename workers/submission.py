@@ -7,7 +7,9 @@ idempotency_key``: any producer, in any language, can compute it.
 from __future__ import annotations
 
 import json
+import math
 import re
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,8 +19,15 @@ from regionmesh.errors import InvalidWorkflow, RejectedSubmission, UnknownWorkfl
 from regionmesh.workers.definitions import Registry, Step
 
 RUN_NAMESPACE = uuid.UUID("6f1c9a52-6a43-4c55-9d0e-3b1f0a6ce1a1")
-TENANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# Identifiers are checked with fullmatch: ``$`` would also match before a trailing newline,
+# making "t3\n" a second tenant with its own home.
+TENANT_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+WORKFLOW_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:-]{0,127}")
+# The submission id is also the Celery task id: printable ASCII, no spaces.
+SUBMISSION_ID_RE = re.compile(r"[!-~]{1,128}")
+REGION_RE = re.compile(r"[a-z][a-z0-9-]{0,23}")
 KEY_MAX = 256
+MAX_INPUT_DEPTH = 64
 PROTOCOL_VERSION = 1
 
 
@@ -52,53 +61,129 @@ class Submission:
         }
 
 
+def submission_id_for(key: str) -> str:
+    """``key`` itself when it is a valid submission id, else a stable id derived from it."""
+    return key if SUBMISSION_ID_RE.fullmatch(key) else str(uuid.uuid5(RUN_NAMESPACE, key))
+
+
+def text_problem(value: str) -> str | None:
+    """Why PostgreSQL (or a log line) cannot hold ``value`` as text, or None."""
+    if "\x00" in value:
+        return "contains NUL (\\u0000), which PostgreSQL text and jsonb cannot store"
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        return "contains a lone UTF-16 surrogate, which is not valid Unicode text"
+    return None
+
+
+def _key_problem(key: str) -> str | None:
+    if not key:
+        return "is empty"
+    if len(key) > KEY_MAX:
+        return f"is longer than {KEY_MAX} characters"
+    problem = text_problem(key)
+    if problem:
+        return problem
+    if any(unicodedata.category(c) == "Cc" for c in key):
+        return "contains a control character"
+    return None
+
+
+def input_problem(value: Any, depth: int = 0, path: str = "input") -> str | None:
+    """Why ``value`` cannot be stored as a run's input (non-JSON types, NUL, surrogates, NaN, depth), or None.
+
+    The reason names the place (``input.a[2]``), never the value.
+    """
+    if depth > MAX_INPUT_DEPTH:
+        return f"{path} is nested deeper than {MAX_INPUT_DEPTH} levels"
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return f"{path} {problem}" if problem else None
+    if value is None or isinstance(value, bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} is not a finite number (NaN/Infinity are not JSON)"
+    if isinstance(value, dict):
+        for i, (k, v) in enumerate(value.items()):
+            if not isinstance(k, str):
+                return f"{path} has a key that is not a string"
+            problem = text_problem(k)
+            if problem:
+                return f"a key in {path} {problem}"
+            # Places are named by position: a key is input too, and reasons reach the logs.
+            found = input_problem(v, depth + 1, f"{path}.#{i}")
+            if found:
+                return found
+        return None
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            found = input_problem(v, depth + 1, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return f"{path} holds a {type(value).__name__}, which is not a JSON value"
+
+
 def parse_submission(payload: Mapping[str, Any], *, max_input_bytes: int) -> Submission:
-    """Check a ``regionmesh.submit`` message. Raises RejectedSubmission with the reason."""
+    """Check a ``regionmesh.submit`` message. Raises RejectedSubmission with the reason.
+
+    Reasons name fields and limits, never input values.
+    """
     sid = payload.get("submission_id")
     tenant = payload.get("tenant_id")
-    sid_s = sid if isinstance(sid, str) else None
-    tenant_s = tenant if isinstance(tenant, str) else None
+    sid_s = sid if isinstance(sid, str) and SUBMISSION_ID_RE.fullmatch(sid) else None
+    tenant_s = tenant if isinstance(tenant, str) and TENANT_RE.fullmatch(tenant) else None
 
     def reject(reason: str) -> RejectedSubmission:
         return RejectedSubmission(reason, submission_id=sid_s, tenant_id=tenant_s)
 
     version = payload.get("v", PROTOCOL_VERSION)
-    if version != PROTOCOL_VERSION:
-        raise reject(f"unsupported message version {version!r}; this region speaks v{PROTOCOL_VERSION}")
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
+        raise reject(f"unsupported message version {str(version)[:20]!r}; this region speaks v{PROTOCOL_VERSION}")
     missing = [k for k in ("tenant_id", "workflow", "input") if k not in payload]
     if missing:
         raise reject(f"message is missing field(s): {', '.join(missing)}")
-    if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
-        raise reject(f"tenant_id {str(tenant)[:140]!r} must match [A-Za-z0-9._-]{{1,128}}")
+    if sid is not None and (not isinstance(sid, str) or not SUBMISSION_ID_RE.fullmatch(sid)):
+        raise reject("submission_id must be 1-128 printable ASCII characters without spaces")
+    if not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
+        raise reject("tenant_id must match [A-Za-z0-9._-]{1,128} in full (no spaces, no trailing newline)")
     workflow = payload["workflow"]
-    if not isinstance(workflow, str) or not workflow:
-        raise reject("workflow must be a non-empty string")
+    if not isinstance(workflow, str) or not WORKFLOW_RE.fullmatch(workflow):
+        raise reject("workflow must be a non-empty string matching [A-Za-z0-9_][A-Za-z0-9._:-]{0,127} in full")
     data = payload["input"]
     if not isinstance(data, dict):
         raise reject(f"input must be a JSON object, got {type(data).__name__}")
-    size = len(json.dumps(data, separators=(",", ":")).encode())
+    try:
+        size = len(json.dumps(data, separators=(",", ":"), allow_nan=False).encode())
+    except (TypeError, ValueError, RecursionError):
+        size = -1
     if size > max_input_bytes:
         raise reject(f"input is {size} bytes, over the limit of {max_input_bytes} bytes")
+    problem = input_problem(data)
+    if problem is None and size < 0:
+        problem = "input cannot be written as JSON"
+    if problem:
+        raise reject(problem)
     key = payload.get("idempotency_key")
     if key is None:
         key = sid
     if not isinstance(key, str) or not key:
         raise reject("no idempotency_key and no submission_id: the producer must stamp a submission_id")
-    if len(key) > KEY_MAX:
-        raise reject(f"idempotency_key is longer than {KEY_MAX} characters")
-    if sid is not None and not isinstance(sid, str):
-        raise reject("submission_id must be a string")
+    key_problem = _key_problem(key)
+    if key_problem:
+        raise reject(f"idempotency_key {key_problem}")
     hops = payload.get("hops", 0)
     if not isinstance(hops, int) or isinstance(hops, bool) or hops < 0:
         raise reject("hops must be a non-negative integer")
     region = payload.get("submitted_region")
+    if region is not None and (not isinstance(region, str) or not REGION_RE.fullmatch(region)):
+        raise reject("submitted_region must be a region name")
     return Submission(
         tenant_id=tenant,
         workflow=workflow,
         input=data,
         idempotency_key=key,
         submission_id=sid_s or key,
-        submitted_region=region if isinstance(region, str) else None,
+        submitted_region=region,
     )
 
 
@@ -150,5 +235,10 @@ def plan_run(sub: Submission, registry: Registry, *, region: str, epoch: int = 1
 def kwargs_summary(kwargs: Mapping[str, Any]) -> str:
     """What Flower and the logs show of a submission: who and what, never the input's content."""
     shown = {k: kwargs.get(k) for k in ("tenant_id", "workflow", "idempotency_key", "submission_id") if kwargs.get(k)}
-    shown["input"] = f"<{len(json.dumps(kwargs.get('input'), default=str))} bytes>"
+    shown = {k: v[:KEY_MAX] if isinstance(v, str) else "<invalid>" for k, v in shown.items()}
+    try:
+        size = str(len(json.dumps(kwargs.get("input"), default=str)))
+    except (TypeError, ValueError, RecursionError):
+        size = "?"
+    shown["input"] = f"<{size} bytes>"
     return repr(shown)
