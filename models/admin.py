@@ -45,6 +45,8 @@ def grant_in_database(db_admin: Engine, *, app_role: str) -> None:
     with db_admin.begin() as conn:
         # Adding a region reads how far this region applied each peer (replication/join.py).
         conn.execute(text(f'GRANT EXECUTE ON FUNCTION pg_replication_origin_progress(text, boolean) TO "{app_role}"'))
+        # 'replication setup' compares each subscription's actual connection with the mesh file's.
+        conn.execute(text(f'GRANT SELECT (subconninfo) ON pg_subscription TO "{app_role}"'))
 
 
 def server_facts(engine: Engine) -> dict[str, str]:

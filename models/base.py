@@ -25,7 +25,9 @@ class Replicated:
     """Columns the conflict rule compares: ``(epoch, updated_at, origin_region)``.
 
     Every replicated table has them; the winner of two versions of a row is the
-    greater tuple, compared the same way in every region.
+    greater tuple, compared the same way in every region. ``deleted_at`` marks a
+    tombstone: a delete is a version of the row under the same rule
+    (``models/sql/deletes.sql``).
     """
 
     epoch: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("1"))
@@ -33,3 +35,4 @@ class Replicated:
         DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")
     )
     origin_region: Mapped[str] = mapped_column(Text, nullable=False)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

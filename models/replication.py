@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
 import psycopg2.extras
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
+from regionmesh.errors import RegionmeshError
 from regionmesh.models.tables import REPLICATED_TABLES
 
 
@@ -19,13 +24,41 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def ensure_publication(engine: Engine, name: str, replication_role: str) -> None:
+def replicated_tables_in_catalog(conn: Connection) -> list[str]:
+    """The tables carrying the replica conflict triggers (what marks a table replicated), by name."""
+    return list(conn.execute(text(
+        """SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+            WHERE t.tgname = 'rm_conflict_ins' AND NOT t.tgisinternal ORDER BY c.relname"""
+    )).scalars())
+
+
+def regenerate_replica_triggers(conn: Connection) -> list[str]:
+    """Regenerate every replicated table's replica triggers from its current columns, in the
+    caller's transaction: a migration that changes a replicated table calls this after its DDL,
+    so the apply worker never runs a function with a stale column list. Returns the tables."""
+    tables = replicated_tables_in_catalog(conn)
+    has_delete_rules = conn.execute(text("SELECT to_regprocedure('rm_install_delete_rules(regclass)') IS NOT NULL")).scalar()
+    for table in tables:
+        conn.execute(text("SELECT rm_install_conflict_triggers(CAST(:t AS regclass))"), {"t": table})
+        if has_delete_rules:
+            conn.execute(text("SELECT rm_install_delete_rules(CAST(:t AS regclass))"), {"t": table})
+    return tables
+
+
+def ensure_publication(engine: Engine, name: str, replication_role: str) -> list[str]:
     """One publication of the replicated tables only (never FOR ALL TABLES), no TRUNCATE;
-    the replication role may read exactly those tables."""
-    tables = ", ".join(REPLICATED_TABLES)
+    the replication role may read exactly those tables. The replicated tables are the ones
+    with the replica conflict triggers (``REPLICATED_TABLES`` on a database that has none yet).
+    Returns the tables added to an existing publication."""
     with engine.begin() as conn:
+        wanted = replicated_tables_in_catalog(conn) or list(REPLICATED_TABLES)
+        tables = ", ".join(f'"{t}"' for t in wanted)
         exists = conn.execute(text("SELECT 1 FROM pg_publication WHERE pubname = :n"), {"n": name}).scalar()
+        added: list[str] = []
         if exists:
+            had = set(conn.execute(text("SELECT tablename FROM pg_publication_tables WHERE pubname = :n"),
+                                   {"n": name}).scalars())
+            added = [t for t in wanted if t not in had]
             conn.execute(text(f"ALTER PUBLICATION {name} SET TABLE {tables}"))
             conn.execute(text(f"ALTER PUBLICATION {name} SET (publish = 'insert, update, delete')"))
         else:
@@ -33,6 +66,7 @@ def ensure_publication(engine: Engine, name: str, replication_role: str) -> None
         role_exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": replication_role}).scalar()
         if role_exists:
             conn.execute(text(f'GRANT SELECT ON {tables} TO "{replication_role}"'))
+    return added
 
 
 def publication_tables(engine: Engine, name: str) -> list[str]:
@@ -51,42 +85,140 @@ def publication_flags(engine: Engine, name: str) -> dict[str, bool]:
     return dict(row) if row else {}
 
 
-def _fingerprint(conninfo: str) -> str:
+class SubscriptionError(RegionmeshError):
+    """A subscription statement failed; the message never carries the connection's password."""
 
+
+@contextmanager
+def _password_kept_out(conninfo: str) -> Iterator[None]:
+    """The driver's error text repeats the statement, password included: replace it, and do not
+    chain the original (a traceback would print it)."""
+    try:
+        yield
+    except DBAPIError as exc:
+        message = str(exc.orig).strip() if exc.orig is not None else type(exc).__name__
+        secret = re.search(r"password='((?:[^'\\]|\\.)*)'", conninfo)
+        if secret and secret.group(1):
+            for form in (secret.group(1), re.sub(r"\\(.)", r"\1", secret.group(1))):
+                message = message.replace(form, "***")
+        raise SubscriptionError(f"subscription statement failed: {message}") from None
+
+
+def _fingerprint(conninfo: str) -> str:
     return "regionmesh conninfo sha256:" + hashlib.sha256(conninfo.encode()).hexdigest()[:16]
 
 
-def ensure_subscription(engine: Engine, name: str, conninfo: str, publication: str) -> str:
-    """Create the subscription (origin = none, copy_data = false) or point it at ``conninfo``.
+# What every subscription of the mesh has, as pg_subscription shows it (substream 't' is streaming = on).
+SUBSCRIPTION_OPTIONS = {"suborigin": "none", "substream": "t", "subbinary": False, "subdisableonerr": False}
+_OPTION_SQL = "origin = none, streaming = on, binary = false, disable_on_error = false"
 
-    Returns 'created', 'updated' or 'unchanged'. Runs outside a transaction
-    (CREATE SUBSCRIPTION creates the slot on the publisher). Non-superusers
-    cannot read ``subconninfo``; a fingerprint in the subscription's comment
-    tells whether the connection changed.
-    """
-    fingerprint = _fingerprint(conninfo)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        row = conn.execute(
-            text("SELECT subenabled, obj_description(oid, 'pg_subscription') FROM pg_subscription WHERE subname = :n"),
-            {"n": name},
-        ).first()
+
+def subscription_facts(engine: Engine, name: str) -> dict[str, Any] | None:
+    """What the catalog says about one subscription: enabled, publications, options, slot, the
+    tables it applies, and its connection string (None where this role may not read
+    ``subconninfo``; then ``fingerprint`` is the comment setup left). None: no such subscription."""
+    with engine.connect() as conn:
+        row = conn.execute(text(
+            """SELECT s.oid, s.subenabled, s.subpublications, s.suborigin, s.substream::text AS substream,
+                      s.subbinary, s.subdisableonerr, s.subslotname::text AS subslotname,
+                      obj_description(s.oid, 'pg_subscription') AS fingerprint,
+                      ARRAY(SELECT c.relname::text FROM pg_subscription_rel r JOIN pg_class c ON c.oid = r.srrelid
+                             WHERE r.srsubid = s.oid ORDER BY 1) AS tables
+                 FROM pg_subscription s
+                WHERE s.subname = :n AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+        ), {"n": name}).mappings().first()
         if row is None:
+            return None
+        facts = dict(row)
+        readable = conn.execute(text("SELECT has_column_privilege('pg_subscription', 'subconninfo', 'SELECT')")).scalar()
+        facts["conninfo"] = conn.execute(
+            text("SELECT subconninfo FROM pg_subscription WHERE oid = :o"), {"o": facts["oid"]}
+        ).scalar() if readable else None
+    return facts
+
+
+def ensure_subscription(engine: Engine, name: str, conninfo: str, publication: str,
+                        published_tables: list[str] | None = None) -> str:
+    """Make one subscription what the mesh file says: create it (origin = none, copy_data =
+    false), or compare its connection, publication, options, slot and enabled state with the
+    wanted ones and repair each difference; tables the publisher publishes that it does not
+    apply yet are added (REFRESH PUBLICATION, copy_data = false). Runs outside a transaction.
+
+    Returns 'created', 'unchanged' or 'updated: <what changed>'.
+    """
+    facts = subscription_facts(engine, name)
+    changes: list[str] = []
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if facts is None:
             conn.execute(text(
                 f"CREATE SUBSCRIPTION {name} CONNECTION {_literal(conninfo)} PUBLICATION {publication} "
-                f"WITH (origin = none, copy_data = false, slot_name = '{name}', "
-                "disable_on_error = false, streaming = on, binary = false)"
+                f"WITH (copy_data = false, slot_name = '{name}', {_OPTION_SQL})"
             ))
-            conn.execute(text(f"COMMENT ON SUBSCRIPTION {name} IS {_literal(fingerprint)}"))
+            conn.execute(text(f"COMMENT ON SUBSCRIPTION {name} IS {_literal(_fingerprint(conninfo))}"))
             return "created"
-        changed = False
-        if row[1] != fingerprint:
+        if facts["conninfo"] is not None:
+            conn_differs = facts["conninfo"] != conninfo
+        else:  # this role cannot read subconninfo: trust setup's own fingerprint
+            conn_differs = facts["fingerprint"] != _fingerprint(conninfo)
+        if conn_differs:
             conn.execute(text(f"ALTER SUBSCRIPTION {name} CONNECTION {_literal(conninfo)}"))
-            conn.execute(text(f"COMMENT ON SUBSCRIPTION {name} IS {_literal(fingerprint)}"))
-            changed = True
-        if not row[0]:
+            changes.append("connection")
+        if facts["fingerprint"] != _fingerprint(conninfo):
+            conn.execute(text(f"COMMENT ON SUBSCRIPTION {name} IS {_literal(_fingerprint(conninfo))}"))
+        if list(facts["subpublications"]) != [publication]:
+            conn.execute(text(f"ALTER SUBSCRIPTION {name} SET PUBLICATION {publication} WITH (refresh = false)"))
+            changes.append(f"publication {','.join(facts['subpublications'])} -> {publication}")
+        wrong = [k for k, v in SUBSCRIPTION_OPTIONS.items() if facts[k] != v]
+        if wrong:
+            conn.execute(text(f"ALTER SUBSCRIPTION {name} SET ({_OPTION_SQL})"))
+            changes.append("options " + ", ".join(f"{k[3:]}={facts[k]}" for k in wrong))
+        if facts["subslotname"] != name:
+            if facts["subenabled"]:
+                conn.execute(text(f"ALTER SUBSCRIPTION {name} DISABLE"))
+            conn.execute(text(f"ALTER SUBSCRIPTION {name} SET (slot_name = '{name}')"))
+            changes.append(f"slot {facts['subslotname']} -> {name}")
+            facts["subenabled"] = False
+        if not facts["subenabled"]:
             conn.execute(text(f"ALTER SUBSCRIPTION {name} ENABLE"))
-            changed = True
-        return "updated" if changed else "unchanged"
+            changes.append("enabled")
+        missing = sorted(set(published_tables or []) - set(facts["tables"]))
+        if missing or (changes and changes[-1].startswith("publication")):
+            conn.execute(text(f"ALTER SUBSCRIPTION {name} REFRESH PUBLICATION WITH (copy_data = false)"))
+            changes.append("tables + " + ", ".join(missing) if missing else "tables refreshed")
+    return "updated: " + "; ".join(changes) if changes else "unchanged"
+
+
+def drop_subscription(engine: Engine, name: str) -> bool:
+    """Drop one subscription without touching its slot (the publisher may be unreachable or the
+    slot lost; :func:`drop_slot` removes it). Returns whether it existed."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        exists = conn.execute(text("SELECT 1 FROM pg_subscription WHERE subname = :n"), {"n": name}).scalar()
+        if not exists:
+            return False
+        conn.execute(text(f"ALTER SUBSCRIPTION {name} DISABLE"))
+        conn.execute(text(f"ALTER SUBSCRIPTION {name} SET (slot_name = NONE)"))
+        conn.execute(text(f"DROP SUBSCRIPTION {name}"))
+    return True
+
+
+def refresh_subscription(engine: Engine, name: str) -> None:
+    """Start applying tables added to the publisher's publication (no initial copy)."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"ALTER SUBSCRIPTION {name} REFRESH PUBLICATION WITH (copy_data = false)"))
+
+
+def wipe_replicated_tables(engine: Engine) -> list[str]:
+    """Empty this region's copy of every replicated table, locally: TRUNCATE does not replicate,
+    and its refusal is lifted inside this one transaction only (the ALTERs lock each table, so no
+    other session sees it lifted). Only for rebuilding a region (``region resync``). Returns the tables."""
+    with engine.begin() as conn:
+        tables = replicated_tables_in_catalog(conn)
+        for t in tables:
+            conn.execute(text(f'ALTER TABLE "{t}" DISABLE TRIGGER rm_no_truncate'))
+        conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)))
+        for t in tables:
+            conn.execute(text(f'ALTER TABLE "{t}" ENABLE ALWAYS TRIGGER rm_no_truncate'))
+    return tables
 
 
 def set_subscription_connection(engine: Engine, name: str, conninfo: str) -> None:
@@ -232,11 +364,27 @@ def advance_slot(peer_conninfo: str, slot: str, lsn: str) -> None:
     conn.close()
 
 
-def drop_slot_if_exists(peer_conninfo: str, slot: str) -> None:
-
+def drop_slot_if_exists(peer_conninfo: str, slot: str, timeout: float = 30) -> bool:
+    """Drop a slot on a peer once no walsender uses it (a subscriber just disabled lets go of it
+    within a moment). Returns whether it existed. Raises TimeoutError if it stays in use."""
+    deadline = time.monotonic() + timeout
     with psycopg2.connect(peer_conninfo) as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        while True:
+            cur.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+            row = cur.fetchone()
+            conn.commit()
+            if row is None:
+                existed = False
+                break
+            if not row[0]:
+                cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                existed = True
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"slot {slot} still in use after {timeout}s")
+            time.sleep(0.1)
     conn.close()
+    return existed
 
 
 def has_rows(engine: Engine) -> bool:

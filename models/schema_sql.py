@@ -15,6 +15,8 @@ claims.sql      ``rm_claim_task`` (fence, ownership, epoch) and
 conflicts.sql   ``rm_install_conflict_triggers(table)``, the generator of the
                 replica-side conflict triggers
 triggers.sql    the stamp and conflict triggers of every replicated table
+deletes.sql     ``rm_install_delete_rules(table)``: tombstones, the replica delete
+                rule and refused TRUNCATE on every replicated table (0010)
 ==============  ===============================================================
 
 How migrations use these files. Revisions 0002, 0003, 0004 and 0006 created the
@@ -40,7 +42,8 @@ from importlib.resources import files
 from sqlalchemy import Connection
 
 # In dependency order: triggers.sql attaches functions the files before it define.
-FILES: tuple[str, ...] = ("stamp.sql", "engine.sql", "claims.sql", "conflicts.sql", "triggers.sql")
+FILES: tuple[str, ...] = ("stamp.sql", "engine.sql", "claims.sql", "conflicts.sql", "triggers.sql",
+                         "deletes.sql")
 
 
 def load(name: str) -> str:

@@ -1,5 +1,7 @@
 """``regionmesh replication setup``: the publication in every region and a subscription
-from every region to every peer. Idempotent: rerunning fixes drift (tables, connection)."""
+from every region to every peer. Converges on the mesh file: each subscription's actual
+connection, publication, options, slot and enabled state are compared with what they
+should be and every difference is repaired and reported; rerunning changes nothing."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ def conninfo(config: MeshConfig, publisher: str) -> str:
 
 def setup(config: MeshConfig, regions: list[str] | None = None) -> list[Link]:
     """Publications everywhere first (a subscription needs its publisher's), then subscriptions
-    between the given regions (default: all).
+    between the given regions (default: all). Each link's ``result`` says what was repaired.
 
     Refuses to wire a region that holds no subscriptions into a mesh that has
     them: it has none of the mesh's data, and copy_data = false would never
@@ -46,8 +48,10 @@ def setup(config: MeshConfig, regions: list[str] | None = None) -> list[Link]:
     names = regions or list(config.regions)
     engines = {n: engine_for(config, n) for n in config.regions}
     try:
+        published: dict[str, list[str]] = {}
         for name in config.regions:
             repl.ensure_publication(engines[name], PUBLICATION, config.replication_user)
+            published[name] = repl.publication_tables(engines[name], PUBLICATION)
         has_subs = {n: bool(repl.subscriptions(engines[n])) for n in names}
         if any(has_subs.values()):
             new = sorted(n for n, has in has_subs.items() if not has)
@@ -62,7 +66,8 @@ def setup(config: MeshConfig, regions: list[str] | None = None) -> list[Link]:
                 if sub == pub:
                     continue
                 sname = subscription_name(sub, pub)
-                result = repl.ensure_subscription(engines[sub], sname, conninfo(config, pub), PUBLICATION)
+                result = repl.ensure_subscription(engines[sub], sname, conninfo(config, pub), PUBLICATION,
+                                                   published[pub])
                 links.append(Link(sub, pub, sname, result))
         return links
     finally:

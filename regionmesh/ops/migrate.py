@@ -1,15 +1,32 @@
-"""Schema migrations across the mesh: one Alembic history, applied to every region.
+"""Schema migrations across a running mesh: one Alembic history, applied to every region.
 
-DDL does not replicate, so every region runs every migration. Regions can
-replicate to each other only while they agree on the row shapes of the
-replicated tables: every region must be at a revision this code knows, and
-the set of revisions must lie on one line of history (additive migrations
-first, so an older region can still apply a newer one's rows until it is
-upgraded too).
+DDL does not replicate, so every region runs every migration. An apply worker stops
+on a row whose shape its region does not have ("missing replicated column"), and a
+conflict function whose column list is older than its table fails every insert. So
+``migrate`` orders the work across the regions (``--plan`` prints it):
+
+1. pause apply everywhere (``ALTER SUBSCRIPTION … DISABLE`` on every subscription,
+   waiting until each apply worker stopped); the publishers keep every change in
+   their slots, and local writes go on;
+2. upgrade every region to head: each region's DDL and the regeneration of its
+   conflict triggers commit in one transaction (the migrations call
+   ``repl.regenerate_replica_triggers``; tests/migration fails a revision that does not);
+3. publish new replicated tables everywhere;
+4. resume apply everywhere (``ENABLE``, and ``REFRESH PUBLICATION`` with
+   ``copy_data = false`` where the publisher publishes a table the subscriber does
+   not apply yet).
+
+The pause lasts from the first DISABLE to the last ENABLE and is reported. Expand
+and contract: a migration only adds (nullable or defaulted columns, tables) while
+any worker may run the older code, and removes a column or table only in a later
+release, after no running code reads or writes it (README, "Upgrades").
 """
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import as_file, files
 
@@ -21,7 +38,9 @@ from sqlalchemy import Engine
 
 from regionmesh.config import MeshConfig
 from regionmesh.errors import MigrationError
+from regionmesh.models import replication as repl
 from regionmesh.models.engine import engine_for
+from regionmesh.names import PUBLICATION, subscription_name
 
 
 def script_location() -> str:
@@ -30,20 +49,26 @@ def script_location() -> str:
         return str(path)
 
 
-def alembic_config(engine: Engine | None = None) -> Config:
+def alembic_config(engine: Engine | None = None, extra_versions: Sequence[str] = ()) -> Config:
+    """Alembic's config for the shipped history, plus ``extra_versions`` folders of revisions
+    that continue it (tests add throwaway revisions this way)."""
     cfg = Config()
     cfg.set_main_option("script_location", script_location())
+    if extra_versions:
+        cfg.set_main_option("version_path_separator", "os")
+        cfg.set_main_option("version_locations", os.pathsep.join([os.path.join(script_location(), "versions"),
+                                                                 *extra_versions]))
     if engine is not None:
         cfg.attributes["engine"] = engine
     return cfg
 
 
-def script() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config())
+def script(extra_versions: Sequence[str] = ()) -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config(extra_versions=extra_versions))
 
 
-def head() -> str:
-    rev = script().get_current_head()
+def head(extra_versions: Sequence[str] = ()) -> str:
+    rev = script(extra_versions).get_current_head()
     assert rev is not None
     return rev
 
@@ -60,12 +85,12 @@ class RegionRevision:
     after: str | None
 
 
-def check_compatible(revisions: dict[str, str | None]) -> None:
+def check_compatible(revisions: dict[str, str | None], extra_versions: Sequence[str] = ()) -> None:
     """Refuse revisions that cannot replicate to each other (or to head).
 
     Raises MigrationError naming each region's revision.
     """
-    sd = script()
+    sd = script(extra_versions)
     known = {rev.revision for rev in sd.walk_revisions()}
     unknown = {region: rev for region, rev in revisions.items() if rev is not None and rev not in known}
     if unknown:
@@ -81,17 +106,140 @@ def check_compatible(revisions: dict[str, str | None]) -> None:
             raise MigrationError(f"{region} is at {rev}, on a branch off the mainline; merge the branches", revisions)
 
 
-def upgrade_all(config: MeshConfig, *, regions: list[str] | None = None) -> list[RegionRevision]:
-    """Upgrade every region to head (after checking compatibility). Returns revisions before/after."""
+@dataclass(frozen=True)
+class PlanStep:
+    order: int
+    region: str
+    action: str
+
+
+def pending(engine: Engine, extra_versions: Sequence[str] = ()) -> list[str]:
+    """Revisions between this database's and head, oldest first, each with its title."""
+    sd = script(extra_versions)
+    current = current_revision(engine)
+    revs = list(sd.iterate_revisions("heads", current or "base"))
+    return [f"{r.revision} {(r.doc or '').splitlines()[0] if r.doc else ''}".strip()
+            for r in reversed(revs) if r.revision != current]
+
+
+def plan(config: MeshConfig, *, regions: list[str] | None = None, extra_versions: Sequence[str] = ()) -> list[PlanStep]:
+    """What :func:`upgrade_all` will do, in which region, in which order (nothing: already at head).
+
+    Raises MigrationError for revisions that cannot replicate to each other.
+    """
+    names = regions or list(config.regions)
+    engines = {name: engine_for(config, name) for name in names}
+    check_compatible({n: current_revision(e) for n, e in engines.items()}, extra_versions)
+    todo = {n: pending(e, extra_versions) for n, e in engines.items()}
+    if not any(todo.values()):
+        return []
+    subs = {n: [s["subname"] for s in repl.subscriptions(e)] for n, e in engines.items()}
+    steps: list[tuple[str, str]] = []
+    for n in names:
+        if subs[n]:
+            steps.append((n, "pause apply: ALTER SUBSCRIPTION … DISABLE on " + ", ".join(subs[n])
+                          + "; wait until each apply worker stopped"))
+    for n in names:
+        if todo[n]:
+            steps.append((n, "upgrade to head in one transaction (DDL and conflict-trigger regeneration): "
+                          + "; ".join(todo[n])))
+    for n in names:
+        steps.append((n, f"publication {PUBLICATION}: add any new replicated table"))
+    for n in names:
+        if subs[n]:
+            steps.append((n, "resume apply: ALTER SUBSCRIPTION … ENABLE on " + ", ".join(subs[n])
+                          + "; REFRESH PUBLICATION (copy_data = false) where a table was added"))
+    return [PlanStep(i, region, action) for i, (region, action) in enumerate(steps, 1)]
+
+
+@dataclass(frozen=True)
+class UpgradeReport:
+    regions: list[RegionRevision]
+    paused_s: float | None  # None: nothing was paused (nothing to do, or no subscriptions yet)
+    subscriptions: list[str]
+
+
+def upgrade_all(
+    config: MeshConfig,
+    *,
+    regions: list[str] | None = None,
+    extra_versions: Sequence[str] = (),
+    say: Callable[[str], None] = lambda _line: None,
+) -> list[RegionRevision]:
+    """Upgrade every region to head on a running mesh (after checking compatibility), in the
+    order :func:`plan` prints. Returns revisions before/after; :func:`upgrade_live` also
+    reports the pause."""
+    return upgrade_live(config, regions=regions, extra_versions=extra_versions, say=say).regions
+
+
+def upgrade_live(
+    config: MeshConfig,
+    *,
+    regions: list[str] | None = None,
+    extra_versions: Sequence[str] = (),
+    say: Callable[[str], None] = lambda _line: None,
+) -> UpgradeReport:
+    """See :func:`upgrade_all`; ``say`` receives a line per action as it happens.
+
+    Raises MigrationError. If an upgrade fails, apply stays paused everywhere (a row of the
+    new shape would stop it anyway); fix the cause and run migrate again, which resumes it.
+    """
     names = regions or list(config.regions)
     engines = {name: engine_for(config, name) for name in names}
     before = {name: current_revision(engine) for name, engine in engines.items()}
-    check_compatible(before)
+    check_compatible(before, extra_versions)
+    todo = {n: pending(e, extra_versions) for n, e in engines.items()}
+    subs = {n: [s["subname"] for s in repl.subscriptions(e)] for n, e in engines.items()}
+    paused_at: float | None = None
+    if any(todo.values()) and any(subs.values()):
+        paused_at = time.monotonic()
+        for n in names:
+            for sub in subs[n]:
+                repl.set_subscription_enabled(engines[n], sub, False)
+        for n in names:
+            for sub in subs[n]:
+                repl.wait_worker_stopped(engines[n], sub)
+            if subs[n]:
+                say(f"{n}: apply paused ({', '.join(subs[n])})")
     out = []
     for name, engine in engines.items():
-        command.upgrade(alembic_config(engine), "head")
+        if todo[name]:
+            try:
+                command.upgrade(alembic_config(engine, extra_versions), "head")
+            except Exception as exc:
+                raise MigrationError(
+                    f"{name}: upgrade failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+                    + ("Apply is paused in every region; fix the cause and run 'regionmesh migrate' again."
+                       if paused_at is not None else "Fix the cause and run 'regionmesh migrate' again."),
+                    before,
+                ) from exc
+            say(f"{name}: upgraded {before[name] or '(empty)'} -> {current_revision(engine)}")
         out.append(RegionRevision(name, before[name], current_revision(engine)))
-    return out
+    published: dict[str, list[str]] = {}
+    for name, engine in engines.items():
+        if subs[name] or any(subs.values()):
+            added = repl.ensure_publication(engine, PUBLICATION, config.replication_user)
+            if added:
+                say(f"{name}: publication {PUBLICATION} + {', '.join(added)}")
+            published[name] = repl.publication_tables(engine, PUBLICATION)
+    paused_s = None
+    if paused_at is not None:
+        for n in names:
+            for sub in subs[n]:
+                repl.set_subscription_enabled(engines[n], sub, True)
+        paused_s = time.monotonic() - paused_at
+        for n in names:
+            for sub in subs[n]:
+                facts = repl.subscription_facts(engines[n], sub)
+                publisher = next((p for p in published if subscription_name(n, p) == sub), None)
+                missing = set(published.get(publisher or "", [])) - set(facts["tables"] if facts else [])
+                if missing:
+                    repl.refresh_subscription(engines[n], sub)
+                    say(f"{n}: {sub} applies {', '.join(sorted(missing))} from now on")
+            if subs[n]:
+                say(f"{n}: apply resumed")
+        say(f"apply was paused for {paused_s:.2f}s")
+    return UpgradeReport(out, paused_s, [s for n in names for s in subs[n]])
 
 
 def revisions(config: MeshConfig) -> dict[str, str | None]:

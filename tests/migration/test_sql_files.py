@@ -17,7 +17,7 @@ from regionmesh.ops.migrate import alembic_config
 from tests.migration.catalog import Catalog, read_catalog
 
 # Generated per replicated table by rm_install_conflict_triggers (conflicts.sql, triggers.sql).
-GENERATED = ("rm_conflict_ins_{}", "rm_conflict_upd_{}")
+GENERATED = ("rm_conflict_ins_{}", "rm_conflict_upd_{}", "rm_conflict_del_{}")  # + deletes.sql
 
 
 def replicated_tables() -> set[str]:
@@ -51,7 +51,9 @@ def test_head_has_the_functions_the_files_define_and_the_triggers_of_every_repli
     generated = {pattern.format(t) for t in tables for pattern in GENERATED}
     assert {sig.split("(")[0] for sig in at_head.functions} == static | generated
     expected_triggers = {(t, name): enabled for t in tables
-                         for name, enabled in (("rm_stamp", "O"), ("rm_conflict_ins", "R"), ("rm_conflict_upd", "R"))}
+                         for name, enabled in (("rm_stamp", "O"), ("rm_conflict_ins", "R"), ("rm_conflict_upd", "R"),
+                                               ("rm_conflict_del", "R"), ("rm_keep_tombstone", "O"),
+                                               ("rm_no_truncate", "A"))}
     assert {key: enabled for key, (_, enabled) in at_head.triggers.items()} == expected_triggers
     assert set(at_head.tables) == set(Base.metadata.tables)
 
@@ -85,7 +87,8 @@ def test_sql_files_on_tables_created_from_the_models_give_the_schema_of_head(
     # The generated functions list a table's columns in physical order, which differs where a
     # migration appended a column (ADD COLUMN) that the model declares in the middle; the test
     # above compares them on the migrated tables themselves.
-    generated = {sig for sig in at_head.functions if sig.startswith(("rm_conflict_ins_", "rm_conflict_upd_"))}
+    generated = {sig for sig in at_head.functions
+                 if sig.startswith(("rm_conflict_ins_", "rm_conflict_upd_", "rm_conflict_del_"))}
     assert generated
     assert ({s: d for s, d in from_models.functions.items() if s not in generated}
             == {s: d for s, d in at_head.functions.items() if s not in generated})
