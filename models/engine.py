@@ -45,6 +45,8 @@ def make_engine(
         max_overflow=pool_size,
         pool_pre_ping=False,  # a round trip per checkout; disconnects surface as errors and are retried
         pool_recycle=1800,
+        # Errors must not carry statement parameters: they hold tenants' input, and error text reaches logs.
+        hide_parameters=True,
         connect_args=connect_args,
     )
 

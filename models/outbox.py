@@ -1,4 +1,10 @@
-"""The local, durable outbox of submissions whose home broker was unreachable."""
+"""The local, durable outbox of forwarded submissions: kept unsent while the home broker is
+unreachable, kept sent until the run arrives here by replication.
+
+One entry per run (``run_id`` is UUIDv5 of tenant + idempotency key): the producer-chosen
+submission id alone never identifies an entry. An entry the home rejected (or that never
+arrived after the allowed sends) keeps its ``rejection`` and is never sent again.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +19,17 @@ def put(engine: Engine, *, submission_id: str, run_id: uuid.UUID, target_region:
         payload: dict[str, Any], error: str | None, sent: bool, confirm_within_s: float = 60.0) -> bool:
     """Keep a submission: unsent (its home broker was unreachable) or sent and awaiting its run.
 
-    False if this submission id is already kept.
+    False if an entry for this run is already kept (the same tenant and idempotency key).
     """
     with engine.begin() as conn:
         result = conn.execute(text(
             """INSERT INTO outbox (submission_id, run_id, target_region, task_name, payload, last_error, sent_at,
-                                   next_attempt_at)
+                                   next_attempt_at, sends)
                VALUES (:s, :run, :r, :t, CAST(:p AS jsonb), :e,
                        CASE WHEN :sent THEN clock_timestamp() END,
-                       clock_timestamp() + CASE WHEN :sent THEN make_interval(secs => :c) ELSE interval '0' END)
-               ON CONFLICT (submission_id) DO NOTHING"""
+                       clock_timestamp() + CASE WHEN :sent THEN make_interval(secs => :c) ELSE interval '0' END,
+                       CASE WHEN :sent THEN 1 ELSE 0 END)
+               ON CONFLICT (run_id) DO NOTHING"""
         ), {"s": submission_id, "run": run_id, "r": target_region, "t": task_name, "p": json.dumps(payload),
             "e": None if error is None else error[:2000], "sent": sent, "c": confirm_within_s})
     return bool(result.rowcount)
@@ -42,8 +49,10 @@ def due(engine: Engine, limit: int = 200) -> list[dict[str, Any]]:
     """Entries to (re)send now, oldest first: unsent and due, or sent long ago and still unconfirmed."""
     with engine.connect() as conn:
         rows = conn.execute(text(
-            """SELECT id, submission_id, run_id, target_region, task_name, payload, attempts, sent_at IS NOT NULL AS sent
-                 FROM outbox WHERE next_attempt_at <= clock_timestamp() ORDER BY id LIMIT :l"""
+            """SELECT id, submission_id, run_id, target_region, task_name, payload, attempts, sends,
+                      sent_at IS NOT NULL AS sent
+                 FROM outbox WHERE next_attempt_at <= clock_timestamp() AND rejected_at IS NULL
+                ORDER BY id LIMIT :l"""
         ), {"l": limit}).mappings().all()
     return [dict(r) for r in rows]
 
@@ -52,8 +61,8 @@ def sent_to(engine: Engine, region: str) -> list[dict[str, Any]]:
     """Sent, unconfirmed entries for ``region`` (to re-send if its tenants moved)."""
     with engine.connect() as conn:
         rows = conn.execute(text(
-            """SELECT id, submission_id, run_id, target_region, task_name, payload, attempts, true AS sent
-                 FROM outbox WHERE sent_at IS NOT NULL AND target_region = :r ORDER BY id"""
+            """SELECT id, submission_id, run_id, target_region, task_name, payload, attempts, sends, true AS sent
+                 FROM outbox WHERE sent_at IS NOT NULL AND rejected_at IS NULL AND target_region = :r ORDER BY id"""
         ), {"r": region}).mappings().all()
     return [dict(r) for r in rows]
 
@@ -61,15 +70,17 @@ def sent_to(engine: Engine, region: str) -> list[dict[str, Any]]:
 def mark_sent(engine: Engine, entry_id: int, target: str, confirm_within_s: float = 60.0) -> None:
     with engine.begin() as conn:
         conn.execute(text(
-            """UPDATE outbox SET sent_at = clock_timestamp(), target_region = :t, last_error = NULL,
-                      next_attempt_at = clock_timestamp() + make_interval(secs => :c) WHERE id = :i"""
+            """UPDATE outbox SET sent_at = clock_timestamp(), target_region = :t, last_error = NULL, sends = sends + 1,
+                      next_attempt_at = clock_timestamp() + make_interval(secs => :c)
+                WHERE id = :i AND rejected_at IS NULL"""
         ), {"i": entry_id, "t": target, "c": confirm_within_s})
 
 
 def awaiting(engine: Engine) -> int:
     """Sent entries whose run has not arrived here yet."""
     with engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")).scalar_one())
+        return int(conn.execute(text(
+            "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL AND rejected_at IS NULL")).scalar_one())
 
 
 def failed(engine: Engine, entry_id: int, error: str, delay_s: float) -> None:
@@ -77,7 +88,8 @@ def failed(engine: Engine, entry_id: int, error: str, delay_s: float) -> None:
     with engine.begin() as conn:
         conn.execute(text(
             """UPDATE outbox SET attempts = attempts + 1, last_error = :e, sent_at = NULL,
-                      next_attempt_at = clock_timestamp() + make_interval(secs => :d) WHERE id = :i"""
+                      next_attempt_at = clock_timestamp() + make_interval(secs => :d)
+                WHERE id = :i AND rejected_at IS NULL"""
         ), {"i": entry_id, "e": error[:2000], "d": delay_s})
 
 
@@ -86,8 +98,42 @@ def depth(engine: Engine) -> tuple[int, float | None, dict[str, int]]:
     with engine.connect() as conn:
         rows = conn.execute(text(
             """SELECT target_region, count(*), extract(epoch FROM clock_timestamp() - min(created_at))
-                 FROM outbox WHERE sent_at IS NULL GROUP BY target_region"""
+                 FROM outbox WHERE sent_at IS NULL AND rejected_at IS NULL GROUP BY target_region"""
         )).all()
     per = {r[0]: int(r[1]) for r in rows}
     oldest = max((float(r[2]) for r in rows), default=None)
     return sum(per.values()), oldest, per
+
+
+def reject(engine: Engine, reason: str, *, run_id: uuid.UUID | None = None, entry_id: int | None = None,
+           submission_id: str | None = None) -> int:
+    """Record that a kept submission will not become a run (the home rejected it, or it never
+    arrived): it stays, with the reason, and is never sent again. Matched by entry id, else run
+    id, else submission id. Returns how many entries were marked (0: none kept, or already marked)."""
+    if entry_id is None and run_id is None and submission_id is None:
+        return 0
+    with engine.begin() as conn:
+        result = conn.execute(text(
+            """UPDATE outbox SET rejected_at = clock_timestamp(), rejection = :why
+                WHERE rejected_at IS NULL
+                  AND CASE WHEN CAST(:i AS bigint) IS NOT NULL THEN id = :i
+                           WHEN CAST(:run AS uuid) IS NOT NULL THEN run_id = :run
+                           ELSE submission_id = :s END"""
+        ), {"why": reason[:2000], "i": entry_id, "run": run_id, "s": submission_id})
+    return int(result.rowcount)
+
+
+def rejected(engine: Engine, limit: int = 20) -> list[dict[str, Any]]:
+    """Kept submissions that will not become runs, newest first, with the reason."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            """SELECT id, submission_id, run_id, target_region, payload->>'tenant_id' AS tenant_id, sends,
+                      rejected_at, rejection
+                 FROM outbox WHERE rejected_at IS NOT NULL ORDER BY rejected_at DESC, id DESC LIMIT :l"""
+        ), {"l": limit}).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def rejected_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM outbox WHERE rejected_at IS NOT NULL")).scalar_one())

@@ -250,22 +250,35 @@ def record_dead_letter(
     submission_id: str | None,
     tenant_id: str | None,
     payload: str | None,
+    task_id: str | None = None,
+    content_type: str | None = None,
+    payload_size: int | None = None,
+    payload_sha256: str | None = None,
 ) -> None:
+    """Keep a rejected message: why, whose, and enough of it to match it to what its producer sent."""
     with engine.begin() as conn:
         conn.execute(
             text(
-                """INSERT INTO dead_letters (region, task_name, reason, submission_id, tenant_id, payload)
-                   VALUES (:region, :task, :reason, :sid, :tenant, :payload)"""
+                """INSERT INTO dead_letters (region, task_name, reason, submission_id, tenant_id, payload,
+                                            task_id, content_type, payload_size, payload_sha256)
+                   VALUES (:region, :task, :reason, :sid, :tenant, :payload, :task_id, :ctype, :size, :sha)"""
             ),
             {"region": region, "task": task_name, "reason": reason[:4000], "sid": submission_id,
-             "tenant": tenant_id, "payload": None if payload is None else payload[:65536]},
+             "tenant": tenant_id, "payload": None if payload is None else payload[:65536 + 8],
+             "task_id": task_id, "ctype": content_type, "size": payload_size, "sha": payload_sha256},
         )
 
 
-def dead_letters(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:
+def dead_letters(engine: Engine, limit: int = 100, *, task_id: str | None = None,
+                 submission_id: str | None = None) -> list[dict[str, Any]]:
+    """The newest dead letters, optionally only those of one Celery task id or submission id."""
     with engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT * FROM dead_letters ORDER BY id DESC LIMIT :l"), {"l": limit}
+            text("""SELECT * FROM dead_letters
+                     WHERE (CAST(:tid AS text) IS NULL OR task_id = :tid)
+                       AND (CAST(:sid AS text) IS NULL OR submission_id = :sid)
+                     ORDER BY id DESC LIMIT :l"""),
+            {"l": limit, "tid": task_id, "sid": submission_id},
         ).mappings().all()
     return [dict(r) for r in rows]
 

@@ -186,7 +186,13 @@ class Outbox(Base):
     run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     # Set once published: then kept until the run arrives here by replication.
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    __table_args__ = (UniqueConstraint("submission_id"), Index(None, "next_attempt_at"), Index(None, "sent_at"))
+    sends: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # The home rejected it (or it never arrived after the allowed sends): kept, never sent again.
+    rejected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rejection: Mapped[str | None] = mapped_column(Text)
+    # Keyed by run (tenant + idempotency key), never by the producer-chosen submission id alone.
+    __table_args__ = (UniqueConstraint("run_id"), Index(None, "submission_id"), Index(None, "next_attempt_at"),
+                      Index(None, "sent_at"))
 
 
 class DeadLetter(Base):
@@ -200,7 +206,13 @@ class DeadLetter(Base):
     reason: Mapped[str] = mapped_column(Text, nullable=False)
     submission_id: Mapped[str | None] = mapped_column(Text)
     tenant_id: Mapped[str | None] = mapped_column(Text)
+    # A bounded prefix of the body (text, or "base64:..." for bytes); size and SHA-256 are of the whole body.
     payload: Mapped[str | None] = mapped_column(Text)
+    task_id: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str | None] = mapped_column(Text)
+    payload_size: Mapped[int | None] = mapped_column(BigInteger)
+    payload_sha256: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (Index(None, "task_id"), Index(None, "submission_id"))
 
 
 class ReplicationConflict(Base):

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 SUBMIT_TASK = "regionmesh.submit"  # kwargs: tenant_id, workflow, input, idempotency_key, submission_id, v=1
 RUN_STEP_TASK = "regionmesh.run_step.v1"  # kwargs: task_id
+# Home -> forwarder: a forwarded submission was rejected. kwargs: submission_id, run_id (or null),
+# tenant_id, region (the home), reason. Carries no input.
+REJECTED_TASK = "regionmesh.rejected.v1"
 
 PUBLICATION = "rm_pub"
 

@@ -1,55 +1,98 @@
-"""A Celery consumer that records malformed messages in dead_letters before dropping them.
+"""The worker's consumer: every delivered message is classified before Celery sees it.
 
-Celery already refuses them (pickle, unknown task names, undecodable bodies)
-and keeps serving; this makes the refusal visible to operators.
+Celery's main process decodes a task message's body and reads its headers in its strategy; a
+body that is not an ``[args, kwargs, embed]`` triple (``5``, ``null``, a string), another content
+type, invalid UTF-8 or a malformed header raises there and stops the worker, and the restored
+message then stops the restarted one too. So ``on_task_received`` is wrapped:
+``intake.classify`` decides on the raw message, and a refused message is dead-lettered (bounded
+body prefix, size, SHA-256, content type, task id, submission id) and acked without reaching
+Celery. Celery's own refusal callbacks are replaced too: they log the body, which carries input.
 """
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer
+from vine import promise
 
-from regionmesh.workers.tasks import dead_letter
+from regionmesh.log import event
+from regionmesh.names import SUBMIT_TASK
+from regionmesh.workers.intake import Rejection, as_bytes, classify, dead_letter_record
+from regionmesh.workers.submission import kwargs_summary
+from regionmesh.workers.tasks import BODY_SHA256_HEADER, BODY_SIZE_HEADER, dead_letter
 
-
-def _record(app: Any, reason: str, message: Any, body: Any = None) -> None:
-    rt = getattr(app, "rm", None)
-    if rt is None:
-        return
-    try:
-
-        headers = getattr(message, "headers", None) or {}
-        raw = body if body is not None else getattr(message, "body", b"")
-        if isinstance(raw, bytes | bytearray):
-            try:
-                text = bytes(raw).decode("utf-8")
-            except UnicodeDecodeError:
-                text = ""
-            if not text or "\x00" in text:  # binary (pickle): PostgreSQL text cannot hold it as is
-                text = "base64:" + base64.b64encode(bytes(raw)).decode("ascii")
-        else:
-            text = repr(raw)
-        dead_letter(rt, headers.get("task"), reason, text[:65536])
-    except Exception:  # recording must never stop the consumer
-        logging.getLogger("regionmesh").exception("could not record a dead letter: %s", reason)
+logger = logging.getLogger("regionmesh")
+RETRY_RECORD_S = 1.0
 
 
 class DeadLetterConsumer(Consumer):  # type: ignore[misc]
+    def create_task_handler(self, promise: Any = promise) -> Callable[[Any], Any]:
+        celery_handler = super().create_task_handler(promise)
+        known = frozenset(name for name in self.app.tasks if not name.startswith("celery."))
+        passthrough = tuple(self.connection_errors) + tuple(self.channel_errors)
+
+        def on_task_received(message: Any) -> Any:
+            verdict = classify(message.body, message.content_type, message.content_encoding, message.headers,
+                               known_tasks=known)
+            if isinstance(verdict, Rejection):
+                return self._refuse(message, verdict)
+            raw = as_bytes(message.body)
+            message.headers[BODY_SIZE_HEADER] = len(raw)
+            message.headers[BODY_SHA256_HEADER] = hashlib.sha256(raw).hexdigest()
+            if verdict.task == SUBMIT_TASK:
+                # Whatever the producer put there, Flower and the logs see who and what, never the input.
+                message.headers["argsrepr"] = "()"
+                message.headers["kwargsrepr"] = kwargs_summary(verdict.kwargs)
+            try:
+                return celery_handler(message)
+            except passthrough:
+                raise
+            except Exception as exc:  # classify let through something Celery still cannot take
+                return self._refuse(message, Rejection(f"Celery refused the message ({type(exc).__name__})",
+                                                       verdict.task, verdict.task_id, verdict.submission_id))
+
+        return on_task_received
+
+    def _refuse(self, message: Any, verdict: Rejection) -> None:
+        """Record a refused message, then ack it; if it cannot be recorded, give it back shortly."""
+        record = dead_letter_record(as_bytes(getattr(message, "body", b"")), reason=verdict.reason,
+                                    task_name=verdict.task, task_id=verdict.task_id,
+                                    submission_id=verdict.submission_id, tenant_id=verdict.tenant_id,
+                                    content_type=getattr(message, "content_type", None))
+        rt = getattr(self.app, "rm", None)
+        try:
+            if rt is None:
+                raise RuntimeError("no regionmesh runtime on this app")
+            dead_letter(rt, record)
+        except Exception as exc:  # the database is away: keep the message, never drop it unrecorded
+            event(logging.ERROR, "message.dead_letter_failed", task=record.task_name, task_id=record.task_id,
+                  size=record.payload_size, sha256=record.payload_sha256, error=type(exc).__name__)
+            self.timer.call_after(RETRY_RECORD_S, message.reject_log_error,
+                                  (logger, self.connection_errors), {"requeue": True})
+            return
+        message.ack_log_error(logger, self.connection_errors)
+
+    # Celery's own refusal paths (reached only if classify let a message through): the same
+    # record, without Celery's log lines that dump the body.
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        _record(self.app, f"undecodable message ({message.content_type}): {exc}", message)
-        super().on_decode_error(message, exc)
+        self._refuse(message, _from_headers(message, f"undecodable message ({type(exc).__name__})"))
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        _record(self.app, "message is not a Celery task message", message, body)
-        super().on_unknown_message(body, message)
+        self._refuse(message, _from_headers(message, "message is not a Celery task message"))
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
-        _record(self.app, f"unknown task: {exc}", message, body)
-        super().on_unknown_task(body, message, exc)
+        self._refuse(message, _from_headers(message, "unknown task name"))
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        _record(self.app, f"invalid task message: {exc}", message, body)
-        super().on_invalid_task(body, message, exc)
+        self._refuse(message, _from_headers(message, f"invalid task message ({type(exc).__name__})"))
+
+
+def _from_headers(message: Any, reason: str) -> Rejection:
+    headers = getattr(message, "headers", None)
+    headers = headers if isinstance(headers, dict) else {}
+    task, task_id = headers.get("task"), headers.get("id")
+    return Rejection(reason, task if isinstance(task, str) else None, task_id if isinstance(task_id, str) else None)

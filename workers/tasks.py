@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -9,18 +10,25 @@ import uuid
 from typing import Any, NoReturn
 
 from celery import Celery, Task
-from sqlalchemy.exc import DBAPIError, OperationalError
+from celery.exceptions import Retry
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from regionmesh.backoff import compute_backoff
 from regionmesh.errors import RejectedSubmission
 from regionmesh.log import event
 from regionmesh.models import runs
 from regionmesh.models.failover import fence as fenced
-from regionmesh.names import RUN_STEP_TASK, SUBMIT_TASK
+from regionmesh.names import REJECTED_TASK, RUN_STEP_TASK, SUBMIT_TASK
 from regionmesh.workers import executor, forward, lifecycle
+from regionmesh.workers.intake import DeadLetterRecord, dead_letter_record
 from regionmesh.workers.metrics import SUBMISSIONS
 from regionmesh.workers.runtime import Runtime
-from regionmesh.workers.submission import parse_submission
+from regionmesh.workers.submission import Submission, parse_submission
+
+# Set by the consumer on every accepted message: the size and SHA-256 of the body as the
+# producer sent it, so a dead letter written by a task still matches the producer's bytes.
+BODY_SIZE_HEADER = "rm_body_size"
+BODY_SHA256_HEADER = "rm_body_sha256"
 
 MAX_INFRA_BACKOFF_S = 30
 
@@ -31,21 +39,58 @@ def _infra_retry(task: Task, exc: Exception) -> NoReturn:
     raise task.retry(exc=exc, countdown=countdown, max_retries=None)
 
 
-def dead_letter(rt: Runtime, task_name: str | None, reason: str, payload: Any, *,
-                submission_id: str | None = None, tenant_id: str | None = None) -> None:
+def is_transient(exc: BaseException) -> bool:
+    """Worth a retry: the database or a broker is unreachable, not the submission's fault."""
+    if isinstance(exc, OperationalError | forward.PUBLISH_ERRORS):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    return isinstance(exc, SQLAlchemyError) and not isinstance(exc, DBAPIError)  # e.g. a pool timeout
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """Why accepting failed, without the exception's text: a driver error's text carries the
+    statement's parameters and PostgreSQL's DETAIL/CONTEXT quote the input."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        code = getattr(exc.orig, "pgcode", None)
+        diag = getattr(exc.orig, "diag", None)
+        constraint = getattr(diag, "constraint_name", None)
+        where = f", constraint {constraint}" if constraint else ""
+        return f"the database refused the submission: {type(exc.orig).__name__} (SQLSTATE {code}{where})"
+    return f"{type(exc).__name__} while accepting the submission"
+
+
+def dead_letter(rt: Runtime, record: DeadLetterRecord) -> None:
+    """Keep a rejected message in this region's dead_letters and log it (ids, size, digest, reason; never the body)."""
+    runs.record_dead_letter(rt.engine, region=rt.region, task_name=record.task_name, reason=record.reason,
+                            submission_id=record.submission_id, tenant_id=record.tenant_id, payload=record.payload,
+                            task_id=record.task_id, content_type=record.content_type,
+                            payload_size=record.payload_size, payload_sha256=record.payload_sha256)
+    event(logging.ERROR, "message.rejected", region=rt.region, tenant=record.tenant_id, task=record.task_name,
+          task_id=record.task_id, submission=record.submission_id, size=record.payload_size,
+          sha256=record.payload_sha256, reason=record.reason)
+
+
+def reject_task_message(rt: Runtime, task: Task, reason: str, args: Any, kwargs: Any, *,
+                        submission_id: str | None = None, tenant_id: str | None = None) -> None:
+    """Dead-letter the message a task is running: its kwargs as JSON (bounded), with the size and
+    digest of the producer's body when the consumer recorded them."""
     try:
-        body = payload if isinstance(payload, str) else json.dumps(payload, default=repr)[:65536]
-    except (TypeError, ValueError):
-        body = repr(payload)[:65536]
-    runs.record_dead_letter(rt.engine, region=rt.region, task_name=task_name, reason=reason,
-                            submission_id=submission_id, tenant_id=tenant_id, payload=body)
-    event(logging.ERROR, "message.rejected", region=rt.region, tenant=tenant_id, task=task_name,
-          submission=submission_id, reason=reason)
+        raw = json.dumps([list(args), kwargs, {}], default=repr).encode()
+    except (TypeError, ValueError, RecursionError):
+        raw = repr((args, kwargs)).encode("utf-8", "backslashreplace")
+    record = dead_letter_record(raw, reason=reason, task_name=task.name, task_id=task.request.id,
+                                submission_id=submission_id, tenant_id=tenant_id, content_type="application/json")
+    size, sha = getattr(task.request, BODY_SIZE_HEADER, None), getattr(task.request, BODY_SHA256_HEADER, None)
+    if isinstance(size, int) and isinstance(sha, str):
+        record = dataclasses.replace(record, payload_size=size, payload_sha256=sha)
+    dead_letter(rt, record)
 
 
 def register_tasks(app: Celery, rt: Runtime) -> None:
     @app.task(name=SUBMIT_TASK, bind=True, acks_late=True, ignore_result=True)
     def submit(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        sub: Submission | None = None
         try:
             if args:
                 raise RejectedSubmission("positional arguments are not accepted; send keyword arguments")
@@ -60,21 +105,54 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
                 raise self.retry(countdown=2, max_retries=None)
             started = lifecycle.start_run(rt, sub, keep_first=True)
             SUBMISSIONS.labels(rt.region, "started" if started.created else "duplicate").inc()
+        except Retry:
+            raise
         except RejectedSubmission as exc:
-            SUBMISSIONS.labels(rt.region, "rejected").inc()
-            dead_letter(rt, SUBMIT_TASK, exc.reason, {"args": args, "kwargs": kwargs},
-                        submission_id=exc.submission_id, tenant_id=exc.tenant_id)
-            return {"status": "rejected", "reason": exc.reason}
-        except (OperationalError, DBAPIError) as exc:
-            if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(exc, OperationalError):
-                raise
-            return _infra_retry(self, exc)
+            return _refuse(self, exc.reason, args, kwargs, sub, exc.submission_id, exc.tenant_id)
+        except Exception as exc:
+            if is_transient(exc):
+                return _infra_retry(self, exc)
+            # Anything else is this message's fault (or a bug it triggers): a dead letter, never an
+            # acked failure. The reason is built here: the exception's text may quote the input.
+            return _refuse(self, refusal_reason(exc), args, kwargs, sub,
+                           sub.submission_id if sub else None, sub.tenant_id if sub else None)
         if started.inline is not None:
             try:
                 executor.execute(rt, started.inline.task_id, started.inline)
             except Exception as exc:  # the task is queued in PostgreSQL; the reconciler has it
-                event(logging.WARNING, "step.inline_failed", region=rt.region, run=started.run_id, error=exc)
+                event(logging.WARNING, "step.inline_failed", region=rt.region, run=started.run_id,
+                      error=type(exc).__name__)
         return {"run_id": str(started.run_id), "created": started.created, "status": started.status}
+
+    def _refuse(task: Task, reason: str, args: Any, kwargs: dict[str, Any], sub: Submission | None,
+                submission_id: str | None, tenant_id: str | None) -> dict[str, Any]:
+        SUBMISSIONS.labels(rt.region, "rejected").inc()
+        try:
+            reject_task_message(rt, task, reason, args, kwargs, submission_id=submission_id, tenant_id=tenant_id)
+        except Exception as exc:
+            if is_transient(exc):  # keep the message until the rejection can be recorded
+                return _infra_retry(task, exc)
+            raise
+        forwarder = kwargs.get("forwarded_by")
+        if isinstance(forwarder, str) and forwarder in rt.config.regions and forwarder != rt.region:
+            notice = forward.RejectionNotice(rt.region, reason, submission_id, sub.run_id if sub else None, tenant_id)
+            if notice.submission_id is not None or notice.run_id is not None:
+                forward.notify_rejection(rt, forwarder, notice)
+        return {"status": "rejected", "reason": reason}
+
+    @app.task(name=REJECTED_TASK, bind=True, acks_late=True, ignore_result=True)
+    def rejected(self: Task, *args: Any, **kwargs: Any) -> str:
+        notice = None if args else forward.parse_notice(kwargs, set(rt.config.regions))
+        try:
+            if notice is None:
+                reject_task_message(rt, self, "malformed rejection notice", args, kwargs)
+                return "rejected"
+            forward.record_rejection(rt, notice)
+        except Exception as exc:
+            if is_transient(exc):
+                _infra_retry(self, exc)
+            raise
+        return "recorded"
 
     @app.task(name=RUN_STEP_TASK, bind=True, acks_late=True, ignore_result=True)
     def run_step(self: Task, *args: Any, **kwargs: Any) -> str:
@@ -84,8 +162,7 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
         except ValueError:
             task_id = None
         if task_id is None:
-            dead_letter(rt, RUN_STEP_TASK, f"run_step needs task_id=<uuid>; got args={args!r} task_id={raw!r}",
-                        {"args": args, "kwargs": kwargs})
+            reject_task_message(rt, self, "run_step needs exactly one keyword argument task_id=<uuid>", args, kwargs)
             return "rejected"
         try:
             return executor.execute(rt, task_id)
