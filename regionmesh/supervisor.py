@@ -21,6 +21,7 @@ from typing import Any
 
 from regionmesh.errors import DevMeshError
 from regionmesh.host import pid_alive
+from regionmesh.safefs import open_log
 
 
 def free_port(host: str = "127.0.0.1", avoid: set[int] | None = None) -> int:
@@ -102,7 +103,8 @@ def _reap(pid: int) -> None:
 def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: str | None = None) -> int:
     """Start a long-running process in its own session, logging to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    # Logs may carry connection details: readable by us only, never written through a symlink.
+    with os.fdopen(open_log(log), "ab") as out:
         proc = subprocess.Popen(
             cmd,
             stdout=out,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from regionmesh.config import MeshConfig
 from regionmesh.errors import ConfigError
 from regionmesh.models import replication as repl
+from regionmesh.models.admin import link_role
 from regionmesh.models.engine import engine_for
 from regionmesh.names import PUBLICATION, subscription_name
 
@@ -22,16 +23,23 @@ class Link:
     result: str
 
 
-def conninfo(config: MeshConfig, publisher: str) -> str:
-    """How subscribers reach ``publisher``: its peer conninfo, the replication role, its sslmode."""
-    if not config.replication_password:
+def conninfo(config: MeshConfig, publisher: str, subscriber: str | None = None) -> str:
+    """How subscribers reach ``publisher``: its peer conninfo, the replication role (``subscriber``'s
+    own link role when the mesh file names link secrets), its sslmode."""
+    role = link_role(subscriber, publisher) if subscriber else None
+    link_password = config.link_password(role) if role else None
+    if role and link_password:
+        user, secret = role, link_password
+    elif not config.replication_password:
         raise ConfigError(
             config.path, "mesh.replication_password", "missing",
             'add replication_password = { env = "REGIONMESH_REPLICATION_PASSWORD" } under [mesh]',
         )
+    else:
+        user, secret = config.replication_user, config.replication_password
     region = config.regions[publisher]
-    password = config.replication_password.replace("\\", "\\\\").replace("'", "\\'")
-    parts = [region.peer_conninfo, f"user={config.replication_user}", f"password='{password}'"]
+    password = secret.replace("\\", "\\\\").replace("'", "\\'")
+    parts = [region.peer_conninfo, f"user={user}", f"password='{password}'"]
     if "sslmode=" not in region.peer_conninfo:
         parts.append(f"sslmode={region.sslmode}")
     return " ".join(parts)
@@ -66,7 +74,7 @@ def setup(config: MeshConfig, regions: list[str] | None = None) -> list[Link]:
                 if sub == pub:
                     continue
                 sname = subscription_name(sub, pub)
-                result = repl.ensure_subscription(engines[sub], sname, conninfo(config, pub), PUBLICATION,
+                result = repl.ensure_subscription(engines[sub], sname, conninfo(config, pub, sub), PUBLICATION,
                                                    published[pub])
                 links.append(Link(sub, pub, sname, result))
         return links

@@ -109,7 +109,9 @@ DIR_OPTION = click.option(
 @DIR_OPTION
 @click.option("--metrics/--no-metrics", default=True, show_default=True, envvar="REGIONMESH_DEV_METRICS",
               show_envvar=True, help="Start 'regionmesh metrics serve' per region.")
-def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, metrics: bool, root: str) -> None:
+@click.option("--tls", is_flag=True, envvar="REGIONMESH_DEV_TLS", show_envvar=True,
+              help="A throwaway CA; PostgreSQL (ssl=on, hostssl only) and Redis (TLS port only), verified by every client.")
+def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, metrics: bool, tls: bool, root: str) -> None:
     """Start (or reuse) every region's servers and workers, migrate, write the mesh file."""
     _needs("dev")  # imported here: an optional extra
     from regionmesh.ops.devmesh import DevMesh
@@ -117,7 +119,7 @@ def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, 
     started = time.monotonic()
     mesh = DevMesh(root)
     wanted = [r.strip() for r in regions.split(",") if r.strip()] if regions else None
-    config = mesh.up(wanted, workers=n_workers, concurrency=concurrency, flower=flower, metrics=metrics)
+    config = mesh.up(wanted, workers=n_workers, concurrency=concurrency, flower=flower, metrics=metrics, tls=tls)
     table = Table(title=f"regionmesh dev mesh ({time.monotonic() - started:.1f}s) - {mesh.mesh_file}")
     for col in ("region", "postgres", "redis (broker)", "queues"):
         table.add_column(col)

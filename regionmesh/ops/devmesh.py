@@ -14,11 +14,13 @@ Layout of the mesh folder (default ``.regionmesh``)::
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
@@ -31,13 +33,22 @@ import redis
 from regionmesh.config import REGION_NAME_RE, MeshConfig, load_config
 from regionmesh.errors import DevMeshError
 from regionmesh.host import pid_alive
-from regionmesh.models.admin import bootstrap_cluster, grant_in_database, server_facts
+from regionmesh.models.admin import (
+    bootstrap_cluster,
+    grant_in_database,
+    link_role,
+    lock_slot_functions,
+    seal_subscription,
+    server_facts,
+    unseal_subscription,
+)
 from regionmesh.models.engine import engine_for, make_engine
-from regionmesh.names import steps_queue, submit_queue
+from regionmesh.names import steps_queue, submit_queue, subscription_name
 from regionmesh.ops.migrate import current_revision, upgrade_all
 from regionmesh.pgbin import PgBin, find_pg_bin, reachable_by
 from regionmesh.replication.join import add_region
-from regionmesh.replication.setup import setup
+from regionmesh.replication.setup import conninfo, setup
+from regionmesh.safefs import create_private_file, ensure_dir, ensure_log, uid_of, verify_dir
 from regionmesh.supervisor import (
     StateFile,
     free_port,
@@ -47,7 +58,9 @@ from regionmesh.supervisor import (
     terminate,
     wait_for,
 )
+from regionmesh.tls import CertPair, copy_public, make_ca, make_server_cert
 
+SHARED_DATA = Path("/var/tmp/regionmesh-data")
 DEFAULT_REGIONS = ("us-east", "eu-west", "ap-south")
 DATABASE = "regionmesh"
 APP_ROLE = "regionmesh"
@@ -58,6 +71,7 @@ DEV_WORKER_TIMERS = {
     "REGIONMESH_RECONCILE_INTERVAL_S": "0.5",
     "REGIONMESH_REQUEUE_AFTER_S": "5",
     "REGIONMESH_FORWARD_CONFIRM_S": "10",
+    "REGIONMESH_LEASE_S": "6",  # every region of a mesh runs the same lease settings
 }
 
 
@@ -112,31 +126,116 @@ class DevMesh:
     def _secret(self, name: str) -> str:
         path = self.root / "secrets" / name
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(path.parent, 0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(secrets.token_urlsafe(24))
+            self.root.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.root / "secrets", owner=os.geteuid(), mode=0o700)
+            ensure_dir(path.parent, owner=os.geteuid(), mode=0o700)
+            create_private_file(path, secrets.token_urlsafe(24).encode("ascii"))
         return path.read_text(encoding="ascii").strip()
+
+    # -- TLS and access rules ---------------------------------------------
+    def _ca(self) -> CertPair:
+        """The mesh's throwaway CA (``tls/ca.crt``, key in the same root-only folder)."""
+        folder = self.root / "tls"
+        ensure_dir(folder, owner=os.geteuid(), mode=0o700)
+        pair = CertPair(folder / "ca.crt", folder / "ca.key")
+        if not pair.cert.exists():
+            pair.key.unlink(missing_ok=True)
+            make_ca(folder)
+        return pair
+
+    def ca_file(self) -> Path:
+        """The CA clients verify against (a world-readable copy of ``tls/ca.crt``)."""
+        public = self.root / "ca.crt"
+        if not public.exists():
+            copy_public(self._ca().cert, public)
+        return public
+
+    def _server_ca(self, pg: PgBin, data: dict[str, Any]) -> Path:
+        """The CA as the PostgreSQL servers' user reads it (subscriptions' ``sslrootcert``)."""
+        path = Path(data["pg_root"]) / "ca.crt"
+        if not path.exists():
+            copy_public(self._ca().cert, path, owner=pg.run_as)
+        return path
+
+    def _replace_file(self, path: Path, content: str, owner: str | None) -> None:
+        """Write ``path`` whole: a fresh private file moved over the old one (never through a symlink)."""
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        create_private_file(tmp, content.encode("utf-8"), owner=owner)
+        os.replace(tmp, path)
+
+    def _write_hba(self, pg: PgBin, region: str, datadir: Path, data: dict[str, Any]) -> None:
+        """Who may connect to ``region``'s PostgreSQL, from where, to which database: the
+        superuser, the app role and the operator's replication role; each link role only to
+        the replicated database (loopback is every peer's address here). Nothing else; with
+        TLS only ``hostssl``."""
+        kind = "hostssl" if data.get("tls") else "host"
+        peers = [sub for sub in data["regions"] if sub != region]
+        rules = [("all", "postgres"), (DATABASE, APP_ROLE), (DATABASE, REPLICATION_ROLE)]
+        rules += [(DATABASE, link_role(sub, region)) for sub in peers]
+        lines = ["# Written by 'regionmesh dev up'; rewritten on every up."]
+        lines += [f"{kind} {db} {user} {HOST}/32 scram-sha-256" for db, user in rules]
+        lines += ["host all all 0.0.0.0/0 reject", "host all all ::/0 reject", "local all all reject", ""]
+        self._replace_file(datadir / "pg_hba.conf", "\n".join(lines), pg.run_as)
+
+    def _write_passfiles(self, pg: PgBin, data: dict[str, Any]) -> None:
+        """Per subscribing region, the passwords of its link roles, in a 0600 file its server reads
+        (the subscriptions name it as ``passfile``; the catalog holds no password)."""
+        for sub in data["regions"]:
+            lines = [f"{HOST}:*:{DATABASE}:{link_role(sub, pub)}:{self._secret(f'links/{link_role(sub, pub)}')}"
+                     for pub in data["regions"] if pub != sub]
+            self._replace_file(self._passfile(data, sub), "\n".join(lines) + "\n", pg.run_as)
+
+    def _passfile(self, data: dict[str, Any], region: str) -> Path:
+        return Path(data["pg_root"]) / f"{region}.pgpass"
+
+    def _seal_subscriptions(self, config: MeshConfig, regions: list[str], *, seal: bool = True) -> None:
+        """A TLS mesh's subscriptions read their password from the passfile, not the catalog
+        (``seal``); unsealed, their owner (the app role) may alter them again. No-op without TLS:
+        a plain dev mesh stays alterable by the app role (tests re-point links through proxies)."""
+        data = self.state.load()
+        if not data.get("tls"):
+            return
+        for sub in regions:
+            db_admin = make_engine(self.admin_url(sub, DATABASE), pool_size=1)
+            try:
+                for pub in regions:
+                    if pub == sub:
+                        continue
+                    owner_info = conninfo(config, pub, sub)
+                    if seal:
+                        info = re.sub(r"password='(?:[^'\\]|\\.)*'", f"passfile={self._passfile(data, sub)}", owner_info)
+                        seal_subscription(db_admin, subscription_name(sub, pub), info)
+                    else:
+                        unseal_subscription(db_admin, subscription_name(sub, pub), owner_info)
+            finally:
+                db_admin.dispose()
 
     # -- PostgreSQL ------------------------------------------------------
     def _pg_root(self, pg: PgBin, state: dict[str, Any]) -> Path:
         if "pg_root" in state:
+            self._verify_pg_root(pg, Path(state["pg_root"]))
             return Path(state["pg_root"])
         root = self.root / "pg"
-        root.mkdir(parents=True, exist_ok=True)
-        if pg.run_as is not None:
-            shutil.chown(root, user=pg.run_as, group=None)
-            if not reachable_by(pg.run_as, root, write=True):
-                # The mesh folder sits under a folder the server user cannot
-                # traverse (a root-only home): keep the clusters elsewhere.
-                digest = sha256(str(self.root).encode()).hexdigest()[:12]
-                root = Path("/var/tmp/regionmesh-data") / digest / "pg"
-                root.mkdir(parents=True, exist_ok=True)
-                for part in (root.parent.parent, root.parent):
-                    os.chmod(part, 0o755)
-                shutil.chown(root, user=pg.run_as, group=None)
+        self.root.mkdir(parents=True, exist_ok=True)
+        owner = uid_of(pg.run_as)
+        ensure_dir(root, owner=owner, mode=0o700)
+        if pg.run_as is not None and not reachable_by(pg.run_as, root, write=True):
+            # The mesh folder sits under a folder the server user cannot traverse (a
+            # root-only home): keep the clusters in a fresh, randomly named folder
+            # under the shared data folder (recorded in state.json, verified on reuse).
+            ensure_dir(SHARED_DATA, owner=os.geteuid(), mode=0o755)
+            digest = sha256(str(self.root).encode()).hexdigest()[:12]
+            mesh_dir = Path(tempfile.mkdtemp(prefix=f"{digest}-", dir=SHARED_DATA))
+            os.chmod(mesh_dir, 0o755)
+            root = ensure_dir(mesh_dir / "pg", owner=owner, mode=0o700)
         return root
+
+    def _verify_pg_root(self, pg: PgBin, root: Path) -> None:
+        """A recorded data root is used again only if it still is what ``up`` made."""
+        verify_dir(root, owner=uid_of(pg.run_as), private=True)
+        if SHARED_DATA in root.parents:
+            verify_dir(SHARED_DATA, owner=os.geteuid())
+            verify_dir(root.parent, owner=os.geteuid())
 
     def _run_pg(self, pg: PgBin, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(pg.command(*args), capture_output=True, text=True, timeout=timeout, check=False)
@@ -152,14 +251,10 @@ class DevMesh:
         entry.update(datadir=str(datadir), bindir=str(pg.bindir), run_as=pg.run_as, log=str(self.root / "logs" / f"pg-{region}.log"))
         if not (datadir / "PG_VERSION").exists():
             shutil.rmtree(datadir, ignore_errors=True)
-            pwfile = self.root / "secrets" / "postgres"
-            self._secret("postgres")
             # initdb runs as the server user, who cannot read root's secrets folder.
             tmp_pw = Path(data["pg_root"]) / f".pw-{region}"
-            tmp_pw.write_text(pwfile.read_text(encoding="ascii"), encoding="ascii")
-            os.chmod(tmp_pw, 0o600)
-            if pg.run_as is not None:
-                shutil.chown(tmp_pw, user=pg.run_as, group=None)
+            tmp_pw.unlink(missing_ok=True)
+            create_private_file(tmp_pw, self._secret("postgres").encode("ascii"), owner=pg.run_as)
             try:
                 res = self._run_pg(
                     pg, pg.exe("initdb"), "-D", str(datadir), "-U", "postgres", f"--pwfile={tmp_pw}",
@@ -169,12 +264,19 @@ class DevMesh:
                 tmp_pw.unlink(missing_ok=True)
             if res.returncode != 0:
                 raise DevMeshError(f"initdb for {region} failed:\n{res.stdout}{res.stderr}")
-            conf = "".join(f"{k} = {v}\n" for k, v in pg_settings(n_regions).items())
+            settings = pg_settings(n_regions)
+            if data.get("tls"):
+                make_server_cert(self._ca(), datadir, "server", owner=pg.run_as)
+                settings.update(ssl="on", ssl_cert_file="'server.crt'", ssl_key_file="'server.key'",
+                                ssl_min_protocol_version="'TLSv1.2'")
+            conf = "".join(f"{k} = {v}\n" for k, v in settings.items())
             with open(datadir / "postgresql.conf", "a", encoding="utf-8") as fh:
                 fh.write("\n# regionmesh dev mesh\n" + conf)
             entry["bootstrapped"] = False
+        self._write_hba(pg, region, datadir, data)
         if self._pg_running(pg, datadir):
             used.add(int(entry["port"]))
+            self._run_pg(pg, pg.exe("pg_ctl"), "reload", "-D", str(datadir))
             return
         port = entry.get("port")
         if not port or port in used or not port_is_free(port):
@@ -184,9 +286,7 @@ class DevMesh:
         self.state.save(data)
         Path(entry["log"]).parent.mkdir(parents=True, exist_ok=True)
         log = Path(entry["log"])
-        log.touch()
-        if pg.run_as is not None:
-            shutil.chown(log, user=pg.run_as, group=None)
+        ensure_log(log, owner=pg.run_as)
         res = self._run_pg(
             pg, pg.exe("pg_ctl"), "start", "-w", "-t", "90", "-D", str(datadir), "-l", str(log), "-o", f"-p {port}"
         )
@@ -194,10 +294,12 @@ class DevMesh:
             tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
             raise DevMeshError(f"PostgreSQL for {region} did not start on port {port}:\n{res.stderr}\n{tail}")
 
-    def _bootstrap(self, region: str, data: dict[str, Any]) -> None:
+    def _bootstrap(self, region: str, data: dict[str, Any], regions: list[str]) -> None:
+        """Roles (the app, the operator's, one per link publishing from here), the database,
+        grants, and the slot functions locked. Idempotent; runs on every ``up`` so a new
+        region's links get their roles."""
         entry = data["regions"][region]["pg"]
-        if entry.get("bootstrapped"):
-            return
+        links = {link_role(sub, region): self._secret(f"links/{link_role(sub, region)}") for sub in regions if sub != region}
         admin = make_engine(self._url("postgres", "postgres", entry["port"], "postgres"), pool_size=1)
         try:
             bootstrap_cluster(
@@ -208,6 +310,7 @@ class DevMesh:
                 replication_role=REPLICATION_ROLE,
                 replication_password=self._secret(REPLICATION_ROLE),
                 region=region,
+                link_roles=links,
             )
         finally:
             admin.dispose()
@@ -216,6 +319,13 @@ class DevMesh:
             grant_in_database(db_admin, app_role=APP_ROLE)
         finally:
             db_admin.dispose()
+        # Function privileges live in each database; template1 covers databases made later.
+        for database in (DATABASE, "postgres", "template1"):
+            db = make_engine(self._url("postgres", "postgres", entry["port"], database), pool_size=1)
+            try:
+                lock_slot_functions(db, allowed=(REPLICATION_ROLE,))
+            finally:
+                db.dispose()
         entry["bootstrapped"] = True
         self.state.save(data)
 
@@ -237,8 +347,10 @@ class DevMesh:
         return out
 
     def _url(self, user: str, secret: str, port: int, database: str) -> str:
-
-        return f"postgresql://{user}:{quote(self._secret(secret), safe='')}@{HOST}:{port}/{database}"
+        url = f"postgresql://{user}:{quote(self._secret(secret), safe='')}@{HOST}:{port}/{database}"
+        if self.state.load().get("tls"):
+            url += f"?sslmode=verify-full&sslrootcert={quote(str(self.ca_file()))}"
+        return url
 
     def kill_region(self, region: str) -> list[int]:
         """SIGKILL everything of ``region``: workers (and their pools), Redis, PostgreSQL (every
@@ -289,7 +401,7 @@ class DevMesh:
         pidfile = rdir / "redis.pid"
         entry.update(dir=str(rdir), pidfile=str(pidfile), log=str(self.root / "logs" / f"redis-{region}.log"))
         pid = entry.get("pid") or read_pidfile(pidfile)
-        if pid_alive(pid) and entry.get("port") and self._redis_ping(int(entry["port"])):
+        if pid_alive(pid) and entry.get("port") and self._redis_ping(int(entry["port"]), data):
             used.add(int(entry["port"]))
             return
         port = entry.get("port")
@@ -297,10 +409,20 @@ class DevMesh:
             port = free_port(avoid=used)
         used.add(port)
         conf = rdir / "redis.conf"
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        listen = f"port {port}\n"
+        if data.get("tls"):
+            if not (rdir / "redis.crt").exists():
+                (rdir / "redis.key").unlink(missing_ok=True)
+                make_server_cert(self._ca(), rdir, "redis")
+            # No plain-text port at all: only TLS, checked against the mesh CA.
+            listen = (f"port 0\ntls-port {port}\ntls-cert-file {rdir / 'redis.crt'}\n"
+                      f"tls-key-file {rdir / 'redis.key'}\ntls-ca-cert-file {self._ca().cert}\n"
+                      "tls-auth-clients no\ntls-protocols \"TLSv1.2 TLSv1.3\"\n")
+        conf.unlink(missing_ok=True)
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(
-                f"bind {HOST}\nport {port}\ndir {rdir}\npidfile {pidfile}\n"
+                f"bind {HOST}\n{listen}dir {rdir}\npidfile {pidfile}\n"
                 f"logfile {entry['log']}\ndaemonize no\nprotected-mode yes\n"
                 "appendonly yes\nappendfsync everysec\nsave \"\"\n"
                 "maxmemory-policy noeviction\n"
@@ -309,18 +431,22 @@ class DevMesh:
         entry.update(port=port, pid=None)
         self.state.save(data)
         Path(entry["log"]).parent.mkdir(parents=True, exist_ok=True)
+        ensure_log(Path(entry["log"]))
         entry["pid"] = spawn([server, str(conf)], Path(entry["log"]))
         self.state.save(data)
         try:
-            wait_for(lambda: self._redis_ping(port), 30, f"redis for {region} on port {port}")
+            wait_for(lambda: self._redis_ping(port, data), 30, f"redis for {region} on port {port}")
         except DevMeshError:
             if not pid_alive(entry["pid"]):
                 log = Path(entry["log"]).read_text(encoding="utf-8", errors="replace")[-1500:]
                 raise DevMeshError(f"redis-server for {region} exited:\n{log}") from None
             raise
 
-    def _redis_ping(self, port: int) -> bool:
-        client = redis.Redis(host=HOST, port=port, password=self._secret("redis"), socket_timeout=1, socket_connect_timeout=1)
+    def _redis_ping(self, port: int, data: dict[str, Any]) -> bool:
+        tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.ca_file()), "ssl_cert_reqs": "required"} \
+            if data.get("tls") else {}
+        client = redis.Redis(host=HOST, port=port, password=self._secret("redis"), socket_timeout=1,
+                             socket_connect_timeout=1, **tls)
         try:
             return bool(client.ping())
         except redis.RedisError:
@@ -471,20 +597,25 @@ class DevMesh:
             'name = "dev"',
             f'replication_user = "{REPLICATION_ROLE}"',
             f'replication_password = {{ file = "secrets/{REPLICATION_ROLE}" }}',
+            "# One role and secret per subscriber -> publisher link; only 'replication setup' reads them.",
+            'replication_link_secrets = "secrets/links"',
             "# Commands run against this mesh act as this region unless --region or $REGIONMESH_REGION says otherwise.",
             f'default_region = "{next(iter(data["regions"]))}"',
             "",
         ]
         for region, entry in data["regions"].items():
             pg_port, redis_port = entry["pg"]["port"], entry["redis"]["port"]
+            tls = bool(data.get("tls"))
+            peer_tls = f" sslrootcert={Path(data['pg_root']) / 'ca.crt'}" if tls else ""
             lines += [
                 f"[regions.{region}]",
                 f'database_url = "postgresql://{APP_ROLE}@{HOST}:{pg_port}/{DATABASE}"',
                 f'database_password = {{ file = "secrets/{APP_ROLE}" }}',
-                f'broker_url = "redis://{HOST}:{redis_port}/0"',
+                f'broker_url = "{"rediss" if tls else "redis"}://{HOST}:{redis_port}/0"',
                 'broker_password = { file = "secrets/redis" }',
-                f'peer_conninfo = "host={HOST} port={pg_port} dbname={DATABASE}"',
-                'sslmode = "disable"',
+                f'peer_conninfo = "host={HOST} port={pg_port} dbname={DATABASE}{peer_tls}"',
+                f'sslmode = "{"verify-full" if tls else "disable"}"',
+                *(['ca_file = "ca.crt"'] if tls else []),
                 "",
             ]
         tmp = self.mesh_file.with_suffix(".tmp")
@@ -503,8 +634,11 @@ class DevMesh:
         flower: bool = False,
         replicate: bool = True,
         metrics: bool = False,
+        tls: bool = False,
     ) -> MeshConfig:
-        """Start (or reuse) every region's servers, write the mesh file, migrate.
+        """Start (or reuse) every region's servers, write the mesh file, migrate. ``tls``: a
+        throwaway CA, PostgreSQL with ``ssl = on`` and ``hostssl`` rules only, Redis on a TLS
+        port only, clients verifying both (a mesh keeps the choice it was made with).
 
         Raises DevMeshError (and ConfigError for bad region names).
         """
@@ -524,16 +658,25 @@ class DevMesh:
             for name in wanted:
                 if not REGION_NAME_RE.match(name):
                     raise DevMeshError(f"invalid region name {name!r}: use a lowercase letter, then letters, digits or '-' (max 24)")
+            if tls and data["regions"] and not data.get("tls"):
+                raise DevMeshError(f"the mesh in {self.root} was made without TLS; 'regionmesh dev down --purge' first")
+            data["tls"] = bool(data.get("tls") or tls)
             for name in SECRET_NAMES:
                 self._secret(name)
             data["pg_root"] = str(self._pg_root(pg, data))
+            for region in wanted:
+                data["regions"].setdefault(region, {})
+            if data["tls"]:
+                self.ca_file()
+                self._server_ca(pg, data)
+            self._write_passfiles(pg, data)
             self.state.save(data)
             n_total = len(set(data["regions"]) | set(wanted))
             used: set[int] = set()
             for region in wanted:
                 self._ensure_pg(pg, region, n_total, data, used)
                 self.state.save(data)
-                self._bootstrap(region, data)
+                self._bootstrap(region, data, wanted)
                 self._ensure_redis(server, region, data, used)
                 self.state.save(data)
             self._write_mesh_file(data)
@@ -550,8 +693,9 @@ class DevMesh:
                     self.state.save(data)
                 joined = [r for r, e in data["regions"].items() if e.get("joined")]
             if replicate and len(joined) > 1:
-
+                self._seal_subscriptions(config, joined, seal=False)
                 setup(config, joined)
+                self._seal_subscriptions(config, joined)
         if workers:
             for region in config.regions:
                 missing = workers - len(self.workers(region))
@@ -577,11 +721,16 @@ class DevMesh:
             raise DevMeshError("no running mesh here; 'regionmesh dev up' first")
         workers = max((len(self.workers(r)) for r in existing), default=0)
         config = self.up([*existing, name], replicate=False)
+        self._seal_subscriptions(config, existing, seal=False)
         report = add_region(config, name, seed=seed or existing[0], new_admin_url=self.admin_url(name, DATABASE))
         with self.state.locked():
             data = self.state.load()
             data["regions"][name]["joined"] = True
             self.state.save(data)
+        # The join subscribes with the operator's role; give every link its own, sealed.
+        joined = [*existing, name]
+        setup(config, joined)
+        self._seal_subscriptions(config, joined)
         for _ in range(workers):
             self.start_worker(name)
         return report
@@ -650,7 +799,7 @@ class DevMesh:
                     pg_detail = f"down: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
                 finally:
                     engine.dispose()
-            redis_ok = bool(redis_port) and self._redis_ping(int(redis_port))
+            redis_ok = bool(redis_port) and self._redis_ping(int(redis_port), data)
             out.append(
                 RegionHealth(
                     region=region,

@@ -25,7 +25,7 @@ PACKAGE_DIRS = {
 FOUNDATION = {"regionmesh.config", "regionmesh.errors", "regionmesh.names", "regionmesh.log",
               "regionmesh.backoff", "regionmesh.host", "regionmesh.extras", "regionmesh.clock"}
 ADAPTERS_PREFIX = ("regionmesh.models", "regionmesh.migrations")
-ADAPTERS = {"regionmesh.broker", "regionmesh.supervisor", "regionmesh.pgbin"}
+ADAPTERS = {"regionmesh.broker", "regionmesh.supervisor", "regionmesh.pgbin", "regionmesh.safefs", "regionmesh.tls"}
 SERVICES_PREFIX = ("regionmesh.routing", "regionmesh.workers", "regionmesh.replication")
 SERVICES = {"regionmesh.client", "regionmesh.batch"}
 OPS_PREFIX = ("regionmesh.ops",)
