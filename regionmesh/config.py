@@ -135,9 +135,9 @@ class RegionConfig:
     broker_url: str = field(repr=False)
     peer_conninfo: str
     sslmode: str = "prefer"
+    ca_file: str | None = None  # the CA that signed this region's PostgreSQL and Redis certificates
 
     @property
-    ca_file: str | None = None  # the CA that signed this region's PostgreSQL and Redis certificates
     def redacted_database_url(self) -> str:
         return _redact(self.database_url)
 
@@ -158,8 +158,6 @@ class MeshConfig:
     replication_password: str | None = field(repr=False)
     max_input_bytes: int = 1 << 20
     settings: Settings = field(default_factory=Settings)
-
-    @property
     # A folder with one secret file per replication link role (only where subscriptions are set up).
     replication_link_dir: str | None = None
 
@@ -171,6 +169,8 @@ class MeshConfig:
             return None
         return _secret(self.path, "mesh.replication_link_secrets", {"file": str(Path(self.replication_link_dir) / role)},
                        Path(self.path).parent, {})
+
+    @property
     def local(self) -> RegionConfig:
         """The region this process serves; raises ConfigError if none was selected."""
         if self.local_region is None:
@@ -278,8 +278,6 @@ def _check_url(path: str, key: str, url: str, schemes: tuple[str, ...]) -> None:
         )
 
 
-def _region(path: str, name: str, raw: Any, base: Path, environ: Mapping[str, str]) -> RegionConfig:
-    key = f"regions.{name}"
 def _tls_query(broker_url: str, ca_file: str | None) -> str:
     """A ``rediss://`` URL with a ``ca_file`` verifies the server's certificate against it (kombu
     and redis-py both read these query parameters; both require a valid certificate by default)."""
@@ -295,6 +293,8 @@ def _tls_query(broker_url: str, ca_file: str | None) -> str:
     return broker_url + ("&" if "?" in broker_url else "?") + "&".join(extra)
 
 
+def _region(path: str, name: str, raw: Any, base: Path, environ: Mapping[str, str]) -> RegionConfig:
+    key = f"regions.{name}"
     if not REGION_NAME_RE.match(name):
         raise ConfigError(
             path, key, "invalid region name",
@@ -332,8 +332,6 @@ def _tls_query(broker_url: str, ca_file: str | None) -> str:
     )
     if sslmode != "prefer" and "sslmode=" not in db_url:
         db_url += ("&" if "?" in db_url else "?") + f"sslmode={sslmode}"
-    return RegionConfig(
-        name=name,
     ca_file = raw.get("ca_file")
     if ca_file is not None:
         if not isinstance(ca_file, str) or not ca_file:
@@ -344,13 +342,15 @@ def _tls_query(broker_url: str, ca_file: str | None) -> str:
         if "sslrootcert=" not in db_url:
             db_url += ("&" if "?" in db_url else "?") + f"sslrootcert={quote(ca_file)}"
     broker_url = _tls_query(broker_url, ca_file)
+    return RegionConfig(
+        name=name,
         database_url=_with_password(db_url, db_password),
         broker_url=_with_password(broker_url, broker_password),
         peer_conninfo=conninfo,
         sslmode=sslmode,
+        ca_file=ca_file,
     )
 
-        ca_file=ca_file,
 
 def parse_config(
     text: str,
@@ -393,14 +393,14 @@ def parse_config(
         if "replication_password" in mesh
         else None
     )
-    default_region = mesh.get("default_region")
-    if default_region is not None and default_region not in regions:
     link_dir = mesh.get("replication_link_secrets")
     if link_dir is not None:
         if not isinstance(link_dir, str) or not link_dir:
             raise ConfigError(path, "mesh.replication_link_secrets", "must be a folder path",
                               'e.g. replication_link_secrets = "secrets/links"')
         link_dir = link_dir if os.path.isabs(link_dir) else str(base / link_dir)
+    default_region = mesh.get("default_region")
+    if default_region is not None and default_region not in regions:
         raise ConfigError(path, "mesh.default_region", f"region {default_region!r} is not in the mesh file",
                           f"use one of: {', '.join(regions)}")
     local = region if region is not None else env.get(ENV_REGION) or default_region or None
@@ -421,9 +421,9 @@ def parse_config(
         replication_password=repl_password,
         max_input_bytes=max_input,
         settings=settings_from_env(env),
+        replication_link_dir=link_dir,
     )
 
-        replication_link_dir=link_dir,
 
 def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | None:
     """``REGIONMESH_DATABASE_URL``: the one database plain ``alembic`` commands run against."""
