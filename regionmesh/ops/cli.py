@@ -30,6 +30,8 @@ from regionmesh.models.registry import list_entries, set_home
 from regionmesh.models.runs import dead_letters as fetch
 from regionmesh.models.runs import get_run, list_runs, statuses
 from regionmesh.replication.join import add_region
+from regionmesh.replication.resync import resync
+from regionmesh.replication.retention import prune
 from regionmesh.replication.setup import setup
 from regionmesh.replication.status import mesh_status
 from regionmesh.replication.verify import verify as run_verify
@@ -204,12 +206,21 @@ def demo(chaos: bool, tenants: int, per_tenant: int, root: str) -> None:
 # -- schema -----------------------------------------------------------------
 @cli.command()
 @click.option("--check", is_flag=True, help="Only report revisions and compatibility; change nothing.")
+@click.option("--plan", "show_plan", is_flag=True, help="Print what migrate will do, in which region, in which order; change nothing.")
 @pass_ctx
-def migrate(ctx: Context, check: bool) -> None:
-    """Upgrade every region of the mesh file to the head revision."""
+def migrate(ctx: Context, check: bool, show_plan: bool) -> None:
+    """Upgrade every region of a running mesh to the head revision: apply paused everywhere, the
+    DDL and conflict-trigger regeneration in each region, new tables published, apply resumed."""
     _needs("server")  # imported here: an optional extra
-    from regionmesh.ops.migrate import check_compatible, head, revisions, upgrade_all
+    from regionmesh.ops.migrate import check_compatible, head, plan, revisions, upgrade_live
 
+    if show_plan:
+        steps = plan(ctx.config)
+        if not steps:
+            console.print(f"every region is at head ({head()}): nothing to do")
+        for step in steps:
+            console.print(f"{step.order}. [{step.region}] {step.action}", highlight=False)
+        return
     table = Table(title=f"schema revisions (head {head()})")
     for col in ("region", "before", "after"):
         table.add_column(col)
@@ -219,7 +230,8 @@ def migrate(ctx: Context, check: bool) -> None:
         for name, rev in revs.items():
             table.add_row(name, rev or "(empty)", rev or "(empty)")
     else:
-        for r in upgrade_all(ctx.config):
+        report = upgrade_live(ctx.config, say=lambda line: console.print(line, highlight=False))
+        for r in report.regions:
             table.add_row(r.region, r.before or "(empty)", r.after or "(empty)")
     console.print(table)
 
@@ -351,6 +363,32 @@ def region_add(ctx: Context, name: str, seed: str | None, admin_url_env: str | N
         peers = [r for r in ctx.config.regions if r != name]
         report = add_region(ctx.config, name, seed=seed or peers[0], new_admin_url=os.environ[admin_url_env])
     console.print(f"region {report.region} joined from {report.seed}: {report.rows_copied} rows copied in {report.seconds:.1f}s")
+
+
+@region.command("resync")
+@click.argument("name")
+@click.option("--from", "seed", required=True, help="The region whose copy is taken (it keeps running).")
+@click.option("--admin-url-env", default=None,
+              help="Production: environment variable holding a superuser URL of NAME's database.")
+@click.option("--dev/--no-dev", "dev_mode", default=True, show_default=True,
+              help="In the local dev mesh (--dir) take the superuser URL from it.")
+@DIR_OPTION
+@pass_ctx
+def region_resync(ctx: Context, name: str, seed: str, admin_url_env: str | None, dev_mode: bool, root: str) -> None:
+    """Rebuild region NAME (lost slots, lost data) from SEED while the others keep writing.
+    Stop NAME's workers first; changes NAME made that no peer received are discarded."""
+    if dev_mode:
+        _needs("dev")  # imported here: an optional extra
+        from regionmesh.ops.devmesh import DATABASE, DevMesh
+
+        admin_url = DevMesh(root).admin_url(name, DATABASE)
+    else:
+        if not admin_url_env or not os.environ.get(admin_url_env):
+            raise click.UsageError("--no-dev needs --admin-url-env naming a set environment variable")
+        admin_url = os.environ[admin_url_env]
+    report = resync(ctx.config, name, seed=seed, admin_url=admin_url)
+    console.print(f"region {report.region} rebuilt from {report.seed}: dropped {', '.join(report.dropped) or 'nothing'}; "
+                  f"{report.rows_copied} rows copied in {report.seconds:.1f}s. Check with 'regionmesh verify'.")
 
 
 # -- routing ----------------------------------------------------------------
@@ -631,6 +669,30 @@ def runs_list(ctx: Context, tenant: str, region: str | None, limit: int) -> None
     for r in rows:
         table.add_row(str(r["id"]), r["workflow"], r["status"], r["owner_region"], str(r["epoch"]), str(r["created_at"])[:19])
     console.print(table)
+
+
+def _duration_s(value: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return float(value[:-1]) * units[value[-1]] if value[-1:] in units else float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: a number of seconds, or with s, m, h or d (30d)") from None
+
+
+@runs.command("prune")
+@click.option("--older-than", "older_than", required=True,
+              help="Delete runs finished longer ago than this (30d, 12h, 90m, or seconds).")
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Seconds to wait for every region to hold the tombstones before removing them.")
+@pass_ctx
+def runs_prune(ctx: Context, older_than: str, timeout: float) -> None:
+    """Delete finished runs (and their steps, tasks, attempts) everywhere through the delete rule:
+    tombstones first, removed once every region holds them. Runs from the local region."""
+    cfg = ctx.config
+    via = cfg.local.name if cfg.local_region else next(iter(cfg.regions))
+    report = prune(cfg, via, _duration_s(older_than), timeout=timeout)
+    removed = ", ".join(f"{t} {n}" for t, n in report.removed.items())
+    console.print(f"pruned {report.runs} runs from {via} in {report.seconds:.1f}s (removed: {removed or 'nothing'})")
 
 
 @cli.command("submit-batch")
