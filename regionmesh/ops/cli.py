@@ -25,7 +25,8 @@ from regionmesh.config import DEFAULT_CONFIG_PATH, ENV_CONFIG, ENV_REGION, MeshC
 from regionmesh.errors import RegionmeshError, RunNotFound
 from regionmesh.extras import require
 from regionmesh.models.engine import engine_for
-from regionmesh.models.outbox import depth
+from regionmesh.models.outbox import depth, rejected_count
+from regionmesh.models.outbox import rejected as outbox_rejected
 from regionmesh.models.registry import list_entries, set_home
 from regionmesh.models.runs import dead_letters as fetch
 from regionmesh.models.runs import get_run, list_runs, statuses
@@ -539,7 +540,11 @@ def outbox(ctx: Context, as_json: bool) -> None:
         engine = engine_for(ctx.config, name)
         try:
             n, oldest, per = depth(engine)
-            out[name] = {"depth": n, "oldest_age_s": oldest, "by_target": per}
+            out[name] = {"depth": n, "oldest_age_s": oldest, "by_target": per, "rejected": rejected_count(engine),
+                         "latest_rejections": [
+                             {"submission_id": r["submission_id"], "run_id": str(r["run_id"]), "tenant_id": r["tenant_id"],
+                              "at": str(r["rejected_at"]), "reason": r["rejection"]}
+                             for r in outbox_rejected(engine, 5)]}
         except Exception as exc:  # an unreachable region is reported, not fatal
             out[name] = {"error": str(exc).splitlines()[0]}
         finally:
@@ -548,15 +553,20 @@ def outbox(ctx: Context, as_json: bool) -> None:
         click.echo(json.dumps(out, indent=2))
         return
     table = Table(title="outboxes")
-    for col in ("region", "waiting", "oldest", "for"):
+    for col in ("region", "waiting", "oldest", "for", "rejected"):
         table.add_column(col)
     for name, o in out.items():
         if "error" in o:
-            table.add_row(name, "?", "-", o["error"][:60])
+            table.add_row(name, "?", "-", o["error"][:60], "?")
         else:
             age = "-" if o["oldest_age_s"] is None else f"{o['oldest_age_s']:.1f}s"
-            table.add_row(name, str(o["depth"]), age, ", ".join(f"{k}={v}" for k, v in o["by_target"].items()))
+            table.add_row(name, str(o["depth"]), age, ", ".join(f"{k}={v}" for k, v in o["by_target"].items()),
+                          str(o["rejected"]))
     console.print(table)
+    for name, o in out.items():
+        for r in o.get("latest_rejections", []):
+            console.print(f"{name}: {r['tenant_id']} submission {r['submission_id']} (run {r['run_id']}): {r['reason']}",
+                          markup=False)
 
 
 @cli.group()
