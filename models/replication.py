@@ -150,10 +150,11 @@ def ensure_subscription(engine: Engine, name: str, conninfo: str, publication: s
     changes: list[str] = []
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if facts is None:
-            conn.execute(text(
-                f"CREATE SUBSCRIPTION {name} CONNECTION {_literal(conninfo)} PUBLICATION {publication} "
-                f"WITH (copy_data = false, slot_name = '{name}', {_OPTION_SQL})"
-            ))
+            with _password_kept_out(conninfo):
+                conn.execute(text(
+                    f"CREATE SUBSCRIPTION {name} CONNECTION {_literal(conninfo)} PUBLICATION {publication} "
+                    f"WITH (copy_data = false, slot_name = '{name}', {_OPTION_SQL})"
+                ))
             conn.execute(text(f"COMMENT ON SUBSCRIPTION {name} IS {_literal(_fingerprint(conninfo))}"))
             return "created"
         if facts["conninfo"] is not None:
@@ -161,7 +162,8 @@ def ensure_subscription(engine: Engine, name: str, conninfo: str, publication: s
         else:  # this role cannot read subconninfo: trust setup's own fingerprint
             conn_differs = facts["fingerprint"] != _fingerprint(conninfo)
         if conn_differs:
-            conn.execute(text(f"ALTER SUBSCRIPTION {name} CONNECTION {_literal(conninfo)}"))
+            with _password_kept_out(conninfo):
+                conn.execute(text(f"ALTER SUBSCRIPTION {name} CONNECTION {_literal(conninfo)}"))
             changes.append("connection")
         if facts["fingerprint"] != _fingerprint(conninfo):
             conn.execute(text(f"COMMENT ON SUBSCRIPTION {name} IS {_literal(_fingerprint(conninfo))}"))
@@ -223,7 +225,7 @@ def wipe_replicated_tables(engine: Engine) -> list[str]:
 
 def set_subscription_connection(engine: Engine, name: str, conninfo: str) -> None:
     """Point one link elsewhere (a proxy, a new address); ``setup`` restores the mesh file's."""
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn, _password_kept_out(conninfo):
         conn.execute(text(f"ALTER SUBSCRIPTION {name} CONNECTION {_literal(conninfo)}"))
         conn.execute(text(f"COMMENT ON SUBSCRIPTION {name} IS {_literal(_fingerprint(conninfo))}"))
 
@@ -474,7 +476,7 @@ def copy_with_new_slot(seed_conninfo: str, seed_app_url: str, slot: str, target_
 
 def create_subscription_on_slot(engine: Engine, name: str, conninfo: str, publication: str) -> None:
     """Subscribe with an existing slot (create_slot = false), origin = none, no copy."""
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn, _password_kept_out(conninfo):
         conn.execute(text(
             f"CREATE SUBSCRIPTION {name} CONNECTION {_literal(conninfo)} PUBLICATION {publication} "
             f"WITH (origin = none, copy_data = false, create_slot = false, slot_name = '{name}', "
