@@ -23,7 +23,7 @@ def make_engine(
     url: str,
     *,
     region: str | None = None,
-    pool_size: int = 2,
+    pool_size: int = 5,
     connect_timeout: int = 5,
     application_name: str = "regionmesh",
 ) -> Engine:

@@ -7,6 +7,13 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 
+def region_rows(engine: Engine) -> dict[str, tuple[str, str | None, int]]:
+    """name -> (status, successor, epoch) of every region row."""
+    with engine.connect() as conn:
+        return {r[0]: (r[1], r[2], int(r[3])) for r in conn.execute(
+            text("SELECT name, status, failed_over_to, epoch FROM regions")).all()}
+
+
 def region_statuses(engine: Engine) -> dict[str, str]:
     with engine.connect() as conn:
         return {r[0]: r[1] for r in conn.execute(text("SELECT name, status FROM regions")).all()}
@@ -31,9 +38,20 @@ def registry_entry(engine: Engine, tenant_id: str) -> tuple[str, str, str, int] 
     return None if row is None else (row[0], row[1], row[2], int(row[3]))
 
 
-def set_home(engine: Engine, tenant_id: str, home_region: str, reason: str, note: str | None = None) -> int:
-    """Write a registry row with the next epoch (epochs only grow). Returns the new epoch."""
+def set_home(engine: Engine, tenant_id: str, home_region: str, reason: str, note: str | None = None,
+             *, expect_version: str | None = None) -> int | None:
+    """Write a registry row with the next epoch (epochs only grow). Returns the new epoch.
+
+    With ``expect_version`` the write happens only while the tenant's placement inputs here are
+    still those (see ``rm_placement_version``), serialized with run creation: returns None when
+    they changed.
+    """
     with engine.begin() as conn:
+        conn.execute(text("SELECT rm_lock_placement(:t, true)"), {"t": tenant_id})
+        if expect_version is not None:
+            now = conn.execute(text("SELECT rm_placement_version(:t)"), {"t": tenant_id}).scalar_one()
+            if now != expect_version:
+                return None
         return int(conn.execute(text(
             """INSERT INTO tenant_registry (tenant_id, home_region, reason, note, epoch)
                VALUES (:t, :h, :r, :n, 1)

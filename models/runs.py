@@ -36,27 +36,38 @@ class Claim:
     epoch: int
 
 
-def create_run(
+@dataclass(frozen=True)
+class Placed:
+    """What ``place_run`` did: created (ready tasks to publish, maybe one claimed for the caller),
+    duplicate, no_lease (this region may not work now) or moved (the placement inputs changed)."""
+
+    status: str
+    ready: list[uuid.UUID]
+    claim: Claim | None = None
+
+
+def place_run(
     engine: Engine,
     run: dict[str, Any],
     steps: list[dict[str, Any]],
     *,
+    version: str,
     claim_for: tuple[str, str] | None = None,
-) -> tuple[list[uuid.UUID] | None, Claim | None]:
-    """Insert a run and its steps; start the root steps.
+) -> Placed:
+    """Insert a run and its steps where its tenant is placed (``rm_place_run``); start the root steps.
 
-    With ``claim_for=(region, worker)`` the first ready task is claimed in the
-    same transaction. Returns (ready task ids to publish, the claim), or
-    (None, None) when the run already existed.
+    ``version`` is the placement inputs the caller computed the placement from; the run is created
+    only while they are unchanged and this region holds its lease. With ``claim_for=(region,
+    worker)`` the first ready task is claimed in the same transaction.
     """
     with engine.begin() as conn:
-        ready = conn.execute(
-            text("SELECT rm_create_run(CAST(:run AS jsonb), CAST(:steps AS jsonb))"),
-            {"run": json.dumps(run), "steps": json.dumps(steps)},
+        out = conn.execute(
+            text("SELECT rm_place_run(CAST(:run AS jsonb), CAST(:steps AS jsonb), :v)"),
+            {"run": json.dumps(run), "steps": json.dumps(steps), "v": version},
         ).scalar_one()
-        if ready is None:
-            return None, None
-        ids = [uuid.UUID(str(t)) for t in ready]
+        if out["status"] != "created":
+            return Placed(out["status"], [])
+        ids = [uuid.UUID(str(t)) for t in out["ready"]]
         claim = None
         if claim_for is not None and ids:
             row = conn.execute(
@@ -66,7 +77,7 @@ def create_run(
             claim = _claim(row)
             if claim is not None:
                 ids = ids[1:]
-    return ids, claim
+    return Placed("created", ids, claim)
 
 
 def _claim(row: dict[str, Any] | None) -> Claim | None:

@@ -8,6 +8,8 @@ define them and the migrations create them.
 
 ==============  ===============================================================
 stamp.sql       ``rm_stamp()``: region and ``updated_at`` of every local write
+lease.sql       ``rm_may_work()`` (lease and fence), the placement version and
+                its locks
 engine.sql      the run/step/task state machine (create, complete, fail, cancel,
                 retry)
 claims.sql      ``rm_claim_task`` (fence, ownership, epoch) and
@@ -42,7 +44,7 @@ from importlib.resources import files
 from sqlalchemy import Connection
 
 # In dependency order: triggers.sql attaches functions the files before it define.
-FILES: tuple[str, ...] = ("stamp.sql", "engine.sql", "claims.sql", "conflicts.sql", "triggers.sql",
+FILES: tuple[str, ...] = ("stamp.sql", "lease.sql", "engine.sql", "claims.sql", "conflicts.sql", "triggers.sql",
                          "deletes.sql")
 
 
@@ -65,3 +67,8 @@ def apply(conn: Connection, *names: str) -> None:
     """
     for name in names:
         conn.exec_driver_sql(load(name), execution_options={"no_parameters": True})
+
+
+def run_text(conn: Connection, sql: str) -> None:
+    """Execute SQL text frozen in a migration (a file's text as of that revision), like :func:`apply`."""
+    conn.exec_driver_sql(sql, execution_options={"no_parameters": True})

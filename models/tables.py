@@ -21,7 +21,7 @@ from sqlalchemy import (
     Uuid,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from regionmesh.models.base import Base, Replicated
@@ -31,7 +31,8 @@ NOW = text("clock_timestamp()")
 RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
 STEP_STATUSES = ("waiting", "ready", "queued", "running", "succeeded", "failed", "cancelled")
 TASK_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-REGION_STATUSES = ("active", "draining", "failed_over")
+REGION_STATUSES = ("active", "draining", "failing_over", "failed_over")
+GRANT_STATES = ("granting", "withheld", "expired")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -57,6 +58,22 @@ class TenantRegistry(Replicated, Base):
     reason: Mapped[str] = mapped_column(Text, nullable=False)
     note: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (CheckConstraint("reason IN ('pin', 'failover', 'move', 'hash')", name="reason"),)
+
+
+class LeaseGrant(Replicated, Base):
+    """A grantor's acknowledgement of a holder's latest beat (``heartbeats.seq``), written by the grantor only.
+
+    ``granting``: it acknowledged beat ``seq`` and promises not to take over the holder's tenants
+    until L·(1+ρ)+margin after that, on its own monotonic clock. ``withheld``: it stopped
+    acknowledging (the holder is being failed over). ``expired``: it stopped and its promise ran out.
+    """
+
+    __tablename__ = "lease_grants"
+    holder: Mapped[str] = mapped_column(Text, primary_key=True)
+    grantor: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    state: Mapped[str] = mapped_column(Text, nullable=False)
+    __table_args__ = (CheckConstraint(_in("state", GRANT_STATES), name="state"),)
 
 
 class WorkflowRun(Replicated, Base):
@@ -244,13 +261,31 @@ class ReplicationLinkStats(Base):
 
 
 class LocalFence(Base):
-    """Local only, one row: while ``fenced`` this region claims no step (see migration 0006)."""
+    """Local only, one row: while ``fenced`` this region creates, claims and completes nothing.
+
+    ``manual``: raised by an operator (``regionmesh fence``); only ``unfence`` lowers it.
+    Otherwise the lease keeper raises it while the region is failed over.
+    """
 
     __tablename__ = "local_fence"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     fenced: Mapped[bool] = mapped_column(Boolean, nullable=False)
     reason: Mapped[str | None] = mapped_column(Text)
+    manual: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+
+class LocalLease(Base):
+    """Local only, one row: until when (this server's clock, set conservatively by the lease
+    keeper) this region holds its lease, and which regions' grants made the majority."""
+
+    __tablename__ = "local_lease"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    held_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    granted_by: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default=text("'{}'"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
     __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
 
 
@@ -262,4 +297,5 @@ REPLICATED_TABLES = (
     "step_tasks",
     "step_attempts",
     "heartbeats",
+    "lease_grants",
 )

@@ -77,10 +77,11 @@ SETTINGS: dict[str, Setting] = {
     "deadline_slack_s": Setting("REGIONMESH_DEADLINE_SLACK_S", 5.0, "grace past a step's timeout before re-queueing"),
     "visibility_timeout_s": Setting("REGIONMESH_VISIBILITY_TIMEOUT_S", 3600,
                                     "Redis unacked redelivery timeout; longer than any step"),
-    "rejoin_after_s": Setting("REGIONMESH_REJOIN_AFTER_S", 10.0, "own heartbeat older than this: fence until caught up"),
-    "caught_up_s": Setting("REGIONMESH_CAUGHT_UP_S", 5.0, "peer heartbeats younger than this: caught up"),
     "forward_confirm_s": Setting("REGIONMESH_FORWARD_CONFIRM_S", 60.0, "re-send a forward whose run is not seen by then"),
-    "db_pool_size": Setting("REGIONMESH_DB_POOL_SIZE", 2, "connections per region engine per process"),
+    "db_pool_size": Setting("REGIONMESH_DB_POOL_SIZE", 4, "connections per region engine per process"),
+    "lease_s": Setting("REGIONMESH_LEASE_S", 10.0, "L: how long a majority's acknowledgement of a beat lets a region work"),
+    "clock_drift": Setting("REGIONMESH_CLOCK_DRIFT", 0.01, "rho: bound on the clock rate difference between hosts"),
+    "lease_margin_s": Setting("REGIONMESH_LEASE_MARGIN_S", 1.0, "added to every grantor's promise"),
 }
 
 
@@ -93,10 +94,11 @@ class Settings:
     requeue_after_s: float = 30.0
     deadline_slack_s: float = 5.0
     visibility_timeout_s: int = 3600
-    rejoin_after_s: float = 10.0
-    caught_up_s: float = 5.0
     forward_confirm_s: float = 60.0
-    db_pool_size: int = 2
+    db_pool_size: int = 4
+    lease_s: float = 10.0
+    clock_drift: float = 0.01
+    lease_margin_s: float = 1.0
 
     @property
     def workflow_modules(self) -> list[str]:

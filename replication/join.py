@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from regionmesh.config import MeshConfig
 from regionmesh.errors import RegionmeshError
-from regionmesh.models import heartbeats
+from regionmesh.models import lease as lease_repo
 from regionmesh.models import replication as repl
 from regionmesh.models.engine import engine_for
 from regionmesh.names import PUBLICATION, subscription_name
@@ -68,7 +68,7 @@ def add_region(config: MeshConfig, new: str, *, seed: str, new_admin_url: str, t
             repl.drop_slot_if_exists(conninfo(config, p), slot)
             created[p] = repl.create_slot(conninfo(config, p), slot)
             # A write after the slot exists, so the seed's progress from p passes that point.
-            heartbeats.beat(engines[p], p)
+            lease_repo.beat(engines[p], p)
         # 2. The seed applies each peer past that point, then pauses.
         seed_subs = {p: subscription_name(seed, p) for p in others}
         deadline = time.monotonic() + timeout

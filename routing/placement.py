@@ -1,4 +1,17 @@
-"""Where a tenant's new runs go: the registry override if any, else the hash. Pure."""
+"""Where a tenant's new runs go. Pure.
+
+A tenant's *intent* is what an operator asked for: a registry row (pin or move) or, without
+one, the rendezvous hash over every configured region. Its *placement* follows the intent
+through region successors: a region that was failed over (or is draining) hands its tenants to
+the region named in its ``regions`` row, and so on. Failover, drain and restore change region
+rows only, never a tenant's intent, so pins and moves survive any number of them.
+
+Every fact placement depends on is written in the database of the region that places the
+affected tenants at that moment (a move at the old home, a restore at the successor, a failover
+at the heir once the failed region's lease has expired), and ``rm_place_run`` creates a run only
+while the placement inputs are still those the worker computed from (``Placement.version``):
+so no two regions place the same tenant at once.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +20,71 @@ from dataclasses import dataclass
 
 from regionmesh.routing.hashing import home_by_hash
 
-OVERRIDE_REASONS = ("pin", "failover", "move")
+OVERRIDE_REASONS = ("pin", "move", "failover")  # 'failover' rows come from releases before 0009
+FOLLOWED_STATUSES = ("failed_over", "draining")
 
 
 @dataclass(frozen=True)
 class RegistryEntry:
     tenant_id: str
     home_region: str
-    reason: str  # pin | failover | move | hash (no override)
+    reason: str  # pin | move | hash (no override) | failover (legacy)
+    epoch: int
+
+
+@dataclass(frozen=True)
+class RegionRow:
+    status: str  # active | draining | failing_over | failed_over
+    successor: str | None  # where its tenants go while failed over or draining
     epoch: int
 
 
 @dataclass(frozen=True)
 class Placement:
     tenant_id: str
-    region: str
-    reason: str  # hash | pin | failover | move
-    epoch: int  # the registry epoch (0 when placed by hash with no registry row)
+    region: str  # where new runs are created now
+    reason: str  # hash | pin | move: what decided the intent
+    epoch: int  # new runs carry it: it grows with every move of the intent and every failover on the path
+    intent: str  # the region the intent names
+    version: str = ""  # the inputs, as rm_placement_version spells them
 
     def explain(self) -> str:
-        if self.reason == "hash":
-            return "rendezvous hash over the active regions"
-        return f"tenant registry: {self.reason} at epoch {self.epoch}"
+        how = ("rendezvous hash over the configured regions" if self.reason == "hash"
+               else f"tenant registry: {self.reason}")
+        if self.region != self.intent:
+            how += f", {self.intent} is failed over or draining: its successor places it"
+        return how
 
 
-def place(tenant_id: str, active_regions: Iterable[str], entry: RegistryEntry | None,
-          known_regions: Iterable[str] | None = None) -> Placement:
-    """The placement of ``tenant_id``: a registry override to a known region wins; otherwise
-    the rendezvous hash over ``active_regions``."""
-    active = sorted(set(active_regions))
-    known = set(known_regions) if known_regions is not None else set(active)
+def version(entry: RegistryEntry | None, rows: Mapping[str, RegionRow]) -> str:
+    """The placement inputs in the form ``rm_placement_version()`` returns (models/sql/lease.sql)."""
+    regions = ",".join(f"{name}={rows[name].status}@{rows[name].epoch}" for name in sorted(rows))
+    return f"{entry.epoch if entry else 0}/{regions}"
+
+
+def place(tenant_id: str, configured: Iterable[str], entry: RegistryEntry | None,
+          rows: Mapping[str, RegionRow] | None = None) -> Placement:
+    """The placement of ``tenant_id`` among the ``configured`` regions given its registry entry and
+    the region rows. Raises ValueError when no region is configured."""
+    known = sorted(set(configured))
+    rows = rows or {}
     if entry is not None and entry.reason in OVERRIDE_REASONS and entry.home_region in known:
-        return Placement(tenant_id, entry.home_region, entry.reason, entry.epoch)
-    return Placement(tenant_id, home_by_hash(tenant_id, active), "hash", entry.epoch if entry else 0)
+        intent, reason = entry.home_region, entry.reason
+    else:
+        intent, reason = home_by_hash(tenant_id, known), "hash"
+    region, seen, epoch = intent, {intent}, (entry.epoch if entry else 0)
+    while True:
+        row = rows.get(region)
+        if row is None or row.status not in FOLLOWED_STATUSES or not row.successor:
+            break
+        if row.successor not in known or row.successor in seen:
+            break  # an unknown or circular successor: stay (a refused write should make this impossible)
+        epoch += row.epoch
+        region = row.successor
+        seen.add(region)
+    return Placement(tenant_id, region, reason, max(1, epoch), intent, version(entry, rows))
 
 
-def active_regions(configured: Iterable[str], statuses: Mapping[str, str]) -> list[str]:
-    """Configured regions not marked otherwise than active in the replicated ``regions`` table."""
-    return [r for r in configured if statuses.get(r, "active") == "active"]
+def placing_regions(configured: Iterable[str], rows: Mapping[str, RegionRow]) -> list[str]:
+    """Regions that may place runs: configured and neither failed over nor draining."""
+    return [r for r in configured if rows.get(r) is None or rows[r].status not in FOLLOWED_STATUSES]

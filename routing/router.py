@@ -1,4 +1,8 @@
-"""The router: placement from the local (replicated) registry, behind a short-lived cache."""
+"""The router: placement from the local (replicated) registry and region rows, behind a short cache.
+
+A cached placement may be stale; ``rm_place_run`` refuses to create a run from a stale one
+(``moved``) and the caller asks again with ``fresh=True``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from regionmesh.models import registry as repo
-from regionmesh.routing.placement import Placement, RegistryEntry, active_regions, place
+from regionmesh.routing.placement import Placement, RegionRow, RegistryEntry, place
 
 CACHE_TTL_S = 2.0
 
@@ -18,29 +22,32 @@ class Router:
     engine: Engine
     regions: list[str]
     ttl_s: float = CACHE_TTL_S
-    _statuses: tuple[float, dict[str, str], int] | None = None
+    _rows: tuple[float, dict[str, RegionRow], int] | None = None
     _entries: dict[str, tuple[float, RegistryEntry | None]] = field(default_factory=dict)
 
-    def _version(self) -> tuple[dict[str, str], int]:
+    def _region_rows(self, fresh: bool) -> dict[str, RegionRow]:
         now = time.monotonic()
-        if self._statuses is None or now - self._statuses[0] > self.ttl_s:
-            statuses = repo.region_statuses(self.engine)
+        if fresh or self._rows is None or now - self._rows[0] > self.ttl_s:
+            rows = {name: RegionRow(*row) for name, row in repo.region_rows(self.engine).items()}
             version = repo.registry_version(self.engine)
-            if self._statuses is not None and version != self._statuses[2]:
+            if self._rows is not None and version != self._rows[2]:
                 self._entries.clear()  # the registry changed: forget cached entries
-            self._statuses = (now, statuses, version)
-        return self._statuses[1], self._statuses[2]
+            self._rows = (now, rows, version)
+        return self._rows[1]
 
-    def entry(self, tenant_id: str) -> RegistryEntry | None:
-        self._version()
+    def entry(self, tenant_id: str, *, fresh: bool = False) -> RegistryEntry | None:
+        self._region_rows(fresh)
         now = time.monotonic()
         cached = self._entries.get(tenant_id)
-        if cached is None or now - cached[0] > self.ttl_s:
+        if fresh or cached is None or now - cached[0] > self.ttl_s:
             row = repo.registry_entry(self.engine, tenant_id)
             cached = (now, None if row is None else RegistryEntry(*row))
             self._entries[tenant_id] = cached
         return cached[1]
 
-    def place(self, tenant_id: str) -> Placement:
-        statuses, _ = self._version()
-        return place(tenant_id, active_regions(self.regions, statuses), self.entry(tenant_id), self.regions)
+    def place(self, tenant_id: str, *, fresh: bool = False) -> Placement:
+        rows = self._region_rows(fresh)
+        return place(tenant_id, self.regions, self.entry(tenant_id, fresh=fresh), rows)
+
+    def rows(self, *, fresh: bool = False) -> dict[str, RegionRow]:
+        return dict(self._region_rows(fresh))

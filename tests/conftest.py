@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ import psutil
 import pytest
 
 from regionmesh.config import MeshConfig
-from regionmesh.ops.devmesh import DevMesh
+from regionmesh.ops.devmesh import DEV_WORKER_TIMERS, DevMesh
 
 TIERS = ("unit", "integration", "acceptance", "migration", "security")
 
@@ -49,6 +51,23 @@ class Mesh:
     def __init__(self, dev: DevMesh, config: MeshConfig) -> None:
         self.dev = dev
         self.config = config
+        self.keepers: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start_keeper(self, region: str) -> None:
+        """Keep ``region``'s lease with `regionmesh lease keep` (a region works only while a majority
+        of the mesh keeps leases; this mesh runs no worker in most regions)."""
+        log = open(self.dev.root / f"keeper-{region}.log", "ab")  # noqa: SIM115 - the child owns it
+        env = dict(os.environ, REGIONMESH_CONFIG=str(self.dev.mesh_file), REGIONMESH_REGION=region,
+                   PYTHONUNBUFFERED="1", **DEV_WORKER_TIMERS)
+        self.keepers[region] = subprocess.Popen([sys.executable, "-m", "regionmesh", "lease", "keep"], env=env,
+                                                stdout=log, stderr=subprocess.STDOUT)
+
+    def stop_keepers(self) -> None:
+        for proc in self.keepers.values():
+            proc.terminate()
+        for proc in self.keepers.values():
+            proc.wait(timeout=20)
+        self.keepers.clear()
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +77,13 @@ def mesh() -> Iterator[Mesh]:
     dev = DevMesh(root)
     try:
         config = dev.up(["us-east", "eu-west", "ap-south"])
-        yield Mesh(dev, config)
+        m = Mesh(dev, config)
+        for region in config.regions:
+            m.start_keeper(region)
+        yield m
     finally:
-        dev.down(purge=True)
+        if "m" in locals():
+            m.stop_keepers()
+        dev.down(purge=not os.environ.get("RM_KEEP_MESH"))  # keep logs and data to look at a failure
         leftover = processes_under(root)
         assert not leftover, f"processes left behind: {[p.cmdline() for p in leftover]}"

@@ -17,11 +17,11 @@ from celery import Celery, signals
 from regionmesh.broker import connection_settings, others_alive, restore_orphaned
 from regionmesh.config import MeshConfig, Settings, load_config
 from regionmesh.log import event
+from regionmesh.models import replication as repl
 from regionmesh.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
-from regionmesh.replication.heartbeat import heartbeat_job
 from regionmesh.workers.definitions import Registry
-from regionmesh.workers.fence import FenceKeeper
 from regionmesh.workers.forward import drain_outbox
+from regionmesh.workers.lease_keeper import LeaseLoop
 from regionmesh.workers.reconciler import Reconciler, ReconcilerSettings
 from regionmesh.workers.registry import default_registry
 from regionmesh.workers.runtime import Runtime
@@ -90,16 +90,11 @@ def create_app(config: MeshConfig | None = None, registry: Registry | None = Non
 def _wire_reconciler(app: Celery, rt: Runtime) -> None:
     holder: dict[str, Any] = {}
     settings = rt.config.settings
-    fence_keeper = FenceKeeper(rt, rejoin_after_s=settings.rejoin_after_s, caught_up_s=settings.caught_up_s)
 
     @signals.worker_init.connect(weak=False)
     def fence_first(sender: Any = None, **_: Any) -> None:
-        # Before any message is consumed: a region back from being away must not
-        # run what moved while it was gone.
-        try:
-            fence_keeper()
-        except Exception as exc:  # the database may be down; claims fail then anyway
-            event(30, "fence.check_failed", region=rt.region, error=exc)
+        # A region back from being away works only once a majority grants it a lease again
+        # (rm_may_work in every claim): nothing to do here but note when this worker started.
         holder["started_at"] = time.time()
 
     @signals.worker_ready.connect(weak=False)
@@ -114,14 +109,18 @@ def _wire_reconciler(app: Celery, rt: Runtime) -> None:
         except Exception as exc:  # the broker may be down; the visibility timeout still applies
             event(30, "broker.restore_failed", region=rt.region, error=exc)
         recon = Reconciler(rt, reconciler_settings(settings),
-                           extra_jobs=(fence_keeper, heartbeat_job(rt), lambda: drain_outbox(rt)))
+                           extra_jobs=(lambda: repl.observe_link_errors(rt.engine), lambda: drain_outbox(rt)))
+        keeper = LeaseLoop(rt, settings.reconcile_interval_s)
         holder["r"] = recon
+        holder["k"] = keeper
+        keeper.start()
         recon.start()
 
     @signals.worker_shutting_down.connect(weak=False)
     def stop(**_: Any) -> None:
-        if "r" in holder:
-            holder["r"].stop()
+        for loop in ("k", "r"):
+            if loop in holder:
+                holder[loop].stop()
 
 
 _app: Celery | None = None

@@ -35,7 +35,6 @@ from regionmesh.workers.metrics import FORWARD_LATENCY, SUBMISSIONS
 from regionmesh.workers.runtime import Runtime
 from regionmesh.workers.submission import REGION_RE, SUBMISSION_ID_RE, TENANT_RE, kwargs_summary
 
-MAX_HOPS = 3
 OUTBOX_BACKOFF_MAX_S = 30.0
 MAX_SENDS = 10  # with forward_confirm_s = 60 s: ten minutes without the run arriving
 REASON_MAX = 2000

@@ -9,36 +9,67 @@ from dataclasses import dataclass
 from regionmesh.errors import InvalidTransition, RunNotFound
 from regionmesh.log import event
 from regionmesh.models import runs
+from regionmesh.workers import forward
 from regionmesh.workers.runtime import Runtime
 from regionmesh.workers.submission import Submission, plan_run
+
+MAX_HOPS = 3  # forwards a submission may take while regions disagree about a tenant's home
 
 
 @dataclass(frozen=True)
 class Started:
     run_id: uuid.UUID
     created: bool
-    status: str
+    status: str  # the run's status; 'no_lease' when this region may not work now
     inline: runs.Claim | None = None  # a ready task claimed for the caller to run
+    home: str | None = None  # where it went instead, when it was forwarded or kept
+    outcome: str = "started"  # started | duplicate | no_lease | forwarded | outbox
 
 
-def start_run(rt: Runtime, sub: Submission, *, keep_first: bool = False) -> Started:
-    """Create the run of a submission in this region (once per (tenant, key)) and publish its ready steps.
+def route(placed_at: str, me: str, hops: int) -> str:
+    """What a region does with a submission: 'create' it here (it is placed here), 'forward' it to
+    the region it is placed at, or 'hold' it (kept in the outbox and sent again later: it has been
+    forwarded too often, the regions disagree for now). A submission never starts off its home."""
+    if placed_at == me:
+        return "create"
+    return "forward" if hops < MAX_HOPS else "hold"
 
-    With ``keep_first`` the first ready task is claimed in the creating
-    transaction and returned for the caller to run inline. Raises RejectedSubmission for an unknown workflow.
+
+def accept(rt: Runtime, sub: Submission, *, hops: int, message: dict[str, object], keep_first: bool = False) -> Started:
+    """Create the run where its tenant is placed, or send the submission there.
+
+    The run is created only while this region holds its lease and the placement it was computed
+    from is still current (rm_place_run); a stale cached placement is computed again once.
+    Raises RejectedSubmission for an unknown workflow.
     """
-    run, steps = plan_run(sub, rt.registry, region=rt.region)
-    ready, inline = runs.create_run(
-        rt.engine, run, steps, claim_for=(rt.region, rt.worker_id) if keep_first else None
-    )
-    if ready is None:
-        event(logging.INFO, "run.duplicate", region=rt.region, tenant=sub.tenant_id, run=sub.run_id,
-              submission=sub.submission_id)
-        return Started(sub.run_id, False, runs.run_status(rt.engine, sub.run_id) or "unknown")
-    rt.publish_steps(ready)
-    event(logging.INFO, "run.created", region=rt.region, tenant=sub.tenant_id, run=sub.run_id,
-          workflow=sub.workflow, steps=len(steps), status=run["status"], error=run.get("error"))
-    return Started(sub.run_id, True, str(run["status"]), inline)
+    for fresh in (False, True):
+        placement = rt.router.place(sub.tenant_id, fresh=fresh)
+        decision = route(placement.region, rt.region, hops)
+        if decision != "create":
+            outcome = (forward.forward(rt, placement.region, message | {"hops": hops}, sub.run_id)
+                       if decision == "forward"
+                       else forward.hold(rt, placement.region, message | {"hops": hops}, sub.run_id,
+                                         f"forwarded {hops} times; regions disagree about the home for now"))
+            return Started(sub.run_id, False, "forwarded", home=placement.region, outcome=outcome)
+        run, steps = plan_run(sub, rt.registry, region=rt.region, epoch=placement.epoch)
+        placed = runs.place_run(rt.engine, run, steps, version=placement.version,
+                                claim_for=(rt.region, rt.worker_id) if keep_first else None)
+        if placed.status == "moved":
+            event(logging.INFO, "run.placement_changed", region=rt.region, tenant=sub.tenant_id, run=sub.run_id)
+            continue
+        if placed.status == "no_lease":
+            return Started(sub.run_id, False, "no_lease", outcome="no_lease")
+        if placed.status == "duplicate":
+            event(logging.INFO, "run.duplicate", region=rt.region, tenant=sub.tenant_id, run=sub.run_id,
+                  submission=sub.submission_id)
+            return Started(sub.run_id, False, runs.run_status(rt.engine, sub.run_id) or "unknown", outcome="duplicate")
+        rt.publish_steps(placed.ready)
+        event(logging.INFO, "run.created", region=rt.region, tenant=sub.tenant_id, run=sub.run_id,
+              workflow=sub.workflow, steps=len(steps), status=run["status"], epoch=placement.epoch,
+              error=run.get("error"))
+        return Started(sub.run_id, True, str(run["status"]), placed.claim)
+    # The placement changed twice while we looked: let the message come back later.
+    return Started(sub.run_id, False, "no_lease", outcome="no_lease")
 
 
 def cancel(rt: Runtime, run_id: uuid.UUID) -> None:

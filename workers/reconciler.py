@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection
-
 from regionmesh.host import pid_alive
 from regionmesh.log import event
-from regionmesh.models import runs
-from regionmesh.models.failover import fence
-from regionmesh.models.locks import still_connected, try_session_lock
+from regionmesh.models import lease, runs
 from regionmesh.workers.executor import MIN_WORKER_LOST_TRIES
 from regionmesh.workers.runtime import Runtime
+from regionmesh.workers.singleton import SingletonLoop
 
 LOCK_NAME = "regionmesh.reconciler"
 
@@ -36,45 +32,18 @@ class ReconcilerSettings:
     deadline_slack_s: float = 5.0  # a running task this far past its deadline lost its worker
 
 
-class Reconciler(threading.Thread):
+class Reconciler(SingletonLoop):
     def __init__(self, rt: Runtime, settings: ReconcilerSettings,
                  extra_jobs: tuple[Callable[[], object], ...] = ()) -> None:
-        super().__init__(name=f"rm-reconciler-{rt.region}", daemon=True)
-        self.rt = rt
+        super().__init__(rt, LOCK_NAME, settings.interval_s)
         self.settings = settings
         self.extra_jobs = extra_jobs
-        self.stopping = threading.Event()
-        self.active = threading.Event()
-        self._lock_conn: Connection | None = None
 
-    def stop(self) -> None:
-        self.stopping.set()
-
-    def _hold_lock(self) -> bool:
-        if self._lock_conn is not None:
-
-            if still_connected(self._lock_conn):
-                return True
-            self._drop_lock()  # the server restarted: the lock went with the session
-        conn = self.rt.engine.connect()
-        if try_session_lock(conn, f"{LOCK_NAME}:{self.rt.region}"):
-            conn.commit()
-            self._lock_conn = conn
-            self.active.set()
-            event(logging.INFO, "reconciler.active", region=self.rt.region, worker=self.rt.worker_id)
-            return True
-        conn.rollback()
-        conn.close()
-        return False
-
-    def _drop_lock(self) -> None:
-        if self._lock_conn is not None:
-            try:
-                self._lock_conn.close()
-            except Exception as exc:  # the session is gone either way
-                event(logging.DEBUG, "reconciler.lock_close_failed", region=self.rt.region, error=exc)
-        self._lock_conn = None
-        self.active.clear()
+    def step(self) -> None:
+        for job in self.extra_jobs:
+            job()
+        if lease.may_work(self.rt.engine):  # without its lease a region touches no run
+            self.tick()
 
     def tick(self) -> tuple[int, int]:
         """One pass. Returns (re-published queued tasks, re-queued or failed expired tasks)."""
@@ -102,17 +71,3 @@ class Reconciler(threading.Thread):
         if expired:
             event(logging.WARNING, "reconciler.expired", region=self.rt.region, count=len(expired))
         return len(stale), len(expired)
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                if self._hold_lock():
-                    for job in self.extra_jobs:
-                        job()
-                    if not fence(self.rt.engine)[0]:  # a fenced region touches no run
-                        self.tick()
-            except Exception as exc:  # keep the loop alive through outages
-                event(logging.WARNING, "reconciler.error", region=self.rt.region, error=exc)
-                self._drop_lock()
-            self.stopping.wait(self.settings.interval_s)
-        self._drop_lock()

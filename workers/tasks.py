@@ -17,7 +17,6 @@ from regionmesh.backoff import compute_backoff
 from regionmesh.errors import RejectedSubmission
 from regionmesh.log import event
 from regionmesh.models import runs
-from regionmesh.models.failover import fence as fenced
 from regionmesh.names import REJECTED_TASK, RUN_STEP_TASK, SUBMIT_TASK
 from regionmesh.workers import executor, forward, lifecycle
 from regionmesh.workers.intake import DeadLetterRecord, dead_letter_record
@@ -95,15 +94,14 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             if args:
                 raise RejectedSubmission("positional arguments are not accepted; send keyword arguments")
             sub = parse_submission(kwargs, max_input_bytes=rt.config.max_input_bytes)
-            placement = rt.router.place(sub.tenant_id)
-            hops = int(kwargs.get("hops") or 0)
-            if placement.region != rt.region and hops < forward.MAX_HOPS:
-                outcome = forward.forward(rt, placement.region, sub.message() | {"hops": hops}, sub.run_id)
-                return {"run_id": str(sub.run_id), "home": placement.region, "status": outcome}
-            if fenced(rt.engine)[0]:
-                # Back from being away and not caught up: the registry here may be stale.
+            started = lifecycle.accept(rt, sub, hops=int(kwargs.get("hops") or 0), message=sub.message(),
+                                       keep_first=True)
+            if started.outcome in ("forwarded", "outbox"):
+                return {"run_id": str(sub.run_id), "home": started.home, "status": started.outcome}
+            if started.outcome == "no_lease":
+                # This region may not create runs now (no lease from a majority, or fenced): the
+                # message waits in the broker and comes back; it is neither lost nor run elsewhere.
                 raise self.retry(countdown=2, max_retries=None)
-            started = lifecycle.start_run(rt, sub, keep_first=True)
             SUBMISSIONS.labels(rt.region, "started" if started.created else "duplicate").inc()
         except Retry:
             raise

@@ -1,6 +1,6 @@
 -- claims.sql: claiming a task for execution. rm_claim_task claims nothing while
--- this region's local fence is up (catching up after being down, or failed
--- over), nor a task of a run owned elsewhere or of an older epoch.
+-- this region may not work (lease.sql: no lease, or fenced), nor a task of a run
+-- owned elsewhere or of an older epoch.
 -- rm_complete_and_claim completes a task and claims the next one it released
 -- in the same transaction (inline continuation). Called from models/runs.py.
 
@@ -13,8 +13,8 @@ RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
   c record;
 BEGIN
-  IF EXISTS (SELECT 1 FROM local_fence WHERE fenced) THEN
-    RETURN NULL;  -- this region is catching up or failed over: execute nothing
+  IF NOT rm_may_work() THEN
+    RETURN NULL;  -- no lease, or fenced: execute nothing
   END IF;
   UPDATE step_tasks t
      SET status = 'running', attempt = t.attempt + 1, started_at = clock_timestamp(),

@@ -119,7 +119,8 @@ BEGIN
   END LOOP;
 END $$;
 
--- NULL: the completion was discarded (a duplicate, a lost race, a cancelled run).
+-- NULL: the completion was discarded (a duplicate, a lost race, a cancelled run,
+-- a run owned elsewhere or at a newer epoch, no lease here).
 -- Otherwise the tasks it released, to be published after commit.
 CREATE OR REPLACE FUNCTION rm_complete_task(p_task uuid, p_attempt int, p_output jsonb) RETURNS uuid[]
 LANGUAGE plpgsql AS $$
@@ -127,9 +128,12 @@ DECLARE
   v_step uuid;
   remaining int;
 BEGIN
-  UPDATE step_tasks SET status = 'succeeded', output = p_output, error = NULL, finished_at = clock_timestamp()
-   WHERE id = p_task AND status = 'running' AND attempt = p_attempt
-  RETURNING step_id INTO v_step;
+  IF NOT rm_may_work() THEN RETURN NULL; END IF;  -- no lease: this region's writes would lose anyway
+  UPDATE step_tasks t SET status = 'succeeded', output = p_output, error = NULL, finished_at = clock_timestamp()
+    FROM workflow_runs r
+   WHERE t.id = p_task AND t.status = 'running' AND t.attempt = p_attempt
+     AND r.id = t.run_id AND r.owner_region = current_setting('regionmesh.region', true) AND t.epoch = r.epoch
+  RETURNING t.step_id INTO v_step;
   IF v_step IS NULL THEN RETURN NULL; END IF;
   UPDATE workflow_steps SET remaining_tasks = remaining_tasks - 1
    WHERE id = v_step AND status = 'queued'
@@ -146,6 +150,12 @@ RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
   t record;
 BEGIN
+  IF NOT rm_may_work() OR NOT EXISTS (
+       SELECT 1 FROM step_tasks st JOIN workflow_runs wr ON wr.id = st.run_id
+        WHERE st.id = p_task AND wr.owner_region = current_setting('regionmesh.region', true)
+          AND st.epoch = wr.epoch) THEN
+    RETURN 'discarded';
+  END IF;
   IF p_retry_in IS NOT NULL THEN
     UPDATE step_tasks SET status = 'queued', error = p_error, queued_at = clock_timestamp(),
            not_before = clock_timestamp() + make_interval(secs => p_retry_in), deadline_at = NULL
@@ -226,4 +236,27 @@ BEGIN
     FROM workflow_steps w, LATERAL rm_start_step(w.id) AS t
    WHERE w.run_id = p_run AND w.status = 'waiting' AND w.remaining_deps = 0;
   RETURN ready || extra;
+END $$;
+
+-- Create a run where its tenant is placed, once: only while this region may work
+-- (rm_may_work) and the placement inputs are still those the caller computed
+-- the placement from (p_version, see rm_placement_version). Serialized with
+-- placement writers by rm_lock_placement.
+-- {"status": "created", "ready": [...]} | {"status": "duplicate"}
+-- | {"status": "no_lease"} | {"status": "moved", "version": ...}
+CREATE OR REPLACE FUNCTION rm_place_run(p_run jsonb, p_steps jsonb, p_version text) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_now text;
+  ready uuid[];
+BEGIN
+  PERFORM rm_lock_placement(p_run->>'tenant_id', false);
+  IF NOT rm_may_work() THEN RETURN jsonb_build_object('status', 'no_lease'); END IF;
+  v_now := rm_placement_version(p_run->>'tenant_id');
+  IF v_now IS DISTINCT FROM p_version THEN
+    RETURN jsonb_build_object('status', 'moved', 'version', v_now);
+  END IF;
+  ready := rm_create_run(p_run, p_steps);
+  IF ready IS NULL THEN RETURN jsonb_build_object('status', 'duplicate'); END IF;
+  RETURN jsonb_build_object('status', 'created', 'ready', to_jsonb(ready));
 END $$;

@@ -13,6 +13,7 @@ CREATE OR REPLACE TRIGGER rm_stamp BEFORE INSERT OR UPDATE ON workflow_steps FOR
 CREATE OR REPLACE TRIGGER rm_stamp BEFORE INSERT OR UPDATE ON step_tasks FOR EACH ROW EXECUTE FUNCTION rm_stamp();
 CREATE OR REPLACE TRIGGER rm_stamp BEFORE INSERT OR UPDATE ON step_attempts FOR EACH ROW EXECUTE FUNCTION rm_stamp();
 CREATE OR REPLACE TRIGGER rm_stamp BEFORE INSERT OR UPDATE ON heartbeats FOR EACH ROW EXECUTE FUNCTION rm_stamp();
+CREATE OR REPLACE TRIGGER rm_stamp BEFORE INSERT OR UPDATE ON lease_grants FOR EACH ROW EXECUTE FUNCTION rm_stamp();
 
 -- Regenerates both functions from the table's current columns (idempotent).
 SELECT rm_install_conflict_triggers('regions'::regclass);
@@ -22,3 +23,4 @@ SELECT rm_install_conflict_triggers('workflow_steps'::regclass);
 SELECT rm_install_conflict_triggers('step_tasks'::regclass);
 SELECT rm_install_conflict_triggers('step_attempts'::regclass);
 SELECT rm_install_conflict_triggers('heartbeats'::regclass);
+SELECT rm_install_conflict_triggers('lease_grants'::regclass);

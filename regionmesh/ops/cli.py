@@ -27,7 +27,7 @@ from regionmesh.extras import require
 from regionmesh.models.engine import engine_for
 from regionmesh.models.outbox import depth, rejected_count
 from regionmesh.models.outbox import rejected as outbox_rejected
-from regionmesh.models.registry import list_entries, set_home
+from regionmesh.models.registry import list_entries
 from regionmesh.models.runs import dead_letters as fetch
 from regionmesh.models.runs import get_run, list_runs, statuses
 from regionmesh.replication.join import add_region
@@ -36,7 +36,7 @@ from regionmesh.replication.retention import prune
 from regionmesh.replication.setup import setup
 from regionmesh.replication.status import mesh_status
 from regionmesh.replication.verify import verify as run_verify
-from regionmesh.routing.hashing import home_by_hash, score
+from regionmesh.routing.hashing import score
 from regionmesh.routing.router import Router
 from regionmesh.workers.definitions import Registry
 from regionmesh.workers.lifecycle import cancel, retry
@@ -425,14 +425,14 @@ def tenants() -> None:
 @click.option("--note", default=None, help="Why (data residency, ...).")
 @pass_ctx
 def tenants_pin(ctx: Context, tenant: str, region_name: str, note: str | None) -> None:
-    """Pin TENANT's new runs to REGION (bumps its registry epoch)."""
+    """Pin TENANT's new runs to REGION: written at the region that places it now, which stops first."""
+    _needs("server")  # imported here: an optional extra
+    from regionmesh.ops.failover import set_intent
 
     if region_name not in ctx.config.regions:
         raise click.BadParameter(f"unknown region {region_name!r}; known: {', '.join(ctx.config.regions)}")
-    engine = _engine_for(ctx, None)
-    epoch = set_home(engine, tenant, region_name, "pin", note)
-    engine.dispose()
-    console.print(f"{tenant} pinned to {region_name} at epoch {epoch}")
+    at, epoch = set_intent(ctx.config, tenant, region_name, "pin", note, _via(ctx))
+    console.print(f"{tenant} pinned to {region_name} at epoch {epoch} (written at {at})")
 
 
 @tenants.command("unpin")
@@ -440,33 +440,30 @@ def tenants_pin(ctx: Context, tenant: str, region_name: str, note: str | None) -
 @pass_ctx
 def tenants_unpin(ctx: Context, tenant: str) -> None:
     """Remove TENANT's pin: the hash places it again (the row stays, with a higher epoch)."""
+    _needs("server")  # imported here: an optional extra
+    from regionmesh.ops.failover import set_intent
 
-    engine = _engine_for(ctx, None)
-    epoch = set_home(engine, tenant, home_by_hash(tenant, ctx.config.regions), "hash", "unpinned")
-    engine.dispose()
-    console.print(f"{tenant} unpinned at epoch {epoch}")
+    at, epoch = set_intent(ctx.config, tenant, None, "hash", "unpinned", _via(ctx))
+    console.print(f"{tenant} unpinned at epoch {epoch} (written at {at})")
 
 
 @tenants.command("move")
 @click.argument("tenant")
 @click.option("--to", "to_region", required=True, help="The new home region.")
-@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the new home to catch up.")
 @pass_ctx
-def tenants_move(ctx: Context, tenant: str, to_region: str, timeout: float) -> None:
-    """Gracefully move TENANT: new runs go to the new home once it has caught up; runs in flight finish."""
+def tenants_move(ctx: Context, tenant: str, to_region: str) -> None:
+    """Move TENANT's new runs to TO: written at the region that places it now, which stops before TO
+    starts (TO places it once the row has replicated to it); runs in flight finish where they are."""
     _needs("server")  # imported here: an optional extra
-    from regionmesh.ops.failover import move_tenants
+    from regionmesh.ops.failover import set_intent
 
+    at, epoch = set_intent(ctx.config, tenant, to_region, "move", None, _via(ctx))
+    console.print(f"{tenant} moved from {at} to {to_region} at epoch {epoch}")
+
+
+def _via(ctx: Context) -> str:
     cfg = ctx.config
-    via = cfg.local.name if cfg.local_region else next(iter(cfg.regions))
-    engine = engine_for(cfg, via)
-    old = Router(engine, list(cfg.regions)).place(tenant).region
-    engine.dispose()
-    if old == to_region:
-        console.print(f"{tenant} is already homed in {to_region}")
-        return
-    move_tenants(cfg, [tenant], old, to_region, timeout=timeout)
-    console.print(f"{tenant} moved {old} -> {to_region}")
+    return cfg.local.name if cfg.local_region else next(iter(cfg.regions))
 
 
 @tenants.command("list")
@@ -476,7 +473,6 @@ def tenants_list(ctx: Context) -> None:
 
     engine = _engine_for(ctx, None)
     rows = list_entries(engine)
-    engine.dispose()
     table = Table(title="tenant registry")
     for col in ("tenant", "home", "reason", "epoch", "note"):
         table.add_column(col)
@@ -487,45 +483,134 @@ def tenants_list(ctx: Context) -> None:
 
 @cli.command()
 @click.argument("from_region")
-@click.option("--to", "to_region", required=True, help="The region that takes over.")
-@click.option("--force", is_flag=True, help="Even if FROM still answers (partitioned away).")
+@click.option("--to", "to_region", required=True, help="The region that takes over (it must hold a lease).")
+@click.option("--timeout", default=None, type=float, help="Seconds to wait for FROM's lease to expire "
+              "(default: three lease promises).")
+@click.option("--even-if-reachable", is_flag=True,
+              help="FROM's database answers from here but it is cut off from its peers. Safe: the failover "
+                   "still waits until FROM can hold no lease.")
+@click.option("--override-dead-minority", is_flag=True,
+              help="UNSAFE unless FROM is really dead: skip the majority rules (a two-region mesh split in two). "
+                   "Waits only for TO's own promise; if any other region could still grant FROM a lease, two "
+                   "regions may run the same tenants.")
 @pass_ctx
-def failover(ctx: Context, from_region: str, to_region: str, force: bool) -> None:
-    """FROM is down: move its tenants and unfinished runs to TO (epochs bumped)."""
+def failover(ctx: Context, from_region: str, to_region: str, timeout: float | None, even_if_reachable: bool,
+             override_dead_minority: bool) -> None:
+    """FROM is down: once it can hold no lease, its tenants go to TO and TO adopts its unfinished runs."""
     _needs("server")  # imported here: an optional extra
     from regionmesh.ops.failover import failover as do_failover
 
-    r = do_failover(ctx.config, from_region, to_region, force=force)
-    console.print(f"{r.from_region} failed over to {r.to_region} (region epoch {r.region_epoch}): "
-                  f"{r.tenants_moved} tenants moved, {r.runs_adopted} runs adopted, {r.tasks_queued} tasks queued")
+    r = do_failover(ctx.config, from_region, to_region, timeout_s=timeout, even_if_reachable=even_if_reachable,
+                    override_dead_minority=override_dead_minority,
+                    progress=lambda line: err_console.print(line, markup=False, highlight=False))
+    console.print(f"{r.from_region} failed over to {r.to_region} after {r.waited_s:.1f}s (region epoch "
+                  f"{r.region_epoch}): {r.runs_adopted} runs adopted, {r.tasks_queued} tasks queued")
 
 
 @cli.command()
 @click.argument("region_name")
 @click.option("--to", "to_region", required=True)
-@click.option("--timeout", default=60.0, show_default=True)
 @pass_ctx
-def drain(ctx: Context, region_name: str, to_region: str, timeout: float) -> None:
-    """Stop placing runs in REGION and move its tenants to TO; runs in flight finish there."""
+def drain(ctx: Context, region_name: str, to_region: str) -> None:
+    """Stop placing runs in REGION: its tenants' new runs go to TO; runs in flight finish in REGION."""
     _needs("server")  # imported here: an optional extra
     from regionmesh.ops.failover import drain as do_drain
 
-    n = do_drain(ctx.config, region_name, to_region, timeout=timeout)
-    console.print(f"{region_name} draining: {n} tenants moved to {to_region}")
+    epoch = do_drain(ctx.config, region_name, to_region)
+    console.print(f"{region_name} draining to {to_region} (region epoch {epoch})")
 
 
 @cli.command()
 @click.argument("region_name")
-@click.option("--force", is_flag=True, help="Even if it is still behind.")
-@click.option("--max-lag", default=5.0, show_default=True, help="Seconds of replication lag allowed.")
+@click.option("--timeout", default=60.0, show_default=True,
+              help="Seconds to wait for REGION to apply every placing peer's current WAL.")
 @pass_ctx
-def restore(ctx: Context, region_name: str, force: bool, max_lag: float) -> None:
-    """REGION is back and caught up: make it active and send its tenants' new runs home."""
+def restore(ctx: Context, region_name: str, timeout: float) -> None:
+    """REGION is back: once it has applied what its peers wrote, make it active again (written at the
+    region that places its tenants now, which stops first)."""
     _needs("server")  # imported here: an optional extra
     from regionmesh.ops.failover import restore as do_restore
 
-    r = do_restore(ctx.config, region_name, force=force, max_lag_s=max_lag)
-    console.print(f"{r.region} restored (lag {r.max_lag_s:.1f}s): {r.tenants_home} tenants sent home")
+    r = do_restore(ctx.config, region_name, timeout_s=timeout)
+    console.print(f"{r.region} restored (caught up with {', '.join(r.caught_up_with) or 'no peer'}; written at "
+                  f"{r.written_at}); it works again once a majority grants it a lease")
+
+
+@cli.command("fence")
+@click.argument("region_name")
+@click.option("--reason", required=True, help="Why; shown by 'lease status' and in the region's log.")
+@pass_ctx
+def fence_cmd(ctx: Context, region_name: str, reason: str) -> None:
+    """Stop REGION from creating, claiming or completing anything until 'unfence'."""
+    _needs("server")  # imported here: an optional extra
+    from regionmesh.ops.failover import fence as do_fence
+
+    changed = do_fence(ctx.config, region_name, reason)
+    console.print(f"{region_name} fenced" + ("" if changed else " (it was already)"))
+
+
+@cli.command("unfence")
+@click.argument("region_name")
+@pass_ctx
+def unfence_cmd(ctx: Context, region_name: str) -> None:
+    """Lower REGION's manual fence: it works again while it holds its lease."""
+    _needs("server")  # imported here: an optional extra
+    from regionmesh.ops.failover import unfence as do_unfence
+
+    changed = do_unfence(ctx.config, region_name)
+    console.print(f"{region_name} unfenced" + ("" if changed else " (it was not fenced)"))
+
+
+@cli.group("lease")
+def lease_group() -> None:
+    """Each region's right to work."""
+
+
+@lease_group.command("keep")
+@click.option("--interval", default=None, type=float, help="Seconds between beats (default: the reconcile interval).")
+@pass_ctx
+def lease_keep(ctx: Context, interval: float | None) -> None:
+    """Keep the local region's lease (beat, grant peers, hold) in the foreground until SIGTERM; for a
+    region whose workers are down but whose peers need its vote. Workers run the same keeper."""
+    _needs("server")  # imported here: an optional extra
+    from regionmesh.workers.app import create_app
+    from regionmesh.workers.lease_keeper import LeaseLoop
+
+    rt = create_app(ctx.config, registry=Registry()).rm
+    loop = LeaseLoop(rt, interval or ctx.config.settings.reconcile_interval_s)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    loop.start()
+    console.print(f"keeping {rt.region}'s lease (Ctrl-C to stop)")
+    stop.wait()
+    loop.stop()
+    loop.join(timeout=5)
+
+
+@lease_group.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def lease_status_cmd(ctx: Context, as_json: bool) -> None:
+    """Per region: status, lease held and for how long, which regions granted it; exit 1 if one holds none."""
+    _needs("server")  # imported here: an optional extra
+    from regionmesh.ops.failover import lease_status
+
+    rows = lease_status(ctx.config)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+    else:
+        table = Table(title="leases")
+        for col in ("region", "status", "lease", "expires in", "granted by", "grants about it", "why not"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r.region, r.status, "held" if r.held else "-",
+                          f"{r.remaining_s:.1f}s" if r.held and r.remaining_s is not None else "-",
+                          ", ".join(r.granted_by) or "-",
+                          ", ".join(f"{g}:{st}" for g, st in sorted(r.grants.items())) or "-", r.reason or "")
+        console.print(table)
+    if not all(r.held for r in rows):
+        sys.exit(1)
 
 
 @cli.command()

@@ -24,7 +24,6 @@ from rich.table import Table
 
 from regionmesh.client import submit
 from regionmesh.config import MeshConfig
-from regionmesh.models import failover as fo_repo
 from regionmesh.models import runs as runs_repo
 from regionmesh.models.engine import engine_for
 from regionmesh.ops.devmesh import DevMesh
@@ -99,8 +98,8 @@ def run_demo(root: str, *, tenants: int = 60, per_tenant: int = 3, chaos: bool =
                     dev.kill_region(victim)
                     alive.remove(victim)
                     report = failover(config, victim, heir)
-                    events.append(f"killed {victim} (SIGKILL: PostgreSQL, Redis, workers); failed over to {heir}: "
-                                  f"{report.runs_adopted} runs adopted, {report.tenants_moved} tenants moved")
+                    events.append(f"killed {victim} (SIGKILL: PostgreSQL, Redis, workers); failed over to {heir} once "
+                                  f"its lease had expired ({report.waited_s:.1f}s): {report.runs_adopted} runs adopted")
                 if i % 20 == 0:
                     progress.update(t_done, completed=_completed(engines[heir], list(sent)))
             ids = list(sent)
@@ -162,14 +161,14 @@ def _bring_back(dev: DevMesh, config: MeshConfig, victim: str, engines: dict[str
     deadline = time.monotonic() + 60
     while True:
         try:
-            report = restore(config, victim, max_lag_s=5)
+            report = restore(config, victim, timeout_s=10)
             break
         except (FailoverRefused, Exception):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-    fenced = fo_repo.fence(engines[victim])
-    return f"{victim} back, caught up and restored ({report.tenants_home} tenants home; fenced={fenced[0]})"
+    return (f"{victim} back, caught up with {', '.join(report.caught_up_with)} and restored "
+            f"(written at {report.written_at}); it works again once a majority grants it a lease")
 
 
 def _report(config: MeshConfig, engines: dict[str, Any], sent: dict[uuid.UUID, Sent], regions: list[str],

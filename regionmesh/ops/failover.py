@@ -1,43 +1,43 @@
-"""Failover, graceful moves, drain and restore, with epoch fencing.
+"""Failover, drain, moves, restore and the manual fence: the operations that change placement.
 
-Why nothing runs twice in the database, and where that stops (also in the README):
+Every change is written in the database of the region that places the affected tenants at that
+moment, serialized there with run creation (``rm_lock_placement``), so it replicates to every
+peer behind everything that region created before it:
 
-* A run is executed only by its owner region, at its owner epoch: a claim is a
-  guarded update that requires ``owner_region = here`` and the task's epoch to
-  equal the run's, and every row a run writes carries that epoch.
-* Failover bumps the epoch of every adopted run and all its rows in the
-  adopting region, so any write the dead region made and had not replicated
-  loses under the conflict rule, whatever its timestamp.
-* A region that comes back (its own heartbeat is stale) raises a local fence
-  and claims nothing until every active peer's heartbeat, as replicated to it,
-  is fresh: it has then applied what the peers wrote while it was away, the
-  failover included, and ownership keeps it off the moved runs.
-* A graceful move changes only where new runs go; runs in flight finish where
-  they are, so a move re-runs no step.
+* ``tenants pin/move/unpin``: at the tenant's current placer, only while its placement there is
+  what the caller saw.
+* ``drain A --to B``: at A. ``restore A``: at the region that places A's tenants (its successor).
+* ``failover A --to B``: at B, and only once A can hold no lease: B must hold a lease itself (a
+  majority side), A is marked ``failing_over`` (its tenants stay placed at A, so no one else
+  starts them), every peer stops acknowledging A's beats and, L·(1+ρ)+margin after its last
+  acknowledgement on its own monotonic clock, writes that its promise expired; when enough
+  expired rows to deny A a majority have reached B, A is ``failed_over`` and B adopts its
+  unfinished runs at the next epoch.
 
-Limits: side effects outside PostgreSQL can happen twice after a failover
-(a step that was running in the dead region is run again): handlers get an
-idempotency key for that. Changes the dead region committed but never
-replicated are lost to the mesh (they lose to the adopted runs' epoch).
-Tenants the adopting region had never seen are placed by the hash over the
-remaining active regions rather than moved explicitly.
+The argument and its limits are in the README ("Why nothing is applied twice").
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from regionmesh.config import MeshConfig
 from regionmesh.errors import RegionmeshError
 from regionmesh.models import failover as repo
+from regionmesh.models import lease as lease_repo
 from regionmesh.models import replication as repl
 from regionmesh.models.engine import engine_for
-from regionmesh.models.registry import region_statuses
+from regionmesh.models.registry import set_home
 from regionmesh.names import subscription_name
-from regionmesh.routing.hashing import home_by_hash
+from regionmesh.routing.placement import Placement, placing_regions
+from regionmesh.routing.router import Router
 from regionmesh.workers.app import create_app
 from regionmesh.workers.definitions import Registry
+from regionmesh.workers.lease import LeaseParams, expired_needed, failover_ready
+
+Progress = Callable[[str], None]
 
 
 class FailoverRefused(RegionmeshError):
@@ -49,135 +49,218 @@ class FailoverReport:
     from_region: str
     to_region: str
     region_epoch: int
-    tenants_moved: int
     runs_adopted: int
     tasks_queued: int
-
-
-def _engine(config: MeshConfig, region: str):  # type: ignore[no-untyped-def]
-    return engine_for(config, region)
-
-
-def _reachable(config: MeshConfig, region: str) -> bool:
-    engine = _engine(config, region)
-    try:
-        with engine.connect():
-            return True
-    except Exception:  # any failure to connect means down
-        return False
-    finally:
-        engine.dispose()
-
-
-def failover(config: MeshConfig, from_region: str, to_region: str, *, force: bool = False) -> FailoverReport:
-    """Move a dead region's tenants and unfinished runs to ``to_region`` (run against it).
-
-    Raises FailoverRefused if ``from_region`` still answers (drain it instead) unless ``force``.
-    """
-    if from_region == to_region or to_region not in config.regions or from_region not in config.regions:
-        raise FailoverRefused(f"cannot fail {from_region} over to {to_region}")
-    if not force and _reachable(config, from_region):
-        raise FailoverRefused(
-            f"{from_region}'s database still answers: use 'regionmesh drain {from_region} --to {to_region}' "
-            "for a live region, or --force if it is partitioned away and must not execute"
-        )
-
-    engine = _engine(config, to_region)
-    try:
-        epoch = repo.set_region_status(engine, from_region, "failed_over", to_region)
-        tenants = repo.tenants_homed_in(engine, from_region)
-        moved = repo.move_tenants(engine, tenants, to_region, "failover")
-        adopted, tasks = repo.adopt_runs(engine, from_region, to_region)
-    finally:
-        engine.dispose()
-    to_config = MeshConfig(**{**config.__dict__, "local_region": to_region})
-    create_app(to_config, registry=Registry()).rm.publish_steps(tasks)
-    return FailoverReport(from_region, to_region, epoch, moved, adopted, len(tasks))
-
-
-def wait_caught_up(config: MeshConfig, publisher: str, subscriber: str, timeout: float) -> bool:
-    """Until ``subscriber`` confirmed ``publisher``'s current WAL position."""
-    pub = _engine(config, publisher)
-    try:
-        target = repl.current_lsn(pub)
-        deadline = time.monotonic() + timeout
-        while not repl.slot_caught_up(pub, subscription_name(subscriber, publisher), target):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
-    finally:
-        pub.dispose()
-
-
-ROUTER_CACHE_S = 2.5  # workers' router cache (2 s) plus margin
-
-
-def move_tenants(config: MeshConfig, tenants: list[str], old_home: str, to_region: str, *, timeout: float = 60) -> int:
-    """Gracefully move tenants: the old home stops placing their runs, then the new home has
-    caught up with it. Runs in flight finish where they are. Returns registry rows written."""
-    engine = _engine(config, old_home)
-    try:
-        written = repo.move_tenants(engine, tenants, to_region, "move")
-    finally:
-        engine.dispose()
-    # Submissions already routed by a cached decision may still start at the old home;
-    # after the cache expires, only the new home places them.
-    time.sleep(ROUTER_CACHE_S)
-    if not wait_caught_up(config, old_home, to_region, timeout):
-        raise FailoverRefused(f"{to_region} did not catch up with {old_home} within {timeout}s; the move stands, "
-                              "check 'regionmesh replication status'")
-    return written
-
-
-def drain(config: MeshConfig, region: str, to_region: str, *, timeout: float = 60) -> int:
-    """Stop placing runs in ``region`` and move its tenants to ``to_region``. Returns tenants moved."""
-    engine = _engine(config, region)
-    try:
-        repo.set_region_status(engine, region, "draining", to_region)
-        tenants = repo.tenants_homed_in(engine, region)
-    finally:
-        engine.dispose()
-    return move_tenants(config, tenants, region, to_region, timeout=timeout)
+    waited_s: float
 
 
 @dataclass(frozen=True)
 class RestoreReport:
     region: str
-    tenants_home: int
-    max_lag_s: float
+    written_at: str
+    caught_up_with: list[str]
 
 
-def restore(config: MeshConfig, region: str, *, force: bool = False, max_lag_s: float = 5.0) -> RestoreReport:
-    """Make ``region`` active again and send its tenants' new runs home; runs in flight stay.
+def lease_params(config: MeshConfig) -> LeaseParams:
+    s = config.settings
+    return LeaseParams(lease_s=s.lease_s, drift=s.clock_drift, margin_s=s.lease_margin_s)
 
-    Refuses (FailoverRefused) while its replication lag from any active peer is above
-    ``max_lag_s`` (heartbeat age as replicated to it), unless ``force``.
-    """
-    engine = _engine(config, region)
+
+def _reachable(config: MeshConfig, region: str) -> bool:
     try:
-        ages = repl.heartbeat_ages(engine)
-        statuses = {r: s for r, s in _statuses(engine).items()}
-        peers = [p for p in config.regions if p != region and statuses.get(p, "active") == "active"]
-        lags = {p: ages.get(p, float("inf")) for p in peers}
-        worst = max(lags.values(), default=0.0)
-        if worst > max_lag_s and not force:
+        with engine_for(config, region).connect():
+            return True
+    except Exception:  # any failure to connect means down
+        return False
+
+
+def _router(config: MeshConfig, region: str) -> Router:
+    return Router(engine_for(config, region), list(config.regions), ttl_s=0.0)
+
+
+def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s: float | None = None,
+             even_if_reachable: bool = False, override_dead_minority: bool = False,
+             progress: Progress | None = None) -> FailoverReport:
+    """Move ``from_region``'s tenants and unfinished runs to ``to_region`` once it can hold no lease.
+
+    Waits (calling ``progress``) until enough peers have let their promise to ``from_region``
+    expire. Raises FailoverRefused when ``to_region`` holds no lease (not a majority side), when
+    ``from_region`` still answers (unless ``even_if_reachable``), or on timeout, with the time left.
+    ``override_dead_minority`` (a two-region mesh, or a majority that is gone for good) skips the
+    majority requirements and waits only for ``to_region``'s own promise: it is safe only if no
+    other region can grant ``from_region`` a lease.
+    """
+    if from_region == to_region or to_region not in config.regions or from_region not in config.regions:
+        raise FailoverRefused(f"cannot fail {from_region} over to {to_region}: name two different regions of the mesh")
+    heir = engine_for(config, to_region)
+    rows = _router(config, to_region).rows(fresh=True)
+    heir_row = rows.get(to_region)
+    if heir_row is not None and heir_row.status != "active":
+        raise FailoverRefused(f"{to_region} is {heir_row.status}: fail over to an active region")
+    current = rows[from_region].status if from_region in rows else "active"
+    if current == "failed_over":
+        raise FailoverRefused(f"{from_region} is already failed over (to {rows[from_region].successor})")
+    if current != "failing_over" and not (even_if_reachable or override_dead_minority) and _reachable(config, from_region):
+        raise FailoverRefused(
+            f"{from_region}'s database still answers: use 'regionmesh drain {from_region} --to {to_region}' for a "
+            "live region, or --even-if-reachable if it is cut off from its peers (safe: the failover still waits "
+            "until it can hold no lease)")
+    if not override_dead_minority and not lease_repo.may_work(heir):
+        held = lease_repo.lease_row(heir)
+        raise FailoverRefused(
+            f"{to_region} holds no lease ({held['reason']}): failover runs only from a side that holds a majority; "
+            "a two-region mesh split in two has none (see --override-dead-minority)")
+    params = lease_params(config)
+    if current != "failing_over":
+        if repo.set_region_status(heir, from_region, "failing_over", to_region, expect_from=("active", "draining")) is None:
+            raise FailoverRefused(f"{from_region}'s status changed meanwhile; look at 'regionmesh lease status'")
+    voters = [r for r in config.regions if r == from_region or rows.get(r) is None or rows[r].status != "failed_over"]
+    need = 1 if override_dead_minority else expired_needed(len(voters))
+    began = time.monotonic()
+    deadline = began + (timeout_s if timeout_s is not None else 3 * params.promise_s + 10)
+    while True:
+        states = {g: st for g, (_seq, st) in lease_repo.grants_about(heir, from_region).items() if g in voters}
+        if override_dead_minority:
+            ready, missing = states.get(to_region) == "expired", int(states.get(to_region) != "expired")
+        else:
+            ready, missing = failover_ready(states, len(voters))
+        if ready:
+            break
+        waited = time.monotonic() - began
+        if time.monotonic() > deadline:
             raise FailoverRefused(
-                f"{region} is behind: " + ", ".join(f"{p} {lag:.1f}s" for p, lag in lags.items())
-                + f" (bound {max_lag_s:g}s); wait for it to catch up or use --force"
-            )
-        repo.set_region_status(engine, region, "active", None)
-        active = [r for r in config.regions if r == region or statuses.get(r, "active") == "active"]
-        # Tenants that left because of a failover or a drain of this region, and hash here.
-        moved_away = [t for t in repo.tenants_homed_in_registry(engine, reasons=("failover", "move"))
-                      if home_by_hash(t, active) == region]
-        written = repo.move_tenants(engine, moved_away, region, "hash")
-        repo.set_fence(engine, False, None)
-    finally:
-        engine.dispose()
-    return RestoreReport(region, written, worst)
+                f"{from_region}'s lease cannot be ruled out yet: {missing} more of {need} region(s) must let their "
+                f"promise expire (each waits {params.promise_s:.1f}s after its last acknowledgement; "
+                f"expired so far: {sorted(g for g, s in states.items() if s == 'expired') or 'none'}). "
+                f"{from_region} stays failing_over (its tenants wait); run the same command again to keep "
+                f"waiting, or 'regionmesh restore {from_region}' to cancel")
+        if progress:
+            progress(f"waiting for {from_region}'s lease to expire: {missing} more region(s) of {need} "
+                     f"({waited:.0f}s of at most {params.promise_s:.1f}s after their last acknowledgement)")
+        time.sleep(0.5)
+    epoch = repo.set_region_status(heir, from_region, "failed_over", to_region, expect_from=("failing_over",))
+    if epoch is None:
+        raise FailoverRefused(f"{from_region}'s status changed meanwhile (restored?); nothing was adopted")
+    adopted, tasks = repo.adopt_runs(heir, from_region, to_region)
+    to_config = MeshConfig(**{**config.__dict__, "local_region": to_region})
+    create_app(to_config, registry=Registry()).rm.publish_steps(tasks)
+    return FailoverReport(from_region, to_region, epoch, adopted, len(tasks), time.monotonic() - began)
 
 
-def _statuses(engine) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def wait_caught_up(config: MeshConfig, publisher: str, subscriber: str, timeout: float) -> bool:
+    """Until ``subscriber`` confirmed ``publisher``'s current WAL position (no clocks compared)."""
+    pub = engine_for(config, publisher)
+    target = repl.current_lsn(pub)
+    deadline = time.monotonic() + timeout
+    while not repl.slot_caught_up(pub, subscription_name(subscriber, publisher), target):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
-    return region_statuses(engine)
+
+def placer_of(config: MeshConfig, tenant: str, via: str) -> Placement:
+    """The tenant's placement as the region that places it sees it (asked through ``via``)."""
+    region = via
+    for _ in range(len(config.regions) + 1):
+        placement = _router(config, region).place(tenant, fresh=True)
+        if placement.region == region:
+            return placement
+        region = placement.region
+    raise FailoverRefused(f"regions disagree about where {tenant} is placed; retry when replication caught up")
+
+
+def set_intent(config: MeshConfig, tenant: str, region: str | None, reason: str, note: str | None, via: str,
+               *, timeout: float = 30.0) -> tuple[str, int]:
+    """Pin or move ``tenant`` to ``region`` (None: back to the hash), written at its current placer
+    while its placement there is unchanged. Returns (where it was written, the new registry epoch)."""
+    if region is not None and region not in config.regions:
+        raise FailoverRefused(f"{region} is not a region of the mesh")
+    deadline = time.monotonic() + timeout
+    while True:
+        placement = placer_of(config, tenant, via)
+        target = region if region is not None else placement.intent
+        epoch = set_home(engine_for(config, placement.region), tenant, target, reason if region else "hash", note,
+                         expect_version=placement.version)
+        if epoch is not None:
+            return placement.region, epoch
+        if time.monotonic() > deadline:
+            raise FailoverRefused(f"{tenant}'s placement kept changing for {timeout:g}s; try again")
+
+
+def drain(config: MeshConfig, region: str, to_region: str) -> int:
+    """Stop placing runs in ``region``; its tenants' new runs go to ``to_region`` (written at
+    ``region``, which places them). Runs in flight finish where they are. Returns the region epoch."""
+    if region == to_region or to_region not in config.regions:
+        raise FailoverRefused(f"cannot drain {region} to {to_region}")
+    epoch = repo.set_region_status(engine_for(config, region), region, "draining", to_region, expect_from=("active",))
+    if epoch is None:
+        raise FailoverRefused(f"{region} is not active; see 'regionmesh lease status'")
+    return epoch
+
+
+def restore(config: MeshConfig, region: str, *, timeout_s: float = 60.0) -> RestoreReport:
+    """Make ``region`` active again once it has applied every placing peer's current WAL; written
+    at the region that places its tenants now, so that one stops before ``region`` starts.
+
+    Raises FailoverRefused when it is not caught up within ``timeout_s`` (nothing changed then).
+    """
+    rows = _router(config, region).rows(fresh=True)
+    if rows.get(region) is None or rows[region].status == "active":
+        raise FailoverRefused(f"{region} is active already")
+    peers = [p for p in placing_regions(config.regions, rows) if p != region]
+    behind = [p for p in peers if not wait_caught_up(config, p, region, timeout_s)]
+    if behind:
+        raise FailoverRefused(f"{region} has not applied everything from {', '.join(behind)} within {timeout_s:g}s; "
+                              "check 'regionmesh replication status' and try again")
+    placer = region
+    seen = {region}
+    while rows.get(placer) is not None and rows[placer].status in ("failed_over", "draining"):
+        successor = rows[placer].successor
+        if not successor or successor in seen:
+            break
+        placer = successor
+        seen.add(placer)
+    if placer == region:  # failing_over: its tenants were never placed elsewhere
+        placer = rows[region].successor or region
+    if repo.set_region_status(engine_for(config, placer), region, "active", None,
+                              expect_from=("failed_over", "draining", "failing_over")) is None:
+        raise FailoverRefused(f"{region}'s status changed meanwhile; look at 'regionmesh lease status'")
+    return RestoreReport(region, placer, peers)
+
+
+def fence(config: MeshConfig, region: str, reason: str) -> bool:
+    """Raise ``region``'s manual fence: it creates, claims and completes nothing until unfenced."""
+    return lease_repo.set_fence(engine_for(config, region), True, reason, manual=True)
+
+
+def unfence(config: MeshConfig, region: str) -> bool:
+    return lease_repo.set_fence(engine_for(config, region), False, None, manual=True)
+
+
+@dataclass(frozen=True)
+class LeaseStatus:
+    region: str
+    status: str
+    held: bool
+    remaining_s: float | None
+    granted_by: list[str]
+    reason: str | None
+    grants: dict[str, str]  # grantor -> state, about this region, as its own copy holds them
+
+
+def lease_status(config: MeshConfig) -> list[LeaseStatus]:
+    """Each region's lease as its own database holds it (unreachable regions reported as such)."""
+    out = []
+    for name in config.regions:
+        try:
+            engine = engine_for(config, name)
+            row = lease_repo.lease_row(engine)
+            rows = _router(config, name).rows(fresh=True)
+            grants = {g: st for g, (_s, st) in lease_repo.grants_about(engine, name).items()}
+            status = rows[name].status if name in rows else "active"
+            out.append(LeaseStatus(name, status, row["may_work"], row["remaining_s"], row["granted_by"],
+                                   row["reason"], grants))
+        except Exception as exc:  # an unreachable region is reported, not fatal
+            out.append(LeaseStatus(name, "unreachable", False, None, [], str(exc).splitlines()[0], {}))
+    return out

@@ -18,10 +18,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from regionmesh.config import MeshConfig
+from regionmesh.models import lease as lease_repo
 from regionmesh.models import outbox
 from regionmesh.models import replication as repl
 from regionmesh.models.engine import engine_for
-from regionmesh.models.failover import fence
 from regionmesh.models.runs import counts_by_status
 from regionmesh.names import steps_queue, submit_queue, subscription_name
 
@@ -89,11 +89,15 @@ class RegionCollector:
                                 value=outbox.awaiting(self.engine))
         runs = GaugeMetricFamily("regionmesh_runs", "Runs owned by this region, by status.", labels=["region", "status"])
         counts = counts_by_status(self.engine, r)
-        fenced = fence(self.engine)[0]
+        lease = lease_repo.lease_row(self.engine)
         for st in ("running", "succeeded", "failed", "cancelled"):
             runs.add_metric([r, st], float(counts.get(st, 0)))
         yield runs
-        yield GaugeMetricFamily("regionmesh_fenced", "1 while this region claims no step.", value=1 if fenced else 0)
+        yield GaugeMetricFamily("regionmesh_fenced", "1 while this region may not work (no lease, or fenced).",
+                                value=0 if lease["may_work"] else 1)
+        yield GaugeMetricFamily("regionmesh_lease_remaining_seconds",
+                                "Seconds left of this region's lease (0 without one).",
+                                value=max(0.0, lease["remaining_s"] or 0.0))
 
     def _queues(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("regionmesh_queue_depth", "Messages waiting in the region's queues.", labels=["queue"])

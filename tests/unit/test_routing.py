@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from regionmesh.routing.hashing import home_by_hash, score
-from regionmesh.routing.placement import RegistryEntry, active_regions, place
+from regionmesh.routing.placement import RegionRow, RegistryEntry, place, placing_regions, version
 
 THREE = ["us-east", "eu-west", "ap-south"]
 TENANTS = [f"tenant-{i}" for i in range(100_000)]
@@ -53,15 +53,56 @@ def test_registry_override_wins_and_unpin_falls_back_to_hash() -> None:
     other = next(r for r in THREE if r != hashed)
     pinned = place("acme", THREE, RegistryEntry("acme", other, "pin", 4))
     assert (pinned.region, pinned.reason, pinned.epoch) == (other, "pin", 4)
-    assert "registry: pin at epoch 4" in pinned.explain()
+    assert "registry: pin" in pinned.explain()
     unpinned = place("acme", THREE, RegistryEntry("acme", other, "hash", 5))
     assert (unpinned.region, unpinned.reason) == (hashed, "hash")
     # An override to a region this config does not know is ignored.
     assert place("acme", THREE, RegistryEntry("acme", "mars", "pin", 1)).region == hashed
 
 
-def test_failed_over_regions_are_not_active_for_hashing() -> None:
-    active = active_regions(THREE, {"eu-west": "failed_over"})
-    assert active == ["us-east", "ap-south"]
-    for t in TENANTS[:2000]:
-        assert place(t, active, None, THREE).region != "eu-west"
+def _rows(**status: tuple[str, str | None, int]) -> dict[str, RegionRow]:
+    return {name.replace("_", "-"): RegionRow(*row) for name, row in status.items()}
+
+
+def test_a_failed_over_region_hands_its_tenants_to_its_successor_and_keeps_their_intent() -> None:
+    rows = _rows(eu_west=("failed_over", "us-east", 3))
+    mine = [t for t in TENANTS[:3000] if home_by_hash(t, THREE) == "eu-west"]
+    assert mine
+    for t in mine:
+        p = place(t, THREE, None, rows)
+        assert (p.region, p.intent, p.reason) == ("us-east", "eu-west", "hash")
+        assert p.epoch == 3  # the failover's region epoch: runs created now beat the failed region's
+    for t in TENANTS[:3000]:
+        if t not in set(mine):
+            assert place(t, THREE, None, rows).region == home_by_hash(t, THREE)  # nobody else moves
+
+
+def test_a_pin_survives_failover_and_restore_and_epochs_only_grow() -> None:
+    entry = RegistryEntry("acme", "eu-west", "pin", 4)
+    before = place("acme", THREE, entry, _rows(eu_west=("active", None, 1)))
+    during = place("acme", THREE, entry, _rows(eu_west=("failed_over", "ap-south", 2)))
+    after = place("acme", THREE, entry, _rows(eu_west=("active", None, 3)))
+    assert (before.region, during.region, after.region) == ("eu-west", "ap-south", "eu-west")
+    assert during.intent == after.intent == "eu-west" and during.reason == "pin"
+    assert during.epoch > before.epoch
+
+
+def test_successor_chains_are_followed_and_loops_stop() -> None:
+    t = next(t for t in TENANTS if home_by_hash(t, THREE) == "eu-west")
+    chain = _rows(eu_west=("failed_over", "us-east", 2), us_east=("draining", "ap-south", 5))
+    assert place(t, THREE, None, chain).region == "ap-south"
+    loop = _rows(eu_west=("failed_over", "us-east", 2), us_east=("failed_over", "eu-west", 2))
+    assert place(t, THREE, None, loop).region in THREE  # no endless walk
+
+
+def test_failing_over_keeps_tenants_where_they_are_until_the_lease_expired() -> None:
+    t = next(t for t in TENANTS if home_by_hash(t, THREE) == "eu-west")
+    assert place(t, THREE, None, _rows(eu_west=("failing_over", "us-east", 2))).region == "eu-west"
+    assert placing_regions(THREE, _rows(eu_west=("failing_over", "us-east", 2))) == THREE
+    assert placing_regions(THREE, _rows(eu_west=("failed_over", "us-east", 2))) == ["us-east", "ap-south"]
+
+
+def test_version_spells_what_rm_placement_version_returns() -> None:
+    rows = _rows(us_east=("active", None, 1), eu_west=("failed_over", "us-east", 3))
+    assert version(RegistryEntry("acme", "eu-west", "pin", 7), rows) == "7/eu-west=failed_over@3,us-east=active@1"
+    assert version(None, {}) == "0/"

@@ -1,0 +1,91 @@
+"""Statements of the lease keeper: beats, grants, the local lease row, the manual fence."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+
+def beat(engine: Engine, region: str) -> int:
+    """Bump this region's heartbeat (its lease beat). Returns the new sequence number."""
+    with engine.begin() as conn:
+        return int(conn.execute(text(
+            """INSERT INTO heartbeats (region, beat_at, seq) VALUES (:r, clock_timestamp(), 1)
+               ON CONFLICT (region) DO UPDATE SET beat_at = clock_timestamp(), seq = heartbeats.seq + 1
+               RETURNING seq"""
+        ), {"r": region}).scalar_one())
+
+
+def view(engine: Engine, region: str) -> dict[str, Any]:
+    """What the keeper decides from, as this region's copy holds it: every region's beat sequence
+    and status, the grants about this region, this region's own grant rows, the fence."""
+    with engine.connect() as conn:
+        beats = {r[0]: int(r[1]) for r in conn.execute(text("SELECT region, seq FROM heartbeats"))}
+        statuses = {r[0]: r[1] for r in conn.execute(text("SELECT name, status FROM regions"))}
+        grants = {r[0]: (int(r[1]), r[2]) for r in conn.execute(
+            text("SELECT grantor, seq, state FROM lease_grants WHERE holder = :me AND grantor <> :me"), {"me": region})}
+        mine = {r[0]: (int(r[1]), r[2]) for r in conn.execute(
+            text("SELECT holder, seq, state FROM lease_grants WHERE grantor = :me"), {"me": region})}
+        fence = conn.execute(text("SELECT fenced, manual, reason FROM local_fence WHERE id = 1")).first()
+    return {"beats": beats, "statuses": statuses, "grants": grants, "mine": mine,
+            "fenced": bool(fence and fence[0]), "manual": bool(fence and fence[1]),
+            "fence_reason": fence[2] if fence else None}
+
+
+def write_grant(engine: Engine, holder: str, grantor: str, seq: int, state: str) -> None:
+    """This region's (the grantor's) row about ``holder``."""
+    with engine.begin() as conn:
+        conn.execute(text(
+            """INSERT INTO lease_grants (holder, grantor, seq, state) VALUES (:h, :g, :s, :st)
+               ON CONFLICT (holder, grantor) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state"""
+        ), {"h": holder, "g": grantor, "s": seq, "st": state})
+
+
+def db_now(engine: Engine) -> datetime:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT clock_timestamp()")).scalar_one()  # type: ignore[no-any-return]
+
+
+def publish_lease(engine: Engine, held_until: datetime | None, granted_by: list[str], reason: str | None) -> None:
+    """Set until when this region holds its lease (None: it holds none)."""
+    with engine.begin() as conn:
+        conn.execute(text(
+            """UPDATE local_lease SET held_until = :u, granted_by = :g, reason = :r, updated_at = clock_timestamp()
+                WHERE id = 1"""
+        ), {"u": held_until, "g": granted_by, "r": reason})
+
+
+def lease_row(engine: Engine) -> dict[str, Any]:
+    """This region's lease: held_until, remaining_s (<= 0 when not held), granted_by, reason, may_work."""
+    with engine.connect() as conn:
+        row = conn.execute(text(
+            """SELECT held_until, extract(epoch FROM held_until - clock_timestamp()), granted_by, reason,
+                      rm_may_work() FROM local_lease WHERE id = 1""")).one()
+    return {"held_until": row[0], "remaining_s": float(row[1]) if row[1] is not None else None,
+            "granted_by": list(row[2]), "reason": row[3], "may_work": bool(row[4])}
+
+
+def grants_about(engine: Engine, holder: str) -> dict[str, tuple[int, str]]:
+    """grantor -> (seq, state) of the rows about ``holder`` as this region's copy holds them."""
+    with engine.connect() as conn:
+        return {r[0]: (int(r[1]), r[2]) for r in conn.execute(
+            text("SELECT grantor, seq, state FROM lease_grants WHERE holder = :h AND grantor <> :h"), {"h": holder})}
+
+
+def may_work(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(text("SELECT rm_may_work()")).scalar_one())
+
+
+def set_fence(engine: Engine, fenced: bool, reason: str | None, *, manual: bool) -> bool:
+    """Raise or lower the fence. The keeper (manual=False) never lowers a manual fence.
+    Returns True if it changed."""
+    with engine.begin() as conn:
+        result = conn.execute(text(
+            """UPDATE local_fence SET fenced = :f, reason = :r, manual = :m AND :f, since = clock_timestamp()
+                WHERE id = 1 AND (fenced IS DISTINCT FROM :f OR manual IS DISTINCT FROM (:m AND :f))
+                  AND (:m OR NOT manual)"""
+        ), {"f": fenced, "r": reason, "m": manual})
+    return bool(result.rowcount)

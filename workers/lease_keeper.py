@@ -1,0 +1,124 @@
+"""The lease keeper: one per region (in the process holding the region's lease lock).
+
+Every pass it (1) beats: bumps this region's heartbeat sequence, remembering when it sent each
+beat on its monotonic clock; (2) grants: acknowledges each peer's latest beat, unless that peer is
+being failed over, in which case it withholds and, once its promise ran out, says so (``expired``);
+(3) holds: from the grants about this region that came back through replication, works out until
+when a majority acknowledged a beat it sent, and publishes that (in its database's clock, on the
+early side) to ``local_lease``, which ``rm_may_work()`` reads in every claim, completion and
+creation. The rules are in ``workers/lease.py``; the argument is in the README.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from regionmesh.log import event
+from regionmesh.models import lease as repo
+from regionmesh.workers.lease import LeaseParams, lease_end, promise_over, should_grant
+from regionmesh.workers.runtime import Runtime
+from regionmesh.workers.singleton import SingletonLoop
+
+KEEP_BEATS = 256  # send times kept; beats older than the lease are useless anyway
+
+
+def params_of(rt: Runtime) -> LeaseParams:
+    s = rt.config.settings
+    return LeaseParams(lease_s=s.lease_s, drift=s.clock_drift, margin_s=s.lease_margin_s)
+
+
+@dataclass
+class LeaseKeeper:
+    rt: Runtime
+    clock: Callable[[], float] = time.monotonic
+    sent_at: dict[int, float] = field(default_factory=dict)
+    last_grant: dict[str, float] = field(default_factory=dict)  # holder -> when my last grant committed
+    started: float | None = None
+    held: bool = False
+
+    def __call__(self) -> None:
+        rt, me = self.rt, self.rt.region
+        params = params_of(rt)
+        if self.started is None:
+            self.started = self.clock()
+        sent = self.clock()  # before the beat commits: the holder times its lease from before it asked
+        seq = repo.beat(rt.engine, me)
+        self.sent_at[seq] = sent
+        for old in [s for s in self.sent_at if s <= seq - KEEP_BEATS]:
+            del self.sent_at[old]
+        view = repo.view(rt.engine, me)
+        statuses: dict[str, str] = view["statuses"]
+        for holder in rt.config.regions:
+            if holder != me:
+                self._grant(holder, statuses.get(holder), view, params)
+        voters = [r for r in rt.config.regions if statuses.get(r) != "failed_over"]
+        own = statuses.get(me)
+        reason: str | None = None
+        end: float | None = None
+        granted_by: list[str] = []
+        if view["manual"]:
+            reason = f"fenced by an operator: {view['fence_reason']}"
+        elif not should_grant(own):
+            reason = f"this region is {own}: run 'regionmesh restore {me}'"
+        else:
+            grants = {g: s for g, (s, state) in view["grants"].items() if state == "granting" and g in voters}
+            end, granted_by = lease_end(self.sent_at, seq, grants, len(voters), params)
+            if end is None:
+                reason = f"no majority of {len(voters)} acknowledged a recent beat (granting: {sorted(grants) or 'none'})"
+        self._publish(end, granted_by, reason)
+
+    def _grant(self, holder: str, status: str | None, view: dict[str, object], params: LeaseParams) -> None:
+        rt, me = self.rt, self.rt.region
+        mine: dict[str, tuple[int, str]] = view["mine"]  # type: ignore[assignment]
+        beats: dict[str, int] = view["beats"]  # type: ignore[assignment]
+        row = mine.get(holder)
+        if row is not None and row[1] != "expired" and holder not in self.last_grant:
+            # A keeper before this one may have granted until it stopped: count from now.
+            self.last_grant[holder] = self.clock()
+        if should_grant(status):
+            seq = beats.get(holder)
+            if seq is not None and row != (seq, "granting"):
+                repo.write_grant(rt.engine, holder, me, seq, "granting")
+                self.last_grant[holder] = self.clock()  # after it committed: the promise starts now
+            return
+        if row is None:
+            repo.write_grant(rt.engine, holder, me, 0, "expired")  # never granted: nothing to wait out
+        elif row[1] == "granting":
+            repo.write_grant(rt.engine, holder, me, row[0], "withheld")
+            event(logging.WARNING, "lease.withheld", region=me, holder=holder, status=status)
+        elif row[1] == "withheld" and promise_over(self.last_grant[holder], self.clock(), params):
+            repo.write_grant(rt.engine, holder, me, row[0], "expired")
+            event(logging.WARNING, "lease.promise_expired", region=me, holder=holder)
+
+    def _publish(self, end: float | None, granted_by: list[str], reason: str | None) -> None:
+        rt = self.rt
+        if end is not None:
+            db_now = repo.db_now(rt.engine)
+            after = self.clock()  # taken after the database's clock was read: errs early
+            if end > after:
+                repo.publish_lease(rt.engine, db_now + timedelta(seconds=end - after), granted_by, None)
+                if not self.held:
+                    self.held = True
+                    event(logging.INFO, "lease.held", region=rt.region, granted_by=",".join(granted_by))
+                return
+            reason = "the majority's acknowledgements are older than the lease"
+        repo.publish_lease(rt.engine, None, [], reason)
+        if self.held:
+            self.held = False
+            event(logging.WARNING, "lease.lost", region=rt.region, reason=reason)
+
+
+class LeaseLoop(SingletonLoop):
+    """The keeper's loop: one per region (advisory lock ``regionmesh.lease``), in every worker's
+    main process or in ``regionmesh lease keep``."""
+
+    def __init__(self, rt: Runtime, interval_s: float) -> None:
+        super().__init__(rt, "regionmesh.lease", interval_s)
+        self.keeper = LeaseKeeper(rt)
+
+    def step(self) -> None:
+        self.keeper()
