@@ -4,6 +4,8 @@ how often each step really ran (test_exec_log) and what effect it left (test_eff
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -101,6 +103,31 @@ def sleep(ctx: StepContext, payload: Any) -> dict[str, Any]:
     return {"cfg": cfg, "step": ctx.step}
 
 
+def ledger_write(ctx: StepContext, phase: str) -> None:
+    """Append one line to the external effect ledger (a file per region under $RM_TEST_LEDGER, outside
+    the mesh: it survives SIGKILLs and partitions and no replication touches it)."""
+    folder = os.environ.get("RM_TEST_LEDGER")
+    if not folder:
+        return
+    line = json.dumps({"run": str(ctx.run_id), "step": ctx.step, "idx": ctx.index, "region": ctx.region,
+                       "attempt": ctx.attempt, "key": ctx.idempotency_key, "phase": phase, "t": time.time()})
+    fd = os.open(os.path.join(folder, f"ledger-{ctx.region}.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())  # one write with O_APPEND: whole lines, never interleaved
+    finally:
+        os.close(fd)
+
+
+@registry.handler("t.ledger")
+def ledgered(ctx: StepContext, payload: Any) -> dict[str, Any]:
+    """The step's side effect is the ledger line; 'sleep' per step makes it long enough to be cut."""
+    cfg = _cfg(payload)
+    ledger_write(ctx, "start")
+    time.sleep(float(cfg.get("sleep", {}).get(ctx.step, 0)))
+    ledger_write(ctx, "effect")
+    return {"cfg": cfg, "step": ctx.step}
+
+
 FAST = RetryPolicy(max_attempts=3, base_s=0.1, max_s=0.5)
 
 registry.register(Workflow("t_diamond", steps=(
@@ -108,6 +135,12 @@ registry.register(Workflow("t_diamond", steps=(
     Step("b", "t.record", depends_on=("a",)),
     Step("c", "t.record", depends_on=("a",)),
     Step("d", "t.record", depends_on=("b", "c")),
+)))
+registry.register(Workflow("t_ledger", steps=(
+    Step("a", "t.ledger", timeout_s=60),
+    Step("b", "t.ledger", depends_on=("a",), timeout_s=60),
+    Step("c", "t.ledger", depends_on=("a",), timeout_s=60),
+    Step("d", "t.ledger", depends_on=("b", "c"), timeout_s=60),
 )))
 registry.register(Workflow("t_flaky", steps=(Step("only", "t.flaky", retry=FAST),)))
 registry.register(Workflow("t_fail", steps=(
