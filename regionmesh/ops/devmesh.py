@@ -66,6 +66,9 @@ DATABASE = "regionmesh"
 APP_ROLE = "regionmesh"
 REPLICATION_ROLE = "rm_replicator"
 SECRET_NAMES = ("postgres", APP_ROLE, REPLICATION_ROLE, "redis", "flower")
+# A TLS mesh's Redis ACL users: rm-admin (password secrets/redis), rm-worker, rm-producer, rm-flower.
+REDIS_USER_PREFIX = "rm-"
+REDIS_ROLE_SECRETS = ("redis-worker", "redis-producer", "redis-flower")
 HOST = "127.0.0.1"
 DEV_WORKER_TIMERS = {
     "REGIONMESH_RECONCILE_INTERVAL_S": "0.5",
@@ -428,7 +431,7 @@ class DevMesh:
                 f"logfile {entry['log']}\ndaemonize no\nprotected-mode yes\n"
                 "appendonly yes\nappendfsync everysec\nsave \"\"\n"
                 "maxmemory-policy noeviction\n"
-                f"requirepass {self._secret('redis')}\n"
+                + (self._redis_acl(region) if data.get("tls") else f"requirepass {self._secret('redis')}\n")
             )
         entry.update(port=port, pid=None)
         self.state.save(data)
@@ -444,9 +447,35 @@ class DevMesh:
                 raise DevMeshError(f"redis-server for {region} exited:\n{log}") from None
             raise
 
+    def _redis_acl(self, region: str) -> str:
+        """ACL users of a TLS mesh's Redis: the default user is off; ``rm-admin`` (dev up, tests)
+        may do anything; ``rm-worker`` anything but the dangerous commands (FLUSHALL, CONFIG, KEYS,
+        DEBUG, ...); ``rm-producer`` only what kombu needs to publish to this region's submit
+        queue (PING, the exchange binding set, LPUSH onto ``rm.<region>.submit``); ``rm-flower``
+        reads queues and events and writes only kombu's binding tables; it may PUBLISH (Flower
+        broadcasts a wake-up on the control channel whenever it connects), which is also how
+        control commands travel: Flower's own basic auth and loopback binding guard those."""
+        p = REDIS_USER_PREFIX
+        return "".join([
+            "user default off\n",
+            f"user {p}admin on >{self._secret('redis')} ~* &* +@all\n",
+            f"user {p}worker on >{self._secret('redis-worker')} ~* &* +@all -@dangerous +info\n",
+            f"user {p}producer on >{self._secret('redis-producer')} resetchannels -@all +ping "
+            f"+lpush +llen +sadd +smembers +multi +exec +discard ~{submit_queue(region)}* %RW~_kombu.binding*\n",
+            # Flower's event receiver keeps kombu's binding tables fresh (a Lua script: SADD, TIME,
+            # ZADD) and wakes the workers with a broadcast on the control channel (PUBLISH; Flower
+            # always does, so its control commands cannot be told apart in Redis); it writes no key
+            # but the binding tables.
+            f"user {p}flower on >{self._secret('redis-flower')} resetchannels &* %R~* %RW~_kombu.binding* -@all "
+            "+@read +@connection +subscribe +psubscribe +unsubscribe +punsubscribe +publish +sadd +srem +zadd +zrem "
+            "+exists +del +time +multi +exec +discard +eval +evalsha +script|load +script|exists -keys\n",
+        ])
+
     def _redis_ping(self, port: int, data: dict[str, Any]) -> bool:
         tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.ca_file()), "ssl_cert_reqs": "required"} \
             if data.get("tls") else {}
+        if data.get("tls"):
+            tls["username"] = f"{REDIS_USER_PREFIX}admin"
         client = redis.Redis(host=HOST, port=port, password=self._secret("redis"), socket_timeout=1,
                              socket_connect_timeout=1, **tls)
         try:
@@ -530,7 +559,8 @@ class DevMesh:
             region, "flower",
             lambda port: [sys.executable, "-m", "celery", "-A", "regionmesh.workers.app", "flower", f"--port={port}",
                           f"--address={HOST}", "--purge_offline_workers=60"],
-            {"FLOWER_BASIC_AUTH": auth, "FLOWER_UNAUTHENTICATED_API": "false"},
+            {"FLOWER_BASIC_AUTH": auth, "FLOWER_UNAUTHENTICATED_API": "false",
+             "REGIONMESH_CONFIG": str(self.role_mesh_file("flower"))},
         )
 
     def _start_service(self, region: str, name: str, command: Any, extra_env: dict[str, str]) -> dict[str, Any]:
@@ -547,7 +577,8 @@ class DevMesh:
             record: dict[str, Any] = {"name": name, "log": str(log), "pid": None, "port": port}
             procs.append(record)
             self.state.save(data)
-            env = dict(os.environ, REGIONMESH_CONFIG=str(self.mesh_file), REGIONMESH_REGION=region, **extra_env)
+            env = dict(os.environ, REGIONMESH_CONFIG=str(self.mesh_file), REGIONMESH_REGION=region)
+            env.update(extra_env)
             record["pid"] = spawn(command(port), log, env=env)
             self.state.save(data)
 
@@ -592,7 +623,23 @@ class DevMesh:
             self.state.save(data)
 
     # -- mesh file -----------------------------------------------------------
+    def role_mesh_file(self, role: str) -> Path:
+        """The mesh file a TLS mesh writes for ``role`` (``producer`` or ``flower``): the same
+        regions, that role's Redis user. Workers, operators and every role without TLS use ``mesh.toml``."""
+        if role == "worker" or not self.state.load().get("tls"):
+            return self.mesh_file
+        return self.root / f"{role}.toml"
+
     def _write_mesh_file(self, data: dict[str, Any]) -> None:
+        self._write_role_mesh_file(data, self.mesh_file, "worker")
+        if data.get("tls"):
+            for role in ("producer", "flower"):
+                self._write_role_mesh_file(data, self.root / f"{role}.toml", role)
+
+    def _write_role_mesh_file(self, data: dict[str, Any], path: Path, role: str) -> None:
+        tls = bool(data.get("tls"))
+        # A TLS mesh's Redis has one ACL user per role (see _redis_acl); a plain one a password only.
+        broker_user, broker_secret = (f"{REDIS_USER_PREFIX}{role}@", f"redis-{role}") if tls else ("", "redis")
         lines = [
             "# Written by 'regionmesh dev up'. Secrets are files in secrets/ (mode 0600).",
             "[mesh]",
@@ -607,22 +654,21 @@ class DevMesh:
         ]
         for region, entry in data["regions"].items():
             pg_port, redis_port = entry["pg"]["port"], entry["redis"]["port"]
-            tls = bool(data.get("tls"))
             peer_tls = f" sslrootcert={Path(data['pg_root']) / 'ca.crt'}" if tls else ""
             lines += [
                 f"[regions.{region}]",
                 f'database_url = "postgresql://{APP_ROLE}@{HOST}:{pg_port}/{DATABASE}"',
                 f'database_password = {{ file = "secrets/{APP_ROLE}" }}',
-                f'broker_url = "{"rediss" if tls else "redis"}://{HOST}:{redis_port}/0"',
-                'broker_password = { file = "secrets/redis" }',
+                f'broker_url = "{"rediss" if tls else "redis"}://{broker_user}{HOST}:{redis_port}/0"',
+                f'broker_password = {{ file = "secrets/{broker_secret}" }}',
                 f'peer_conninfo = "host={HOST} port={pg_port} dbname={DATABASE}{peer_tls}"',
                 f'sslmode = "{"verify-full" if tls else "disable"}"',
                 *(['ca_file = "ca.crt"'] if tls else []),
                 "",
             ]
-        tmp = self.mesh_file.with_suffix(".tmp")
+        tmp = path.with_suffix(".tmp")
         tmp.write_text("\n".join(lines), encoding="utf-8")
-        tmp.replace(self.mesh_file)
+        tmp.replace(path)
 
     # -- public --------------------------------------------------------------
     def up(
@@ -669,7 +715,7 @@ class DevMesh:
             if tls and data["regions"] and not data.get("tls"):
                 raise DevMeshError(f"the mesh in {self.root} was made without TLS; 'regionmesh dev down --purge' first")
             data["tls"] = bool(data.get("tls") or tls)
-            for name in SECRET_NAMES:
+            for name in SECRET_NAMES + (REDIS_ROLE_SECRETS if data["tls"] else ()):
                 self._secret(name)
             data["pg_root"] = str(self._pg_root(pg, data))
             for region in wanted:

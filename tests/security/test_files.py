@@ -128,7 +128,7 @@ def test_the_tls_mesh_files_are_private(tls_mesh: Mesh) -> None:
         st = os.lstat(log)
         assert stat.S_ISREG(st.st_mode) and not st.st_mode & 0o037, f"{log} is {stat.S_IMODE(st.st_mode):o}"
     secrets = [p for p in (root / "secrets").rglob("*")]
-    assert len([p for p in secrets if p.is_file()]) == 5 + 6  # the mesh's own and one per link
+    assert len([p for p in secrets if p.is_file()]) == 5 + 3 + 6  # the mesh's own, Redis users, one per link
     for path in [root / "secrets", *secrets, root / "tls", root / "tls" / "ca.key"]:
         st = os.lstat(path)
         assert not st.st_mode & 0o077 and st.st_uid == os.geteuid(), f"{path} is {stat.S_IMODE(st.st_mode):o}"

@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from regionmesh.models.engine import make_engine
 from regionmesh.ops.demo import DemoResult
+from regionmesh.supervisor import wait_for
 from regionmesh.tls import make_ca
 from tests.conftest import Mesh
 
@@ -92,8 +93,12 @@ def test_wrong_ca_is_refused(tls_mesh: Mesh, tmp_path: Path) -> None:
     # The right CA works (the refusal is the CA's, not something else).
     good = redis.Redis.from_url(tls_mesh.config.regions[region].broker_url, socket_timeout=5)
     assert good.ping()
-    assert good.config_get("port")["port"] == "0"  # no plain-text port at all
     good.close()
+    admin = redis.Redis(host=HOST, port=_redis_port(tls_mesh, region), username="rm-admin",
+                        password=_secret(tls_mesh, "redis"), ssl=True, ssl_ca_certs=str(tls_mesh.dev.ca_file()),
+                        ssl_cert_reqs="required", socket_timeout=5)
+    assert admin.config_get("port")["port"] == "0"  # no plain-text port at all
+    admin.close()
 
 
 def test_plain_text_redis_is_refused(tls_mesh: Mesh) -> None:
@@ -124,6 +129,8 @@ def test_metrics_and_flower_reach_tls_servers(tls_mesh: Mesh, demo_on_tls: DemoR
         up = {line for line in body.splitlines() if line.startswith("regionmesh_up{")}
         assert up == {f'regionmesh_up{{part="{part}",region="{region}"}} 1.0' for part in ("postgres", "redis")}, up
         flower = f"http://{HOST}:{procs['flower']['port']}"
-        assert _get(f"{flower}/api/workers")[0] == 401  # no auth, no answer
-        status, body = _get(f"{flower}/api/workers?refresh=1", f"admin:{_secret(tls_mesh, 'flower')}")
-        assert status == 200 and f"{region}-w1@" in body, body[:500]
+        assert _get(f"{flower}/api/tasks")[0] == 401  # no auth, no answer
+        # Flower follows the workers' events over TLS as its read-only Redis user.
+        auth = f"admin:{_secret(tls_mesh, 'flower')}"
+        wait_for(lambda: "regionmesh." in _get(f"{flower}/api/tasks?limit=5", auth)[1], 30,
+                 f"Flower of {region} to show tasks")
