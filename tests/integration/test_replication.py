@@ -93,7 +93,7 @@ def test_publication_is_the_replicated_tables_only_without_truncate(mesh: Mesh, 
         tables = repl.publication_tables(engine, PUBLICATION)
         assert "outbox" not in tables and "dead_letters" not in tables and "alembic_version" not in tables
         assert set(tables) == {"regions", "tenant_registry", "workflow_runs", "workflow_steps", "step_tasks",
-                               "step_attempts", "heartbeats"}
+                               "step_attempts", "heartbeats", "lease_grants"}
         flags = repl.publication_flags(engine, PUBLICATION)
         assert flags == {"puballtables": False, "pubinsert": True, "pubupdate": True, "pubdelete": True, "pubtruncate": False}
     subs = {s["subname"]: s for s in repl.subscriptions(engines["us-east"])}
