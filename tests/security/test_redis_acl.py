@@ -66,7 +66,7 @@ def test_workers_cannot_flush_or_reconfigure(tls_mesh: Mesh) -> None:
     try:
         assert client.ping()
         for denied in (lambda: client.flushall(), lambda: client.flushdb(), lambda: client.config_set("appendonly", "no"),
-                       lambda: client.keys("*"), lambda: client.execute_command("SHUTDOWN", "NOSAVE")):
+                       lambda: client.keys("*"), lambda: client.shutdown(nosave=True)):
             with pytest.raises(DENIED):
                 denied()
     finally:

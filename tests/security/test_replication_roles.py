@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
@@ -24,14 +25,14 @@ HOST = "127.0.0.1"
 HBA_REFUSED = "pg_hba.conf rejects connection|no pg_hba.conf entry"
 
 
-def _connect(mesh: Mesh, publisher: str, user: str, password: str, dbname: str = "regionmesh", **kw: object) -> object:
+def _connect(mesh: Mesh, publisher: str, user: str, password: str, dbname: str = "regionmesh", **kw: Any) -> Any:
     port = int(mesh.dev.state.load()["regions"][publisher]["pg"]["port"])
     return psycopg2.connect(host=HOST, port=port, user=user, password=password, dbname=dbname,
                             sslmode="verify-full", sslrootcert=str(mesh.dev.ca_file()), connect_timeout=5, **kw)
 
 
 def _link_secret(mesh: Mesh, sub: str, pub: str) -> str:
-    return (mesh.dev.root / "secrets" / "links" / link_role(sub, pub)).read_text().strip()
+    return str((mesh.dev.root / "secrets" / "links" / link_role(sub, pub)).read_text().strip())
 
 
 def _links(mesh: Mesh) -> list[tuple[str, str]]:
@@ -44,7 +45,7 @@ def _slot_positions(mesh: Mesh, publisher: str) -> dict[str, str]:
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT slot_name, confirmed_flush_lsn::text FROM pg_replication_slots")).all()
     engine.dispose()
-    return dict(rows)  # type: ignore[arg-type]
+    return {str(name): str(lsn) for name, lsn in rows}
 
 
 def test_every_link_has_its_own_role_and_secret(tls_mesh: Mesh) -> None:
