@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import text
+
 from regionmesh.config import MeshConfig
 from regionmesh.errors import RegionmeshError
 from regionmesh.models import failover as repo
@@ -68,7 +70,8 @@ def lease_params(config: MeshConfig) -> LeaseParams:
 
 def _reachable(config: MeshConfig, region: str) -> bool:
     try:
-        with engine_for(config, region).connect():
+        with engine_for(config, region).connect() as conn:
+            conn.execute(text("SELECT 1"))  # a pooled connection may outlive its server: ask
             return True
     except Exception:  # any failure to connect means down
         return False
@@ -111,9 +114,9 @@ def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s:
             f"{to_region} holds no lease ({held['reason']}): failover runs only from a side that holds a majority; "
             "a two-region mesh split in two has none (see --override-dead-minority)")
     params = lease_params(config)
-    if current != "failing_over":
-        if repo.set_region_status(heir, from_region, "failing_over", to_region, expect_from=("active", "draining")) is None:
-            raise FailoverRefused(f"{from_region}'s status changed meanwhile; look at 'regionmesh lease status'")
+    if current != "failing_over" and repo.set_region_status(
+            heir, from_region, "failing_over", to_region, expect_from=("active", "draining")) is None:
+        raise FailoverRefused(f"{from_region}'s status changed meanwhile; look at 'regionmesh lease status'")
     voters = [r for r in config.regions if r == from_region or rows.get(r) is None or rows[r].status != "failed_over"]
     need = 1 if override_dead_minority else expired_needed(len(voters))
     began = time.monotonic()
