@@ -8,13 +8,14 @@ import os
 import redis
 from celery import Celery
 
+from regionmesh.config import Settings
 from regionmesh.workers.app import celery_settings
 
 BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/15")
 QUEUE = "bench.raw"
 
 app = Celery("bench-baseline", set_as_current=False)
-app.conf.update(celery_settings("bench", BROKER))
+app.conf.update(celery_settings("bench", BROKER, Settings()))
 app.conf.update(task_default_queue=QUEUE, task_routes={}, worker_consumer="celery.worker.consumer:Consumer")
 _counter: redis.Redis | None = None
 

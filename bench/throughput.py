@@ -1,10 +1,12 @@
 """Throughput: raw Celery vs a Celery canvas chain vs regionmesh, one region, one run.
 
-    python -m bench.throughput [--tasks 4000] [--chains 300] [--runs 2000] [--chain-runs 300]
+    python -m bench.throughput [--tasks 4000] [--chains 300] [--runs 2000] [--chain-runs 300] [--appendfsync always]
 
 Starts its own PostgreSQL 16 + Redis (a one-region dev mesh in a temp folder)
 and, for each contender in turn, one worker with the same concurrency on the
 same broker. Prints a table and writes bench/results/throughput.json.
+``--appendfsync everysec`` measures the broker as it was before the durability fix (the dev mesh
+writes ``always``; see the README's durability contract).
 """
 
 from __future__ import annotations
@@ -137,14 +139,19 @@ def main() -> None:
     parser.add_argument("--chain-runs", type=int, default=300)
     parser.add_argument("--latency-runs", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
+    parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always",
+                        help="the bench Redis's AOF fsync policy (the dev mesh's is always)")
+    parser.add_argument("--out", default=None, help="default bench/results/throughput[-everysec].json")
     args = parser.parse_args()
+    suffix = "" if args.appendfsync == "always" else f"-{args.appendfsync}"
+    args.out = args.out or str(ROOT / "bench" / "results" / f"throughput{suffix}.json")
 
     dev = scratch_mesh()
     root = dev.root
     try:
         config = dev.up([REGION], workers=0)
         broker = config.regions[REGION].broker_url
+        redis.Redis.from_url(broker).config_set("appendfsync", args.appendfsync)
         base = raw_celery(broker, args.tasks, args.chains, args.concurrency, root / "logs")
         rm = regionmesh_runs(dev, args.runs, args.chain_runs, args.latency_runs, args.concurrency)
     finally:
@@ -166,7 +173,8 @@ def main() -> None:
         "ten_step_steps_vs_canvas_tasks": rm["ten_step"]["steps_per_s"] / chain_tps,
     }
     width = max(len(r[0]) for r in rows)
-    print(f"\nthroughput, one region, worker concurrency {args.concurrency} (prefork), same Redis broker")
+    print(f"\nthroughput, one region, worker concurrency {args.concurrency} (prefork), same Redis broker "
+          f"(appendfsync {args.appendfsync})")
     for name, a, b in rows:
         print(f"  {name:<{width}}  {a:>22}  {b:>16}")
     print(f"  regionmesh steps/s vs raw Celery: {targets['steps_vs_raw']:.0%} (target >= 50%); "

@@ -12,6 +12,23 @@ Key layout (kombu's Redis transport, as installed; we read it, never write our o
 Redis has no acks: between the pop and the write to ``unacked`` the message lives only in the
 consumer's memory, and a message held past the visibility timeout is delivered again. This module
 owns those facts; nothing else touches Redis internals.
+
+What each of those facts costs, and what covers it (README, "Durability"):
+
+- A publish is on disk when Redis replies only with ``appendfsync always`` (the dev mesh and
+  compose set it). With ``everysec`` Redis postpones writing the AOF while the previous fsync is
+  still running (up to 2 s, "Asynchronous AOF fsync is taking too long") and replies meanwhile:
+  a SIGKILL then loses publishes the producer was told succeeded.
+- kombu 5.7's consumer pops with BRPOP (``Channel._brpop_read``), builds the message, and only then
+  writes ``unacked`` (``QoS.append``: ZADD + HSET in one pipeline). A worker's main process
+  SIGKILLed in between -- a window of a scheduling delay, long under CPU starvation -- takes the
+  message with it, and no key in Redis remembers it. BRPOP over several keys has no atomic
+  "pop into a backup list" form (BLMOVE takes one key), so the window is closed above Redis:
+  step messages by the reconciler (PostgreSQL knows every queued task), forwarded submissions by
+  the forwarder's outbox (kept until the run arrives), and producers' submissions by the
+  producer's ``regionmesh.client.Journal``.
+- Messages a dead worker had recorded in ``unacked`` go back when the region's next worker
+  starts (``restore_orphaned``), not after the visibility timeout.
 """
 
 from __future__ import annotations

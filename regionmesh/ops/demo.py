@@ -6,6 +6,10 @@ completed, submissions forwarded, submit-to-done latency, replication lag and
 the ``verify`` result. ``--chaos`` also SIGKILLs a worker's pool process in the
 middle of a step and fails a region over and back. Anything lost, duplicated
 or diverged makes it exit non-zero.
+
+The demo is a producer that must not lose a submission, so it journals them
+(``regionmesh.client.Journal``) and sends again what a region does not hold
+after ``RESEND_AFTER_S``; how many it sent again is printed with the events.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -22,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from regionmesh.client import submit
+from regionmesh.client import Journal, confirm, submit
 from regionmesh.config import MeshConfig
 from regionmesh.models import runs as runs_repo
 from regionmesh.models.engine import engine_for
@@ -33,6 +38,8 @@ from regionmesh.replication.verify import verify
 from regionmesh.routing.hashing import home_by_hash
 
 STEPS = {"onboard": 4, "etl": 5}  # tasks per run: etl maps over 3 items
+RESEND_AFTER_S = 15.0  # a submission its region does not hold this long after its send is sent again
+CONFIRM_EVERY_S = 3.0
 
 
 @dataclass
@@ -77,6 +84,13 @@ def run_demo(root: str, *, tenants: int = 60, per_tenant: int = 3, chaos: bool =
     total = tenants * per_tenant
     victim = regions[-1] if chaos and len(regions) > 2 else None
     heir = regions[0]
+    journal = Journal(Path(root) / f"journal-{session}.jsonl")
+    resent = 0
+
+    def settle() -> None:
+        nonlocal resent
+        resent += confirm(journal, config, resend_after_s=RESEND_AFTER_S).resent
+
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as progress:
@@ -89,7 +103,8 @@ def run_demo(root: str, *, tenants: int = 60, per_tenant: int = 3, chaos: bool =
                 via = alive[i % len(alive)]
                 key = f"demo-{session}-{i}"
                 data = {"email": f"user{i}@example.com"} if workflow == "onboard" else {"n": 3}
-                receipt = submit(tenant, workflow, data, key, region=via, config=config, resolve_home=False)
+                receipt = submit(tenant, workflow, data, key, region=via, config=config, resolve_home=False,
+                                 journal=journal)
                 sent[receipt.run_id] = Sent(tenant, key, workflow, via, home_by_hash(tenant, regions), time.time())
                 progress.advance(t_sub)
                 if chaos and i == total // 3:
@@ -106,10 +121,14 @@ def run_demo(root: str, *, tenants: int = 60, per_tenant: int = 3, chaos: bool =
             # Submissions a producer handed to the victim's own broker wait there until it returns.
             stranded = [rid for rid in ids if sent[rid].via == victim]
             others = [rid for rid in ids if rid not in set(stranded)]
-            _wait(engines[heir], others, timeout, lambda n: progress.update(t_done, completed=n))
+            _wait(engines[heir], others, timeout, lambda n: progress.update(t_done, completed=n), settle)
             if victim:
                 events.append(_bring_back(dev, config, victim, engines))
-                _wait(engines[heir], ids, timeout, lambda n: progress.update(t_done, completed=n))
+                _wait(engines[heir], ids, timeout, lambda n: progress.update(t_done, completed=n), settle)
+            settle()
+            events.append(f"producer journal: {len(journal.settled)} of {total} submissions held by the region they "
+                          f"were sent to, {resent} sent again (not held after {RESEND_AFTER_S:.0f}s), "
+                          f"{len(journal.pending())} still pending")
         identical = False
         for _ in range(3):  # replication may still be carrying the last rows
             result = verify(config, timeout=30)
@@ -123,13 +142,17 @@ def run_demo(root: str, *, tenants: int = 60, per_tenant: int = 3, chaos: bool =
             e.dispose()
 
 
-def _wait(engine: Any, ids: list[uuid.UUID], timeout: float, show: Any) -> None:
+def _wait(engine: Any, ids: list[uuid.UUID], timeout: float, show: Any, settle: Any) -> None:
     deadline = time.monotonic() + timeout
+    next_settle = time.monotonic() + CONFIRM_EVERY_S
     while time.monotonic() < deadline:
         done = _completed(engine, ids)
         show(done)
         if done == len(ids):
             return
+        if time.monotonic() >= next_settle:
+            settle()
+            next_settle = time.monotonic() + CONFIRM_EVERY_S
         time.sleep(0.3)
 
 

@@ -429,7 +429,9 @@ class DevMesh:
             fh.write(
                 f"bind {HOST}\n{listen}dir {rdir}\npidfile {pidfile}\n"
                 f"logfile {entry['log']}\ndaemonize no\nprotected-mode yes\n"
-                "appendonly yes\nappendfsync everysec\nsave \"\"\n"
+                # always: a reply means the write is on disk. everysec may postpone writing the
+                # AOF while an fsync is slow and still reply, so a SIGKILL loses acknowledged publishes.
+                "appendonly yes\nappendfsync always\nsave \"\"\n"
                 "maxmemory-policy noeviction\n"
                 + (self._redis_acl(region) if data.get("tls") else f"requirepass {self._secret('redis')}\n")
             )

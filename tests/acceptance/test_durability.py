@@ -1,0 +1,201 @@
+"""The durability contract (README, "Durability"), attacked with real faults on real servers.
+
+- producer -> broker: publishes Redis acknowledged survive a SIGKILL of that Redis (AOF with
+  ``appendfsync always``: a reply means the write is on disk).
+- broker -> worker: a worker's main process SIGKILLed while it holds messages (in kombu's
+  ``unacked``) loses none of them: the region's next worker gives them back at start.
+- broker -> worker, the window kombu leaves open: a message popped (BRPOP) by a worker that dies
+  before recording it in ``unacked`` is gone from Redis; a producer with a journal sends it again
+  and it runs once. The test first shows the message really was gone, so it cannot pass by luck.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+from sqlalchemy import Engine, text
+
+from regionmesh.client import Journal, confirm, submit
+from regionmesh.models.engine import make_engine
+from regionmesh.names import submit_queue
+from regionmesh.routing.hashing import home_by_hash
+from tests.conftest import Mesh
+from tests.support.helpers import wait_until
+from tests.support.workflows import TEST_TABLES
+
+REGION = "ap-south"
+WORKER_ENV = {
+    "REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,tests.support.workflows",
+    "REGIONMESH_RECONCILE_INTERVAL_S": "0.3",
+}
+
+
+@pytest.fixture(scope="module")
+def engine(mesh: Mesh) -> Iterator[Engine]:
+    eng = make_engine(mesh.config.regions[REGION].database_url, region=REGION)
+    with eng.begin() as conn:
+        conn.execute(text(TEST_TABLES))
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def broker(mesh: Mesh) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(mesh.config.regions[REGION].broker_url, socket_timeout=5)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def no_workers(mesh: Mesh) -> Iterator[None]:
+    """Whatever a test starts in REGION is stopped after it, however it ends."""
+    yield
+    for w in mesh.dev.workers(REGION):
+        mesh.dev.stop_worker(REGION, w["name"], kill=True)
+
+
+def local_tenants(mesh: Mesh, prefix: str, n: int) -> list[str]:
+    """Tenants homed in REGION (only REGION runs workers here: nothing is forwarded)."""
+    regions = list(mesh.config.regions)
+    names = (f"{prefix}-{i}" for i in range(10_000))
+    return [t for t in names if home_by_hash(t, regions) == REGION][:n]
+
+
+def succeeded(engine: Engine, run_ids: list[uuid.UUID]) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM workflow_runs WHERE id = ANY(:ids) AND status = 'succeeded'"),
+                                {"ids": run_ids}).scalar_one())
+
+
+def queued_task_ids(client: redis.Redis, queue: str) -> set[str]:
+    return {json.loads(raw)["headers"]["id"] for raw in client.lrange(queue, 0, -1)}
+
+
+def unacked_task_ids(client: redis.Redis) -> set[str]:
+    return {json.loads(raw)[0]["headers"]["id"] for raw in client.hvals("unacked")}
+
+
+def stop_inside_brpop(client: redis.Redis, pid: int, timeout: float = 20) -> None:
+    """SIGSTOP ``pid`` at a moment its consumer connection is blocked in BRPOP (CLIENT LIST)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        os.kill(pid, signal.SIGSTOP)
+        if any(c.get("cmd") == "brpop" and "b" in c.get("flags", "") for c in client.client_list()):
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError(f"worker {pid} was never stopped inside BRPOP within {timeout}s")
+
+
+def kill_tree(pid: int) -> None:
+    main = psutil.Process(pid)
+    procs = [main, *main.children(recursive=True)]
+    for p in procs:
+        p.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+
+def test_acknowledged_publishes_survive_a_redis_sigkill(mesh: Mesh, engine: Engine, broker: redis.Redis,
+                                                         no_workers: None) -> None:
+    assert broker.config_get("appendfsync")["appendfsync"] == "always"
+    assert not mesh.dev.workers(REGION)
+    queue = submit_queue(REGION)
+    tag = uuid.uuid4().hex[:8]
+    tenants = local_tenants(mesh, "dur", 20)
+    receipts = [submit(tenants[i % 20], "onboard", {"email": f"u{i}@example.com"}, f"dur-{tag}-{i}",
+                       region=REGION, config=mesh.config, resolve_home=False) for i in range(300)]
+    # Every publish above was acknowledged; the very next thing Redis gets is SIGKILL.
+    redis_pid = mesh.dev.state.load()["regions"][REGION]["redis"]["pid"]
+    os.kill(redis_pid, signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(redis_pid) or psutil.Process(redis_pid).status() == psutil.STATUS_ZOMBIE,
+               10, "redis-server to die")
+    mesh.dev.up(migrate=False)
+    assert mesh.dev.state.load()["regions"][REGION]["redis"]["pid"] != redis_pid
+    missing = {r.submission_id for r in receipts} - queued_task_ids(broker, queue)
+    assert not missing, f"{len(missing)} acknowledged submissions lost by the Redis SIGKILL"
+
+    mesh.dev.start_worker(REGION, concurrency=2, extra_env=WORKER_ENV)
+    ids = [r.run_id for r in receipts]
+    wait_until(lambda: succeeded(engine, ids) == len(ids), 90, f"all {len(ids)} runs to succeed")
+
+
+def test_messages_held_by_a_killed_worker_run_after_restart(mesh: Mesh, engine: Engine, broker: redis.Redis,
+                                                            no_workers: None) -> None:
+    record = mesh.dev.start_worker(REGION, concurrency=1, extra_env=WORKER_ENV)
+    tag = uuid.uuid4().hex[:8]
+    tenant = local_tenants(mesh, "dur-held", 1)[0]
+    receipts = [submit(tenant, "t_diamond", {"cfg": {"sleep": {"a": 4}}}, f"held-{tag}-{i}", region=REGION,
+                       config=mesh.config, resolve_home=False) for i in range(3)]
+    sids = {r.submission_id for r in receipts}
+    # One submission runs its first step inline (4 s), maybe one more waits reserved: all unacked.
+    held = wait_until(lambda: unacked_task_ids(broker) & sids, 30, "the worker to hold submissions")
+    kill_tree(record["pid"])
+    mesh.dev.stop_worker(REGION, record["name"])
+    assert held <= unacked_task_ids(broker), "the killed worker's messages left unacked"
+    ids = [r.run_id for r in receipts]
+    assert succeeded(engine, ids) == 0
+
+    mesh.dev.start_worker(REGION, concurrency=2, extra_env=WORKER_ENV)
+    wait_until(lambda: not (unacked_task_ids(broker) & held) or None, 20,
+               "the new worker to give back the dead worker's messages (not after the visibility timeout)")
+    wait_until(lambda: succeeded(engine, ids) == len(ids), 60, "every held run to succeed")
+
+
+def test_a_message_popped_by_a_worker_killed_before_recording_it_is_sent_again(
+        mesh: Mesh, engine: Engine, broker: redis.Redis, no_workers: None, tmp_path: Path) -> None:
+    record = mesh.dev.start_worker(REGION, concurrency=1, extra_env=WORKER_ENV)
+    tenant = local_tenants(mesh, "dur-pop", 1)[0]
+    warm = submit(tenant, "onboard", {"email": "w@example.com"}, f"warm-{uuid.uuid4().hex}", region=REGION,
+                  config=mesh.config, resolve_home=False)
+    wait_until(lambda: succeeded(engine, [warm.run_id]) == 1, 30, "a first run (the worker is consuming)")
+    queue = submit_queue(REGION)
+    wait_until(lambda: broker.llen(queue) == 0 and not broker.hlen("unacked"), 30, "the worker to be idle")
+
+    # Stop the main process while it waits in BRPOP: Redis pops the next message into its socket
+    # and nothing records it. This is the window a SIGKILL hits by chance under CPU load.
+    stop_inside_brpop(broker, record["pid"])
+    journal = Journal(tmp_path / "journal.jsonl")
+    receipt = submit(tenant, "onboard", {"email": "p@example.com"}, f"pop-{uuid.uuid4().hex}", region=REGION,
+                     config=mesh.config, resolve_home=False, journal=journal)
+    wait_until(lambda: broker.llen(queue) == 0, 10, "Redis to hand the message to the stopped worker")
+    kill_tree(record["pid"])
+    mesh.dev.stop_worker(REGION, record["name"])
+    mesh.dev.start_worker(REGION, concurrency=2, extra_env=WORKER_ENV)
+    assert receipt.submission_id not in queued_task_ids(broker, queue) | unacked_task_ids(broker), \
+        "the message survived in Redis: the test did not hit the pop window"
+    assert succeeded(engine, [receipt.run_id]) == 0
+
+    # The producer's journal: nothing held it -> sent again, same task id and run id.
+    first = confirm(journal, mesh.config, resend_after_s=0)
+    assert (first.resent, first.held) == (1, 0), first
+    wait_until(lambda: succeeded(engine, [receipt.run_id]) == 1, 30, "the re-sent submission to run")
+    last = confirm(journal, mesh.config, resend_after_s=0)
+    assert (last.held, last.resent, journal.pending()) == (1, 0, []), last
+    with engine.connect() as conn:
+        steps_run = conn.execute(text("SELECT count(*) FROM step_attempts WHERE run_id = :r"),
+                                 {"r": receipt.run_id}).scalar_one()
+    assert steps_run == 4, "each of onboard's 4 steps ran exactly once"
+
+
+def test_journal_survives_its_process(tmp_path: Path) -> None:
+    """What the producer wrote before a crash is pending again when it starts over."""
+    path = tmp_path / "j.jsonl"
+    j = Journal(path)
+    kwargs: dict[str, Any] = {"tenant_id": "t", "idempotency_key": None, "submission_id": "s1"}
+    j.record("us-east", kwargs, at=100.0)
+    j.record("us-east", kwargs | {"submission_id": "s2"}, at=101.0)
+    j.settle({"s2": "held"})
+    again = Journal(path)
+    assert [(p.submission_id, p.first_sent, p.sends) for p in again.pending()] == [("s1", 100.0, 1)]
+    again.compact()
+    assert [p.submission_id for p in Journal(path).pending()] == ["s1"]
