@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -123,7 +124,8 @@ def ledgered(ctx: StepContext, payload: Any) -> dict[str, Any]:
     """The step's side effect is the ledger line; 'sleep' per step makes it long enough to be cut."""
     cfg = _cfg(payload)
     ledger_write(ctx, "start")
-    time.sleep(float(cfg.get("sleep", {}).get(ctx.step, 0)))
+    # A timed wait rather than time.sleep: libfaketime (the clock-skew tests) breaks clock_nanosleep.
+    threading.Event().wait(float(cfg.get("sleep", {}).get(ctx.step, 0)))
     ledger_write(ctx, "effect")
     return {"cfg": cfg, "step": ctx.step}
 

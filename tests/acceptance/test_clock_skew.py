@@ -1,0 +1,159 @@
+"""Clock skew: one region's PostgreSQL and workers run 30 s ahead, another's 30 s behind (Debian's
+libfaketime preloaded into both), the third on time. Nothing compares two machines' clocks, so
+leases are held, deadlines do not fire early, failover waits the right time, restore behaves, and
+every step takes effect once (external ledger)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from regionmesh.client import submit
+from regionmesh.config import MeshConfig, load_config
+from regionmesh.models.engine import make_engine
+from regionmesh.ops.devmesh import DevMesh
+from regionmesh.ops.failover import failover, lease_status, restore
+from regionmesh.replication.verify import verify
+from regionmesh.routing.hashing import home_by_hash
+from tests.conftest import make_mesh_dir, processes_under
+from tests.support import ledger
+from tests.support.helpers import wait_until
+
+REGIONS = ["us-east", "eu-west", "ap-south"]
+SKEW = {"us-east": "+30s", "ap-south": "-30s"}  # eu-west keeps the host's time
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
+LEASE_S = 4.0
+
+
+def libfaketime() -> str:
+    found = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
+    assert found, "libfaketime is missing: apt-get install faketime (.ci/run installs it)"
+    return found[0]
+
+
+def skewed(region: str) -> dict[str, str]:
+    if region not in SKEW:
+        return {}
+    # Wall clocks are skewed; the monotonic clock is left alone (its offset means nothing, and a
+    # faked one breaks Python's timed waits under libfaketime).
+    return {"LD_PRELOAD": libfaketime(), "FAKETIME": SKEW[region], "FAKETIME_NO_CACHE": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+class World:
+    def __init__(self, dev: DevMesh, ledger_dir: Path, env: dict[str, str]) -> None:
+        self.dev = dev
+        self.ledger_dir = ledger_dir
+        self.env = env
+        self.config: MeshConfig = load_config(str(dev.mesh_file))
+        self.engines: dict[str, Engine] = {r: make_engine(self.config.regions[r].database_url, region=r)
+                                           for r in REGIONS}
+
+    def restart_pg_skewed(self, region: str, *, running: bool = True) -> None:
+        """(Re)start ``region``'s PostgreSQL with its clock skewed (pg_ctl passes our environment on;
+        Redis, started by the same call, must not get libfaketime: it starts it unskewed first)."""
+        if not running:
+            self.dev.up()
+        self.dev.stop_pg(region)
+        saved = {k: os.environ.get(k) for k in ("LD_PRELOAD", "FAKETIME", "FAKETIME_NO_CACHE",
+                                                "FAKETIME_DONT_FAKE_MONOTONIC")}
+        os.environ.update(skewed(region))
+        try:
+            self.dev.up()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        self.engines[region].dispose()
+
+    def start_worker(self, region: str) -> None:
+        self.dev.start_worker(region, extra_env=self.env | skewed(region))
+
+    def db_clock(self, region: str) -> float:
+        with self.engines[region].connect() as conn:
+            return float(conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one())
+
+    def all_succeeded(self, region: str, ids: list[uuid.UUID]) -> bool:
+        with self.engines[region].connect() as conn:
+            got = conn.execute(text("SELECT status FROM workflow_runs WHERE id = ANY(:i)"), {"i": ids}).scalars().all()
+        return len(got) == len(ids) and set(got) == {"succeeded"}
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    root = make_mesh_dir("rm-skew-")
+    ledger_dir = root / "ledger"
+    ledger_dir.mkdir()
+    os.chmod(ledger_dir, 0o777)
+    env = {"REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,tests.support.workflows", "PYTHONPATH": REPO_ROOT,
+           "RM_TEST_LEDGER": str(ledger_dir), "REGIONMESH_RECONCILE_INTERVAL_S": "0.3",
+           "REGIONMESH_LEASE_S": str(LEASE_S), "REGIONMESH_REQUEUE_AFTER_S": "3", "REGIONMESH_DEADLINE_SLACK_S": "0.5"}
+    dev = DevMesh(root)
+    try:
+        dev.up(REGIONS)
+        w = World(dev, ledger_dir, env)
+        for region in SKEW:
+            w.restart_pg_skewed(region)
+        for region in REGIONS:
+            w.start_worker(region)
+        yield w
+    finally:
+        dev.down(purge=True)
+        leftover = processes_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+    assert not leftover
+
+
+def test_skewed_regions_hold_leases_and_run_every_step_once(world: World) -> None:
+    now = time.time()
+    assert world.db_clock("us-east") - now > 25 and now - world.db_clock("ap-south") > 25, "the skew took effect"
+    assert abs(world.db_clock("eu-west") - now) < 5
+    wait_until(lambda: all(s.held for s in lease_status(world.config)), 60, "every region to hold its lease")
+    ids = []
+    for region in REGIONS:
+        tenants = [t for i in range(5000) if home_by_hash(t := f"skew-{region}-{i}", REGIONS) == region][:3]
+        for t in tenants:
+            # Steps of 1.5 s with a 60 s timeout: a deadline read against a skewed clock would fire early.
+            ids.append(submit(t, "t_ledger", {"sleep": {"a": 1.5, "b": 0.2, "c": 0.2, "d": 0.2}}, f"k-{uuid.uuid4()}",
+                              region="eu-west", config=world.config, resolve_home=False).run_id)
+    for region in REGIONS:
+        wait_until(lambda r=region: world.all_succeeded(r, ids), 120, f"every run, seen from {region}")
+    effects = {k: es for k, es in ledger.effects(world.ledger_dir).items() if uuid.UUID(k[0]) in set(ids)}
+    assert len(effects) == 4 * len(ids)
+    assert all(len(es) == 1 for es in effects.values()), [es for es in effects.values() if len(es) > 1]
+    homes = {e["region"] for es in effects.values() for e in es}
+    assert homes == set(REGIONS)  # the skewed regions executed their own tenants
+    wait_until(lambda: verify(world.config, timeout=30).identical, 90, "verify to report 0 differences")
+
+
+def test_failover_of_a_region_ahead_waits_its_lease_and_restore_brings_it_back(world: World) -> None:
+    victim, heir = "us-east", "ap-south"  # +30 s failed over to -30 s, judged from the on-time region too
+    world.dev.kill_region(victim)
+    killed = time.monotonic()
+    report = failover(world.config, victim, heir, timeout_s=60)
+    assert time.monotonic() - killed >= LEASE_S  # never before the peers' promises ran out
+    assert report.waited_s < 3 * (LEASE_S * 1.01 + 1) + 5
+    tenant = next(t for i in range(5000) if home_by_hash(t := f"skew-fo-{i}", REGIONS) == victim)
+    run = submit(tenant, "t_ledger", {"sleep": {}}, f"k-{uuid.uuid4()}", region="eu-west", config=world.config,
+                 resolve_home=False).run_id
+    wait_until(lambda: world.all_succeeded(heir, [run]), 60, "the victim's tenant running in the heir")
+    # Bring it back skewed as before; it catches up and holds no lease until restored.
+    world.restart_pg_skewed(victim, running=False)
+    world.start_worker(victim)
+    wait_until(lambda: world.all_succeeded(victim, [run]), 60, "the victim to catch up")
+    wait_until(lambda: (r := restore(world.config, victim, timeout_s=10)) is not None and r, 90, "restore")
+    wait_until(lambda: all(s.held for s in lease_status(world.config)), 60, "every region leased again")
+    again = submit(tenant, "t_ledger", {"sleep": {}}, f"k-{uuid.uuid4()}", region="eu-west", config=world.config,
+                   resolve_home=False).run_id
+    wait_until(lambda: world.all_succeeded(victim, [again]), 60, "new runs of its tenant at home again")
+    wait_until(lambda: verify(world.config, timeout=30).identical, 90, "verify to report 0 differences")
