@@ -73,6 +73,13 @@ def _safe_id(value: Any) -> str | None:
     return value[:TASK_ID_MAX]
 
 
+
+def _valid_timelimit(limit: object) -> bool:
+    return isinstance(limit, list | tuple) and len(limit) == 2 and all(
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0)
+        for v in limit
+    )
+
 def _header_problem(headers: Mapping[str, Any]) -> str | None:
     task_id = headers.get("id")
     if not isinstance(task_id, str) or not task_id or len(task_id) > TASK_ID_MAX or text_problem(task_id) \
@@ -92,12 +99,8 @@ def _header_problem(headers: Mapping[str, Any]) -> str | None:
         except (ValueError, TypeError, AttributeError, OverflowError):
             return f"header {name!r} is not an ISO 8601 date"
     limit = headers.get("timelimit")
-    if limit is not None:
-        if not isinstance(limit, list | tuple) or len(limit) != 2 or not all(
-            v is None or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0)
-            for v in limit
-        ):
-            return "header 'timelimit' must be [soft, hard] seconds (numbers or null)"
+    if limit is not None and not _valid_timelimit(limit):
+        return "header 'timelimit' must be [soft, hard] seconds (numbers or null)"
     retries = headers.get("retries")
     if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0):
         return "header 'retries' must be a non-negative integer"
@@ -139,7 +142,7 @@ def classify(body: Any, content_type: Any, content_encoding: Any, headers: Any, 
     except UnicodeDecodeError as exc:
         return fail(f"body is not valid UTF-8 (at byte {exc.start})")
     try:
-        decoded = kombu_loads(text)
+        decoded = kombu_loads(text)  # type: ignore[no-untyped-call]
     except RecursionError:
         return fail("body is nested too deeply to decode")
     except Exception as exc:  # any decoder failure is this message's problem, never the worker's
