@@ -248,6 +248,34 @@ def test_forged_hops_never_start_a_run_off_its_home(world: World) -> None:
     assert {e["region"] for e in effects} == {home}
 
 
+def test_a_manual_fence_holds_until_unfenced(world: World) -> None:
+    from regionmesh.ops.failover import fence, restore, unfence
+
+    for r in lease_status(world.config):
+        if r.status != "active":
+            world.heal()
+            restore(world.config, r.region, timeout_s=60)
+    region = "eu-west"
+    wait_until(lambda: world.lease(region)["may_work"], 30, f"{region}'s lease")
+    assert fence(world.config, region, "disk replacement")
+    assert not world.lease(region)["may_work"]  # at once: rm_may_work reads the fence
+    tenant = world.tenants(region, 1, "fence")[0]
+    run = world.submit(tenant, f"k-{uuid.uuid4()}", region)
+
+    def beat() -> int:
+        with world.engines[region].connect() as conn:
+            return int(conn.execute(text("SELECT seq FROM heartbeats WHERE region = :r"), {"r": region}).scalar_one())
+
+    start = beat()
+    wait_until(lambda: beat() >= start + 10, 30, "ten keeper passes")
+    # Ten passes of the keeper later the fence is still up and nothing was created.
+    assert not world.lease(region)["may_work"]
+    assert "operator" in (world.lease(region)["reason"] or "")
+    assert world.statuses(region, [run]) == {}
+    assert unfence(world.config, region)
+    wait_until(lambda: world.all_succeeded(region, [run]), 60, "the held submission to run once unfenced")
+
+
 def test_setup_restores_direct_links(world: World) -> None:
     world.heal()
     for proxy in world.proxies.values():
