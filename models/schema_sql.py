@@ -19,6 +19,7 @@ conflicts.sql   ``rm_install_conflict_triggers(table)``, the generator of the
 triggers.sql    the stamp and conflict triggers of every replicated table
 deletes.sql     ``rm_install_delete_rules(table)``: tombstones, the replica delete
                 rule and refused TRUNCATE on every replicated table (0010)
+residency.sql   the triggers of the zone and erasure registry tables (0012)
 ==============  ===============================================================
 
 How migrations use these files. Revisions 0002, 0003, 0004 and 0006 created the
@@ -45,7 +46,7 @@ from sqlalchemy import Connection
 
 # In dependency order: triggers.sql attaches functions the files before it define.
 FILES: tuple[str, ...] = ("stamp.sql", "lease.sql", "engine.sql", "claims.sql", "conflicts.sql", "triggers.sql",
-                         "deletes.sql")
+                         "deletes.sql", "residency.sql")
 
 
 def load(name: str) -> str:

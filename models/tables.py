@@ -60,6 +60,38 @@ class TenantRegistry(Replicated, Base):
     __table_args__ = (CheckConstraint("reason IN ('pin', 'failover', 'move', 'hash')", name="reason"),)
 
 
+class TenantZone(Replicated, Base):
+    """A tenant's data-residency zone (a registry fact of its own: pins are ``tenant_registry``).
+    ``epoch`` only grows; it is part of the tenant's placement version."""
+
+    __tablename__ = "tenant_zones"
+    tenant_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    zone: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class TenantErasure(Replicated, Base):
+    """The kept receipt of a tenant's erasure, keyed by the SHA-256 of its id (never the id).
+    While ``state`` is 'erased' the tenant's submissions are refused; 'enabled' lifts that."""
+
+    __tablename__ = "tenant_erasures"
+    tenant_hash: Mapped[str] = mapped_column(Text, primary_key=True)
+    state: Mapped[str] = mapped_column(Text, nullable=False)
+    requested_region: Mapped[str] = mapped_column(Text, nullable=False)
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    regions: Mapped[list[str]] = mapped_column(JSONB, nullable=False)  # the mesh's regions when it was asked
+    __table_args__ = (CheckConstraint("state IN ('erased', 'enabled')", name="state"),)
+
+
+class ErasureConfirmation(Replicated, Base):
+    """A region's confirmation that it holds no row of an erased tenant, written by that region."""
+
+    __tablename__ = "erasure_confirmations"
+    tenant_hash: Mapped[str] = mapped_column(Text, primary_key=True)
+    region: Mapped[str] = mapped_column(Text, primary_key=True)
+    confirmed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    rows_removed: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+
+
 class LeaseGrant(Replicated, Base):
     """A grantor's acknowledgement of a holder's latest beat (``heartbeats.seq``), written by the grantor only.
 
@@ -298,4 +330,7 @@ REPLICATED_TABLES = (
     "step_attempts",
     "heartbeats",
     "lease_grants",
+    "tenant_zones",
+    "tenant_erasures",
+    "erasure_confirmations",
 )

@@ -53,7 +53,7 @@ def home_region(config: MeshConfig, tenant_id: str, via: str) -> str | None:
     key = (config.path, via)
     router = _routers.get(key)
     if router is None:
-        router = _routers[key] = Router(engine_for(config, via), list(config.regions))
+        router = _routers[key] = Router(engine_for(config, via), list(config.regions), zones=config.zones)
     try:
         return str(router.place(tenant_id).region)
     except Exception:  # an unreachable database: the worker still routes it

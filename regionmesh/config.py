@@ -15,6 +15,9 @@ The mesh file is TOML::
     peer_conninfo = "host=db.us-east port=5432 dbname=regionmesh"
     sslmode = "verify-full"                                            # optional
 
+    [zones]                                  # optional: data residency
+    eu = ["eu-west", "eu-central"]           # a region belongs to at most one zone
+
 Secrets never live in the file: a ``*_password`` key is a table naming an
 environment variable (``env``) or a file (``file``, relative to the mesh file).
 A URL that carries a password is refused.
@@ -162,6 +165,12 @@ class MeshConfig:
     settings: Settings = field(default_factory=Settings)
     # A folder with one secret file per replication link role (only where subscriptions are set up).
     replication_link_dir: str | None = None
+    # Data residency: zone name -> its regions (a region is in at most one zone).
+    zones: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def zone_of(self, region: str) -> str | None:
+        """The zone ``region`` belongs to, or None."""
+        return next((z for z, members in self.zones.items() if region in members), None)
 
     def link_password(self, role: str) -> str | None:
         """The secret of one link role, read when a subscription is set up (None: no link secrets).
@@ -376,13 +385,14 @@ def parse_config(
     unknown = sorted(set(mesh) - _MESH_KEYS)
     if unknown:
         raise ConfigError(path, f"mesh.{unknown[0]}", "unknown key", f"known keys: {', '.join(sorted(_MESH_KEYS))}")
-    extra = sorted(set(raw) - {"mesh", "regions"})
+    extra = sorted(set(raw) - {"mesh", "regions", "zones"})
     if extra:
-        raise ConfigError(path, extra[0], "unknown section", "only [mesh] and [regions.<name>] are read")
+        raise ConfigError(path, extra[0], "unknown section", "only [mesh], [regions.<name>] and [zones] are read")
     regions_raw = raw.get("regions")
     if not isinstance(regions_raw, dict) or not regions_raw:
         raise ConfigError(path, "regions", "no regions defined", "add at least one [regions.<name>] table")
     regions = {name: _region(path, name, body, base, env) for name, body in regions_raw.items()}
+    zones = _zones(path, raw.get("zones", {}), regions)
     max_input = mesh.get("max_input_bytes", 1 << 20)
     if not isinstance(max_input, int) or isinstance(max_input, bool) or max_input <= 0:
         raise ConfigError(path, "mesh.max_input_bytes", "must be a positive integer", "e.g. max_input_bytes = 1048576")
@@ -423,7 +433,34 @@ def parse_config(
         max_input_bytes=max_input,
         settings=settings_from_env(env),
         replication_link_dir=link_dir,
+        zones=zones,
     )
+
+
+def _zones(path: str, raw: Any, regions: Mapping[str, RegionConfig]) -> dict[str, tuple[str, ...]]:
+    """``[zones]``: name -> a non-empty list of the mesh's regions; a region in at most one zone."""
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "zones", "must be a table", 'e.g. [zones] then eu = ["eu-west", "eu-central"]')
+    zones: dict[str, tuple[str, ...]] = {}
+    seen: dict[str, str] = {}
+    for name, members in raw.items():
+        key = f"zones.{name}"
+        if not REGION_NAME_RE.match(name):
+            raise ConfigError(path, key, "invalid zone name", "a lowercase letter, then lowercase letters, digits or '-'")
+        if (not isinstance(members, list) or not members
+                or not all(isinstance(m, str) for m in members) or len(set(members)) != len(members)):
+            raise ConfigError(path, key, "must be a non-empty list of distinct region names",
+                              f'e.g. {name} = ["eu-west", "eu-central"]')
+        for member in members:
+            if member not in regions:
+                raise ConfigError(path, key, f"region {member!r} is not in the mesh file",
+                                  f"use regions of the mesh: {', '.join(regions)}")
+            if member in seen:
+                raise ConfigError(path, key, f"region {member!r} is already in zone {seen[member]!r}",
+                                  "a region belongs to at most one zone")
+            seen[member] = name
+        zones[name] = tuple(members)
+    return zones
 
 
 def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | None:

@@ -11,6 +11,9 @@ affected tenants at that moment (a move at the old home, a restore at the succes
 at the heir once the failed region's lease has expired), and ``rm_place_run`` creates a run only
 while the placement inputs are still those the worker computed from (``Placement.version``):
 so no two regions place the same tenant at once.
+
+A tenant bound to a zone is placed only inside it (``routing.zones``): its placement may be
+*held* (no region of the zone places runs now), and then nothing creates its runs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from regionmesh.routing.hashing import home_by_hash
+from regionmesh.routing.zones import ZoneBinding, zone_fallback, zone_intent
 
 OVERRIDE_REASONS = ("pin", "move", "failover")  # 'failover' rows come from releases before 0009
 FOLLOWED_STATUSES = ("failed_over", "draining")
@@ -47,42 +51,67 @@ class Placement:
     epoch: int  # new runs carry it: it grows with every move of the intent and every failover on the path
     intent: str  # the region the intent names
     version: str = ""  # the inputs, as rm_placement_version spells them
+    zone: str | None = None  # the zone the tenant is bound to
+    held: bool = False  # zoned and no region of its zone places runs now: nothing creates its runs
+    erased: bool = False  # the tenant was erased and not re-enabled: its submissions are refused
 
     def explain(self) -> str:
         how = ("rendezvous hash over the configured regions" if self.reason == "hash"
                else f"tenant registry: {self.reason}")
         if self.region != self.intent:
             how += f", {self.intent} is failed over or draining: its successor places it"
+        if self.zone:
+            how += f"; bound to zone {self.zone}" + (", no region of it places runs: held" if self.held else "")
         return how
 
 
-def version(entry: RegistryEntry | None, rows: Mapping[str, RegionRow]) -> str:
-    """The placement inputs in the form ``rm_placement_version()`` returns (models/sql/lease.sql)."""
+def version(entry: RegistryEntry | None, rows: Mapping[str, RegionRow], zone_epoch: int = 0,
+            erasure_epoch: int = 0) -> str:
+    """The placement inputs in the form ``rm_placement_version()`` returns (models/sql/lease.sql):
+    registry epoch / region rows / zone binding epoch / erasure epoch (0 where there is no row)."""
     regions = ",".join(f"{name}={rows[name].status}@{rows[name].epoch}" for name in sorted(rows))
-    return f"{entry.epoch if entry else 0}/{regions}"
+    return f"{entry.epoch if entry else 0}/{regions}/{zone_epoch}/{erasure_epoch}"
 
 
 def place(tenant_id: str, configured: Iterable[str], entry: RegistryEntry | None,
-          rows: Mapping[str, RegionRow] | None = None) -> Placement:
-    """The placement of ``tenant_id`` among the ``configured`` regions given its registry entry and
-    the region rows. Raises ValueError when no region is configured."""
+          rows: Mapping[str, RegionRow] | None = None, zone: ZoneBinding | None = None,
+          erasure: tuple[int, bool] = (0, False)) -> Placement:
+    """The placement of ``tenant_id`` among the ``configured`` regions given its registry entry,
+    the region rows, its zone binding and its erasure fact (epoch, erased).
+    Raises ValueError when no region is configured."""
     known = sorted(set(configured))
     rows = rows or {}
-    if entry is not None and entry.reason in OVERRIDE_REASONS and entry.home_region in known:
-        intent, reason = entry.home_region, entry.reason
+    pinned = entry.home_region if entry is not None and entry.reason in OVERRIDE_REASONS else None
+    held = False
+    if zone is not None:
+        found = zone_intent(tenant_id, zone, known, pinned)
+        held = found is None
+        intent = found or home_by_hash(tenant_id, known)
+        reason = entry.reason if found is not None and found == pinned and entry is not None else "hash"
+    elif pinned is not None and pinned in known:
+        intent, reason = pinned, entry.reason if entry else "hash"
     else:
         intent, reason = home_by_hash(tenant_id, known), "hash"
     region, seen, epoch = intent, {intent}, (entry.epoch if entry else 0)
-    while True:
+    while not held:
         row = rows.get(region)
         if row is None or row.status not in FOLLOWED_STATUSES or not row.successor:
             break
-        if row.successor not in known or row.successor in seen:
+        successor = row.successor
+        if zone is not None and successor not in zone.regions:
+            statuses = {name: r.status for name, r in rows.items()}
+            successor = zone_fallback(tenant_id, zone, known, statuses, seen) or ""
+            if not successor:
+                held = True  # no region of the zone places runs: hold rather than leave the zone
+                break
+        if successor not in known or successor in seen:
             break  # an unknown or circular successor: stay (a refused write should make this impossible)
         epoch += row.epoch
-        region = row.successor
+        region = successor
         seen.add(region)
-    return Placement(tenant_id, region, reason, max(1, epoch), intent, version(entry, rows))
+    return Placement(tenant_id, region, reason, max(1, epoch), intent,
+                     version(entry, rows, zone.epoch if zone else 0, erasure[0]),
+                     zone.zone if zone else None, held, erasure[1])
 
 
 def placing_regions(configured: Iterable[str], rows: Mapping[str, RegionRow]) -> list[str]:

@@ -6,7 +6,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from regionmesh.errors import InvalidTransition, RunNotFound
+from regionmesh.errors import InvalidTransition, RejectedSubmission, RunNotFound
 from regionmesh.log import event
 from regionmesh.models import runs
 from regionmesh.workers import forward
@@ -44,6 +44,10 @@ def accept(rt: Runtime, sub: Submission, *, hops: int, message: dict[str, object
     """
     for fresh in (False, True):
         placement = rt.router.place(sub.tenant_id, fresh=fresh)
+        if placement.erased:
+            raise RejectedSubmission("tenant was erased; re-enable it with 'regionmesh tenants erase --enable'")
+        if placement.held:  # zoned, and no region of its zone places runs: wait (in the broker)
+            return Started(sub.run_id, False, "no_lease", outcome="no_lease")
         decision = route(placement.region, rt.region, hops)
         if decision != "create":
             outcome = (forward.forward(rt, placement.region, message | {"hops": hops}, sub.run_id)

@@ -11,11 +11,16 @@ CREATE OR REPLACE FUNCTION rm_may_work() RETURNS boolean LANGUAGE sql VOLATILE A
 $$;
 
 -- What a tenant's placement is computed from, as this region's copy holds it:
--- the tenant's registry epoch (0 without a row) and every region's status and
--- epoch. rm_place_run creates a run only while this is what the worker saw.
+-- the tenant's registry epoch (0 without a row), every region's status and
+-- epoch, its zone binding's epoch and its erasure receipt's epoch (keyed by the
+-- SHA-256 of the tenant id). rm_place_run creates a run only while this is what
+-- the worker saw (routing/placement.py version() spells the same text).
 CREATE OR REPLACE FUNCTION rm_placement_version(p_tenant text) RETURNS text LANGUAGE sql STABLE AS $$
   SELECT coalesce((SELECT epoch::text FROM tenant_registry WHERE tenant_id = p_tenant), '0') || '/' ||
          coalesce((SELECT string_agg(name || '=' || status || '@' || epoch, ',' ORDER BY name COLLATE "C") FROM regions), '')
+         || '/' || coalesce((SELECT epoch::text FROM tenant_zones WHERE tenant_id = p_tenant AND deleted_at IS NULL), '0')
+         || '/' || coalesce((SELECT epoch::text FROM tenant_erasures
+                              WHERE tenant_hash = encode(sha256(convert_to(p_tenant, 'UTF8')), 'hex')), '0')
 $$;
 
 -- Writers of placement facts (registry rows, region statuses) and rm_place_run

@@ -404,7 +404,7 @@ def route(ctx: Context, tenant: str, as_json: bool) -> None:
     cfg = ctx.config
     via = cfg.local.name if cfg.local_region else next(iter(cfg.regions))
     engine = engine_for(cfg, via)
-    placement = Router(engine, list(cfg.regions)).place(tenant)
+    placement = Router(engine, list(cfg.regions), zones=cfg.zones).place(tenant)
     engine.dispose()
     if as_json:
         click.echo(json.dumps({"tenant": tenant, "home": placement.region, "reason": placement.reason,
@@ -459,6 +459,21 @@ def tenants_move(ctx: Context, tenant: str, to_region: str) -> None:
 
     at, epoch = set_intent(ctx.config, tenant, to_region, "move", None, _via(ctx))
     console.print(f"{tenant} moved from {at} to {to_region} at epoch {epoch}")
+
+
+@tenants.command("zone")
+@click.argument("tenant")
+@click.argument("zone")
+@pass_ctx
+def tenants_zone(ctx: Context, tenant: str, zone: str) -> None:
+    """Bind TENANT to ZONE (a [zones] entry of the mesh file): its runs are placed only in the zone's
+    regions and their inputs and outputs are held only there. Written at the region that places it."""
+    _needs("server")  # imported here: an optional extra
+    from regionmesh.ops.residency import bind_zone
+
+    at, epoch = bind_zone(ctx.config, tenant, zone, _via(ctx))
+    console.print(f"{tenant} bound to zone {zone} ({', '.join(ctx.config.zones[zone])}) at epoch {epoch} "
+                  f"(written at {at})")
 
 
 def _via(ctx: Context) -> str:

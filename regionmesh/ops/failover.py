@@ -30,11 +30,13 @@ from regionmesh.errors import RegionmeshError
 from regionmesh.models import failover as repo
 from regionmesh.models import lease as lease_repo
 from regionmesh.models import replication as repl
+from regionmesh.models import residency
 from regionmesh.models.engine import engine_for
 from regionmesh.models.registry import set_home
 from regionmesh.names import subscription_name
 from regionmesh.routing.placement import Placement, placing_regions
 from regionmesh.routing.router import Router
+from regionmesh.routing.zones import refusal
 from regionmesh.workers.app import create_app
 from regionmesh.workers.definitions import Registry
 from regionmesh.workers.lease import LeaseParams, expired_needed, failover_ready
@@ -78,7 +80,7 @@ def _reachable(config: MeshConfig, region: str) -> bool:
 
 
 def _router(config: MeshConfig, region: str) -> Router:
-    return Router(engine_for(config, region), list(config.regions), ttl_s=0.0)
+    return Router(engine_for(config, region), list(config.regions), ttl_s=0.0, zones=config.zones)
 
 
 def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s: float | None = None,
@@ -108,6 +110,9 @@ def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s:
             f"{from_region}'s database still answers: use 'regionmesh drain {from_region} --to {to_region}' for a "
             "live region, or --even-if-reachable if it is cut off from its peers (safe: the failover still waits "
             "until it can hold no lease)")
+    outside = refusal("fail over", to_region, config.zones, residency.bound_counts(heir), source=from_region)
+    if outside:
+        raise FailoverRefused(outside)
     if not override_dead_minority and not lease_repo.may_work(heir):
         held = lease_repo.lease_row(heir)
         raise FailoverRefused(
@@ -179,6 +184,11 @@ def set_intent(config: MeshConfig, tenant: str, region: str | None, reason: str,
     while its placement there is unchanged. Returns (where it was written, the new registry epoch)."""
     if region is not None and region not in config.regions:
         raise FailoverRefused(f"{region} is not a region of the mesh")
+    if region is not None:
+        bound = residency.zone_binding(engine_for(config, via), tenant)
+        outside = refusal(reason, region, config.zones, {bound[0]: 1} if bound else {})
+        if outside:
+            raise FailoverRefused(f"{tenant}: {outside}")
     deadline = time.monotonic() + timeout
     while True:
         placement = placer_of(config, tenant, via)
@@ -196,6 +206,10 @@ def drain(config: MeshConfig, region: str, to_region: str) -> int:
     ``region``, which places them). Runs in flight finish where they are. Returns the region epoch."""
     if region == to_region or to_region not in config.regions:
         raise FailoverRefused(f"cannot drain {region} to {to_region}")
+    outside = refusal("drain", to_region, config.zones, residency.bound_counts(engine_for(config, region)),
+                      source=region)
+    if outside:
+        raise FailoverRefused(outside)
     epoch = repo.set_region_status(engine_for(config, region), region, "draining", to_region, expect_from=("active",))
     if epoch is None:
         raise FailoverRefused(f"{region} is not active; see 'regionmesh lease status'")
