@@ -130,6 +130,13 @@ def ledgered(ctx: StepContext, payload: Any) -> dict[str, Any]:
     return {"cfg": cfg, "step": ctx.step}
 
 
+@registry.handler("t.ledger_items")
+def ledgered_items(ctx: StepContext, payload: Any) -> dict[str, Any]:
+    """Like ``t.ledger``, and returns ``items`` (cfg ``items``, default 3) for a map step to fan out over."""
+    out = ledgered(ctx, payload)
+    return out | {"items": list(range(int(out["cfg"].get("items", 3))))}
+
+
 FAST = RetryPolicy(max_attempts=3, base_s=0.1, max_s=0.5)
 
 registry.register(Workflow("t_diamond", steps=(
@@ -143,6 +150,14 @@ registry.register(Workflow("t_ledger", steps=(
     Step("b", "t.ledger", depends_on=("a",), timeout_s=60),
     Step("c", "t.ledger", depends_on=("a",), timeout_s=60),
     Step("d", "t.ledger", depends_on=("b", "c"), timeout_s=60),
+)))
+registry.register(Workflow("t_ledger_map", steps=(
+    Step("a", "t.ledger_items", timeout_s=60),
+    Step("m", "t.ledger", depends_on=("a",), map_over="a.items", timeout_s=60),
+    Step("d", "t.ledger", depends_on=("m",), timeout_s=60),
+)))
+registry.register(Workflow("t_timeout_ledger", steps=(
+    Step("slow", "t.ledger", timeout_s=1.0, retry=RetryPolicy(max_attempts=1)),
 )))
 registry.register(Workflow("t_flaky", steps=(Step("only", "t.flaky", retry=FAST),)))
 registry.register(Workflow("t_fail", steps=(
