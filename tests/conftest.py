@@ -47,6 +47,37 @@ def processes_under(root: Path) -> list[psutil.Process]:
     return found
 
 
+def recorded_processes(dev: DevMesh) -> list[psutil.Process]:
+    """Every process the dev mesh recorded (postmasters, Redis, workers) and their children, now."""
+    out: list[psutil.Process] = []
+    try:
+        pids = dev.pids()
+    except (OSError, KeyError, ValueError):
+        return out
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            out += [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def down_and_leftovers(dev: DevMesh, root: Path, *, purge: bool = True) -> list[str]:
+    """Stop the mesh; what is still alive of what it recorded (by pid, with its start time, so a
+    reused pid is not mistaken for ours) or mentions its folder."""
+    recorded = recorded_processes(dev)
+    dev.down(purge=purge)
+    alive = []
+    for proc in recorded:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(" ".join(proc.cmdline()))
+        except psutil.NoSuchProcess:
+            continue
+    return alive + [" ".join(p.cmdline()) for p in processes_under(root)]
+
+
 class Mesh:
     def __init__(self, dev: DevMesh, config: MeshConfig) -> None:
         self.dev = dev
@@ -84,6 +115,6 @@ def mesh() -> Iterator[Mesh]:
     finally:
         if "m" in locals():
             m.stop_keepers()
-        dev.down(purge=not os.environ.get("RM_KEEP_MESH"))  # keep logs and data to look at a failure
-        leftover = processes_under(root)
-        assert not leftover, f"processes left behind: {[p.cmdline() for p in leftover]}"
+        # RM_KEEP_MESH=1 keeps logs and data to look at a failure.
+        leftover = down_and_leftovers(dev, root, purge=not os.environ.get("RM_KEEP_MESH"))
+        assert not leftover, f"processes left behind: {leftover}"

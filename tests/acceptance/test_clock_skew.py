@@ -23,7 +23,7 @@ from regionmesh.ops.devmesh import DevMesh
 from regionmesh.ops.failover import failover, lease_status, restore
 from regionmesh.replication.verify import verify
 from regionmesh.routing.hashing import home_by_hash
-from tests.conftest import make_mesh_dir, processes_under
+from tests.conftest import down_and_leftovers, make_mesh_dir
 from tests.support import ledger
 from tests.support.helpers import wait_until
 
@@ -108,8 +108,7 @@ def world() -> Iterator[World]:
             w.start_worker(region)
         yield w
     finally:
-        dev.down(purge=True)
-        leftover = processes_under(root)
+        leftover = down_and_leftovers(dev, root)
         shutil.rmtree(root, ignore_errors=True)
     assert not leftover
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 from regionmesh.ops.devmesh import DevMesh
-from tests.conftest import make_mesh_dir, processes_under
+from tests.conftest import down_and_leftovers, make_mesh_dir
 
 
 def test_demo_with_chaos_from_nothing() -> None:
@@ -28,7 +28,6 @@ def test_demo_with_chaos_from_nothing() -> None:
         assert out.count("identical") >= 4
         assert elapsed < 120, f"the demo took {elapsed:.0f}s"
     finally:
-        DevMesh(root).down(purge=True)
-        leftover = processes_under(root)
+        leftover = down_and_leftovers(DevMesh(root), root)
         shutil.rmtree(root, ignore_errors=True)
     assert not leftover

@@ -27,7 +27,7 @@ from regionmesh.names import subscription_name
 from regionmesh.ops.devmesh import DevMesh
 from regionmesh.replication.verify import verify
 from regionmesh.routing.hashing import home_by_hash
-from tests.conftest import make_mesh_dir, processes_under
+from tests.conftest import down_and_leftovers, make_mesh_dir
 from tests.support import ledger
 from tests.support.helpers import wait_until
 from tests.support.workflows import TEST_TABLES
@@ -102,8 +102,7 @@ def world() -> Iterator[World]:
         for e in w.engines.values():
             e.dispose()
     finally:
-        dev.down(purge=True)
-        leftover = processes_under(root)
+        leftover = down_and_leftovers(dev, root)
         shutil.rmtree(root, ignore_errors=True)
     assert not leftover
 

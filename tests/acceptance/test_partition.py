@@ -32,7 +32,7 @@ from regionmesh.ops.failover import failover, lease_status, set_intent
 from regionmesh.replication.setup import conninfo, setup
 from regionmesh.replication.verify import verify
 from regionmesh.routing.hashing import home_by_hash
-from tests.conftest import make_mesh_dir, processes_under
+from tests.conftest import down_and_leftovers, make_mesh_dir
 from tests.support import ledger
 from tests.support.helpers import wait_until
 from tests.support.proxy import Proxy
@@ -110,8 +110,7 @@ def world() -> Iterator[World]:
     finally:
         for proxy in list(locals().get("w", World.__new__(World)).__dict__.get("proxies", {}).values()):
             proxy.close()
-        dev.down(purge=True)
-        leftover = processes_under(root)
+        leftover = down_and_leftovers(dev, root)
         shutil.rmtree(root, ignore_errors=True)
     assert not leftover
 

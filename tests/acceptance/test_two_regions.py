@@ -21,7 +21,7 @@ from regionmesh.ops.devmesh import DevMesh
 from regionmesh.ops.failover import FailoverRefused, failover
 from regionmesh.replication.setup import conninfo
 from regionmesh.routing.hashing import home_by_hash
-from tests.conftest import make_mesh_dir, processes_under
+from tests.conftest import down_and_leftovers, make_mesh_dir
 from tests.support.helpers import wait_until
 from tests.support.proxy import Proxy
 
@@ -50,8 +50,7 @@ def mesh2() -> Iterator[tuple[DevMesh, MeshConfig, dict[str, Engine], list[Proxy
     finally:
         for proxy in proxies:
             proxy.close()
-        dev.down(purge=True)
-        leftover = processes_under(root)
+        leftover = down_and_leftovers(dev, root)
         shutil.rmtree(root, ignore_errors=True)
     assert not leftover
 

@@ -15,7 +15,7 @@ from regionmesh.host import pid_alive
 from regionmesh.models.engine import make_engine
 from regionmesh.ops.devmesh import DevMesh
 from regionmesh.ops.migrate import head
-from tests.conftest import make_mesh_dir, processes_under
+from tests.conftest import down_and_leftovers, make_mesh_dir, processes_under
 
 CLI = [sys.executable, "-m", "regionmesh.ops.cli"]
 
@@ -86,8 +86,7 @@ def test_three_region_mesh_up_status_down_leaves_nothing() -> None:
         assert _cli("dev", "up", "--dir", str(root)).returncode == 0
         assert _cli("dev", "status", "--dir", str(root)).returncode == 0
     finally:
-        DevMesh(root).down(purge=True)
-        leftover = processes_under(root)
+        leftover = down_and_leftovers(DevMesh(root), root)
         shutil.rmtree(root, ignore_errors=True)
     assert not leftover
 

@@ -28,7 +28,7 @@ from regionmesh.replication.retention import prune
 from regionmesh.replication.setup import setup
 from regionmesh.replication.status import mesh_status
 from regionmesh.replication.verify import COMPARED_TABLES, verify
-from tests.conftest import make_mesh_dir, processes_under
+from tests.conftest import down_and_leftovers, make_mesh_dir
 from tests.support.helpers import wait_until
 
 REGIONS = ("us-east", "eu-west", "ap-south")
@@ -52,8 +52,7 @@ def ops() -> Iterator[Ops]:
         for e in o.engines.values():
             e.dispose()
     finally:
-        dev.down(purge=True)
-        leftover = processes_under(root)
+        leftover = down_and_leftovers(dev, root)
         shutil.rmtree(root, ignore_errors=True)
         assert not leftover, f"processes left behind: {[p.cmdline() for p in leftover]}"
 
@@ -139,7 +138,7 @@ class Writers:
                                  {"n": f"{region}-{n}", "t": f"w-{self.tag}-{region}-{n // 2}"})
                 n += 1
                 time.sleep(0.005)
-        except Exception as exc:  # noqa: BLE001 - reported by the test
+        except Exception as exc:
             self.errors.append(f"{region}: {exc}")
         finally:
             self.written[region] = n

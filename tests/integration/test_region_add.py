@@ -15,7 +15,7 @@ from regionmesh.ops.devmesh import DevMesh
 from regionmesh.replication.setup import setup
 from regionmesh.replication.status import mesh_status
 from regionmesh.replication.verify import verify
-from tests.conftest import make_mesh_dir, processes_under
+from tests.conftest import down_and_leftovers, make_mesh_dir
 from tests.support.helpers import wait_until
 
 
@@ -91,8 +91,7 @@ def test_region_added_under_write_load_converges() -> None:
         assert {link.result for link in setup(config)} == {"unchanged"}
     finally:
         stop.set()
-        dev.down(purge=True)
-        leftover = processes_under(root)
+        leftover = down_and_leftovers(dev, root)
         shutil.rmtree(root, ignore_errors=True)
     assert not leftover
 

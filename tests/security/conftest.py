@@ -11,7 +11,7 @@ from rich.console import Console
 
 from regionmesh.ops.demo import DemoResult, run_demo
 from regionmesh.ops.devmesh import DevMesh
-from tests.conftest import Mesh, make_mesh_dir, processes_under
+from tests.conftest import Mesh, down_and_leftovers, make_mesh_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 REGIONS = ["us-east", "eu-west", "ap-south"]
@@ -34,9 +34,8 @@ def tls_mesh(tls_pg_bin: str) -> Iterator[Mesh]:
         config = dev.up(REGIONS, tls=True, workers=1, metrics=True, flower=True)
         yield Mesh(dev, config)
     finally:
-        dev.down(purge=True)
-        leftover = processes_under(root)
-        assert not leftover, f"processes left behind: {[p.cmdline() for p in leftover]}"
+        leftover = down_and_leftovers(dev, root)
+        assert not leftover, f"processes left behind: {leftover}"
 
 
 @pytest.fixture(scope="session")
