@@ -213,6 +213,9 @@ def test_metrics_scraped_from_a_live_mesh(mesh3: Mesh3) -> None:
 
     # Work that the step histogram must show.
     ids = [submit(tenant_homed_in(r, "metrics"), "etl", {"n": 3}, None, region=r, config=mesh3.config).run_id for r in REGIONS]
+    # One forwarded by us-east in this test itself, for the forward latency histogram.
+    ids.append(submit(tenant_homed_in("eu-west", "metrics-fwd"), "etl", {"n": 3}, None, region="us-east",
+                      config=mesh3.config).run_id)
     for r in REGIONS:
         wait_until(lambda r=r: mesh3.all_succeeded(r, ids), 60, "the runs")
     for region in REGIONS:
