@@ -514,9 +514,9 @@ class DevMesh:
             for key, value in DEV_WORKER_TIMERS.items():
                 env.setdefault(key, value)
             env.update(
-                REGIONMESH_CONFIG=str(self.mesh_file), REGIONMESH_REGION=region, PYTHONUNBUFFERED="1",
-                PROMETHEUS_MULTIPROC_DIR=str(self.metrics_dir(region)),
-                **(extra_env or {}),
+                {"REGIONMESH_CONFIG": str(self.mesh_file), "REGIONMESH_REGION": region, "PYTHONUNBUFFERED": "1",
+                 "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir(region))}
+                | (extra_env or {}),  # a caller may give a worker its own mesh file (bench.campaign)
             )
             offset = log.stat().st_size if log.exists() else 0
             cmd = [
@@ -668,6 +668,9 @@ class DevMesh:
                 *(['ca_file = "ca.crt"'] if tls else []),
                 "",
             ]
+        if data.get("zones"):  # data residency: kept across 'up' like the regions
+            lines += ["[zones]", *(f"{z} = [{', '.join(repr(r) for r in members)}]"
+                                   for z, members in data["zones"].items()), ""]
         tmp = path.with_suffix(".tmp")
         tmp.write_text("\n".join(lines), encoding="utf-8")
         tmp.replace(path)
@@ -685,6 +688,7 @@ class DevMesh:
         replicate: bool = True,
         metrics: bool = False,
         tls: bool = False,
+        zones: dict[str, list[str]] | None = None,
     ) -> MeshConfig:
         """Start (or reuse) every region's servers, write the mesh file, migrate. ``tls``: a
         throwaway CA, PostgreSQL with ``ssl = on`` and ``hostssl`` rules only, Redis on a TLS
@@ -722,6 +726,8 @@ class DevMesh:
             data["pg_root"] = str(self._pg_root(pg, data))
             for region in wanted:
                 data["regions"].setdefault(region, {})
+            if zones is not None:
+                data["zones"] = zones
             if data["tls"]:
                 self.ca_file()
                 self._server_ca(pg, data)
