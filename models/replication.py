@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from regionmesh.errors import RegionmeshError
-from regionmesh.models.tables import REPLICATED_TABLES
+from regionmesh.models.tables import REPLICATED_TABLES, ZONED_TABLES
 
 
 def _literal(value: str) -> str:
@@ -51,7 +51,7 @@ def ensure_publication(engine: Engine, name: str, replication_role: str) -> list
     with the replica conflict triggers (``REPLICATED_TABLES`` on a database that has none yet).
     Returns the tables added to an existing publication."""
     with engine.begin() as conn:
-        wanted = replicated_tables_in_catalog(conn) or list(REPLICATED_TABLES)
+        wanted = [t for t in replicated_tables_in_catalog(conn) or list(REPLICATED_TABLES) if t not in ZONED_TABLES]
         tables = ", ".join(f'"{t}"' for t in wanted)
         exists = conn.execute(text("SELECT 1 FROM pg_publication WHERE pubname = :n"), {"n": name}).scalar()
         added: list[str] = []
@@ -67,6 +67,34 @@ def ensure_publication(engine: Engine, name: str, replication_role: str) -> list
         if role_exists:
             conn.execute(text(f'GRANT SELECT ON {tables} TO "{replication_role}"'))
     return added
+
+
+def zone_filter(zones: list[str]) -> str:
+    """The row filter of a destination's payload publication: unzoned rows, and rows of its zones."""
+    return "(zone IN (" + ", ".join(_literal(z) for z in ["", *sorted(zones)]) + "))"
+
+
+def ensure_zoned_publication(engine: Engine, name: str, zones: list[str], replication_role: str) -> None:
+    """The payload tables (``ZONED_TABLES``) for one destination, filtered on their ``zone`` (a
+    replica-identity column, so updates and deletes are filtered too): PostgreSQL never sends a
+    row of another zone to that destination. Recreated with the current filter every time."""
+    with engine.begin() as conn:
+        where = zone_filter(zones)
+        tables = ", ".join(f'"{t}" WHERE {where}' for t in ZONED_TABLES)
+        exists = conn.execute(text("SELECT 1 FROM pg_publication WHERE pubname = :n"), {"n": name}).scalar()
+        if exists:
+            conn.execute(text(f"ALTER PUBLICATION {name} SET TABLE {tables}"))
+        else:
+            conn.execute(text(f"CREATE PUBLICATION {name} FOR TABLE {tables} WITH (publish = 'insert, update, delete')"))
+        if conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": replication_role}).scalar():
+            conn.execute(text(f'GRANT SELECT ON {", ".join(ZONED_TABLES)} TO "{replication_role}"'))
+
+
+def publication_filters(engine: Engine, name: str) -> dict[str, str | None]:
+    """table -> row filter of publication ``name`` (None: unfiltered)."""
+    with engine.connect() as conn:
+        return {r[0]: r[1] for r in conn.execute(text(
+            "SELECT tablename::text, rowfilter FROM pg_publication_tables WHERE pubname = :n"), {"n": name}).all()}
 
 
 def publication_tables(engine: Engine, name: str) -> list[str]:
@@ -167,7 +195,7 @@ def ensure_subscription(engine: Engine, name: str, conninfo: str, publication: s
             changes.append("connection")
         if facts["fingerprint"] != _fingerprint(conninfo):
             conn.execute(text(f"COMMENT ON SUBSCRIPTION {name} IS {_literal(_fingerprint(conninfo))}"))
-        if list(facts["subpublications"]) != [publication]:
+        if list(facts["subpublications"]) != [p.strip() for p in publication.split(",")]:
             conn.execute(text(f"ALTER SUBSCRIPTION {name} SET PUBLICATION {publication} WITH (refresh = false)"))
             changes.append(f"publication {','.join(facts['subpublications'])} -> {publication}")
         wrong = [k for k, v in SUBSCRIPTION_OPTIONS.items() if facts[k] != v]

@@ -20,6 +20,8 @@ triggers.sql    the stamp and conflict triggers of every replicated table
 deletes.sql     ``rm_install_delete_rules(table)``: tombstones, the replica delete
                 rule and refused TRUNCATE on every replicated table (0010)
 residency.sql   the triggers of the zone and erasure registry tables (0012)
+payload.sql     zone stamps of payload rows and run_summaries, the metadata of
+                zoned runs that every region holds (0013)
 ==============  ===============================================================
 
 How migrations use these files. Revisions 0002, 0003, 0004 and 0006 created the
@@ -46,7 +48,7 @@ from sqlalchemy import Connection
 
 # In dependency order: triggers.sql attaches functions the files before it define.
 FILES: tuple[str, ...] = ("stamp.sql", "lease.sql", "engine.sql", "claims.sql", "conflicts.sql", "triggers.sql",
-                         "deletes.sql", "residency.sql")
+                         "deletes.sql", "residency.sql", "payload.sql")
 
 
 def load(name: str) -> str:

@@ -126,7 +126,11 @@ class WorkflowRun(Replicated, Base):
     remaining_steps: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # '' or the tenant's zone at creation: in the replica identity (uq on id, zone), so publications
+    # can keep zoned payload rows inside their zone (payload.sql).
+    zone: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("''"))
     __table_args__ = (
+        UniqueConstraint("id", "zone"),
         UniqueConstraint("tenant_id", "idempotency_key"),
         CheckConstraint(_in("status", RUN_STATUSES), name="status"),
         Index(None, "tenant_id", "created_at"),
@@ -155,7 +159,9 @@ class WorkflowStep(Replicated, Base):
     output: Mapped[Any | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    zone: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("''"))
     __table_args__ = (
+        UniqueConstraint("id", "zone"),
         UniqueConstraint("run_id", "step_key"),
         CheckConstraint(_in("status", STEP_STATUSES), name="status"),
         CheckConstraint("remaining_deps >= 0", name="remaining_deps"),
@@ -188,12 +194,30 @@ class StepTask(Replicated, Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    zone: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("''"))
     __table_args__ = (
+        UniqueConstraint("id", "zone"),
         UniqueConstraint("idempotency_key"),
         CheckConstraint(_in("status", TASK_STATUSES), name="status"),
         Index(None, "run_id"),
         Index(None, "status", "deadline_at"),
     )
+
+
+class RunSummary(Replicated, Base):
+    """The metadata of a zoned tenant's run, held by every region (its payload is not: payload.sql)."""
+
+    __tablename__ = "run_summaries"
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    workflow: Mapped[str] = mapped_column(Text, nullable=False)
+    zone: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    owner_region: Mapped[str] = mapped_column(Text, nullable=False)
+    steps: Mapped[dict[str, str]] = mapped_column(JSONB, nullable=False)  # step key -> status
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (Index(None, "tenant_id"),)
 
 
 class StepAttempt(Replicated, Base):
@@ -333,4 +357,7 @@ REPLICATED_TABLES = (
     "tenant_zones",
     "tenant_erasures",
     "erasure_confirmations",
+    "run_summaries",
 )
+# Tables holding payloads: published per destination, filtered on zone (payload.sql).
+ZONED_TABLES = ("workflow_runs", "workflow_steps", "step_tasks")

@@ -24,6 +24,17 @@ def steps_queue(region: str) -> str:
     return f"rm.{region}.steps"
 
 
+def zoned_publication(subscriber: str) -> str:
+    """``rm_pub_to_<subscriber>``: a publisher's payload tables filtered to what that subscriber may
+    hold (unzoned rows and its zone's); '-' becomes '_'."""
+    return f"rm_pub_to_{subscriber}".replace("-", "_")
+
+
+def subscription_publications(subscriber: str) -> str:
+    """What every subscription of ``subscriber`` subscribes to, as CREATE SUBSCRIPTION lists it."""
+    return f"{PUBLICATION}, {zoned_publication(subscriber)}"
+
+
 def subscription_name(subscriber: str, publisher: str) -> str:
     """``rm_<subscriber>_from_<publisher>``; '-' becomes '_' (slot names allow [a-z0-9_] only)."""
     return f"rm_{subscriber}_from_{publisher}".replace("-", "_")

@@ -12,7 +12,8 @@ from regionmesh.errors import ConfigError
 from regionmesh.models import replication as repl
 from regionmesh.models.admin import link_role
 from regionmesh.models.engine import engine_for
-from regionmesh.names import PUBLICATION, subscription_name
+from regionmesh.models.tables import ZONED_TABLES
+from regionmesh.names import PUBLICATION, subscription_name, subscription_publications, zoned_publication
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ def setup(config: MeshConfig, regions: list[str] | None = None) -> list[Link]:
         for name in config.regions:
             repl.ensure_publication(engines[name], PUBLICATION, config.replication_user)
             published[name] = repl.publication_tables(engines[name], PUBLICATION)
+            for dest in config.regions:  # payloads: per destination, filtered to its zone (residency)
+                if dest != name:
+                    zone = config.zone_of(dest)
+                    repl.ensure_zoned_publication(engines[name], zoned_publication(dest), [zone] if zone else [],
+                                                  config.replication_user)
         has_subs = {n: bool(repl.subscriptions(engines[n])) for n in names}
         if any(has_subs.values()):
             new = sorted(n for n, has in has_subs.items() if not has)
@@ -74,8 +80,9 @@ def setup(config: MeshConfig, regions: list[str] | None = None) -> list[Link]:
                 if sub == pub:
                     continue
                 sname = subscription_name(sub, pub)
-                result = repl.ensure_subscription(engines[sub], sname, conninfo(config, pub, sub), PUBLICATION,
-                                                   published[pub])
+                result = repl.ensure_subscription(engines[sub], sname, conninfo(config, pub, sub),
+                                                   subscription_publications(sub),
+                                                   published[pub] + list(ZONED_TABLES))
                 links.append(Link(sub, pub, sname, result))
         return links
     finally:

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, text
 from regionmesh.config import MeshConfig
 from regionmesh.models import replication as repl
 from regionmesh.models.engine import make_engine
-from regionmesh.names import PUBLICATION, subscription_name
+from regionmesh.names import PUBLICATION, subscription_name, zoned_publication
 from regionmesh.replication.setup import conninfo, setup
 from regionmesh.replication.status import mesh_status
 from regionmesh.replication.verify import verify
@@ -92,8 +92,14 @@ def test_publication_is_the_replicated_tables_only_without_truncate(mesh: Mesh, 
     for engine in engines.values():
         tables = repl.publication_tables(engine, PUBLICATION)
         assert "outbox" not in tables and "dead_letters" not in tables and "alembic_version" not in tables
-        assert set(tables) == {"regions", "tenant_registry", "workflow_runs", "workflow_steps", "step_tasks",
-                               "step_attempts", "heartbeats", "lease_grants"}
+        assert set(tables) == {"regions", "tenant_registry", "step_attempts", "heartbeats", "lease_grants",
+                               "tenant_zones", "tenant_erasures", "erasure_confirmations", "run_summaries"}
+        # Payload tables go per destination, filtered on their zone (a mesh without zones: unzoned rows only).
+        for dest in ("us-east", "eu-west", "ap-south"):
+            if engine is not engines.get(dest):
+                filters = repl.publication_filters(engine, zoned_publication(dest))
+                assert set(filters) == {"workflow_runs", "workflow_steps", "step_tasks"}
+                assert all(f is not None and "zone" in f for f in filters.values())
         flags = repl.publication_flags(engine, PUBLICATION)
         assert flags == {"puballtables": False, "pubinsert": True, "pubupdate": True, "pubdelete": True, "pubtruncate": False}
     subs = {s["subname"]: s for s in repl.subscriptions(engines["us-east"])}
