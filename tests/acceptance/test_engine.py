@@ -203,6 +203,17 @@ def test_duplicated_step_message_changes_nothing(region: Region) -> None:
     assert run_row(region.engine, run["id"])["updated_at"] == run["updated_at"]  # type: ignore[index]
 
 
+def test_a_duplicate_message_arriving_mid_execution_runs_nothing(region: Region) -> None:
+    run_id = region.submit("t_effect", {"first_attempt_sleep": 3})
+    task = wait_until(lambda: scalar(region.engine, "SELECT id FROM step_tasks WHERE run_id=:r AND step_key='pay' "
+                                     "AND status='running'", r=run_id), 15, "the step to be running")
+    for _ in range(3):  # the other pool process takes these while the first still runs the handler
+        region.send_raw(RUN_STEP_TASK, kwargs={"task_id": str(task)}, queue=steps_queue(REGION))
+    run = wait_finished(region.engine, run_id, timeout=30)
+    assert run["status"] == "succeeded", run["error"]
+    assert [(e["step"], e["attempt"]) for e in exec_log(region.engine, run_id)] == [("pay", 1), ("after", 1)]
+
+
 def test_sigkill_of_worker_mid_step_completes_once(region: Region) -> None:
     dev = region.mesh.dev
     run_id = region.submit("t_effect", {"first_attempt_sleep": 30})

@@ -247,6 +247,18 @@ def test_forged_hops_never_start_a_run_off_its_home(world: World) -> None:
     assert {e["region"] for e in effects} == {home}
 
 
+def test_failover_is_refused_while_the_region_answers_and_nothing_changes(world: World) -> None:
+    from regionmesh.ops.failover import FailoverRefused, restore
+
+    for r in lease_status(world.config):
+        if r.status != "active":
+            world.heal()
+            restore(world.config, r.region, timeout_s=60)
+    with pytest.raises(FailoverRefused, match="still answers"):
+        failover(world.config, "ap-south", "us-east", timeout_s=5)
+    assert {r.region: r.status for r in lease_status(world.config)} == dict.fromkeys(REGIONS, "active")
+
+
 def test_a_manual_fence_holds_until_unfenced(world: World) -> None:
     from regionmesh.ops.failover import fence, restore, unfence
 
