@@ -105,4 +105,4 @@ def test_failing_over_keeps_tenants_where_they_are_until_the_lease_expired() -> 
 def test_version_spells_what_rm_placement_version_returns() -> None:
     rows = _rows(us_east=("active", None, 1), eu_west=("failed_over", "us-east", 3))
     assert version(RegistryEntry("acme", "eu-west", "pin", 7), rows) == "7/eu-west=failed_over@3,us-east=active@1/0/0"
-    assert version(None, {}) == "0/"
+    assert version(None, {}) == "0//0/0"
