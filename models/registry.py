@@ -52,7 +52,7 @@ def set_home(engine: Engine, tenant_id: str, home_region: str, reason: str, note
             now = conn.execute(text("SELECT rm_placement_version(:t)"), {"t": tenant_id}).scalar_one()
             if now != expect_version:
                 return None
-        return int(conn.execute(text(
+        epoch = int(conn.execute(text(
             """INSERT INTO tenant_registry (tenant_id, home_region, reason, note, epoch)
                VALUES (:t, :h, :r, :n, 1)
                ON CONFLICT (tenant_id) DO UPDATE
@@ -60,6 +60,11 @@ def set_home(engine: Engine, tenant_id: str, home_region: str, reason: str, note
                       epoch = tenant_registry.epoch + 1
                RETURNING epoch"""
         ), {"t": tenant_id, "h": home_region, "r": reason, "n": note}).scalar_one())
+        conn.execute(text(
+            """INSERT INTO tenant_registry_history (tenant_id, epoch, home_region, reason, note)
+               VALUES (:t, :e, :h, :r, :n) ON CONFLICT DO NOTHING"""
+        ), {"t": tenant_id, "e": epoch, "h": home_region, "r": reason, "n": note})
+        return epoch
 
 
 def list_entries(engine: Engine, limit: int = 1000) -> list[dict[str, Any]]:
@@ -67,4 +72,14 @@ def list_entries(engine: Engine, limit: int = 1000) -> list[dict[str, Any]]:
         rows = conn.execute(text(
             "SELECT tenant_id, home_region, reason, epoch, note, origin_region, updated_at FROM tenant_registry "
             "ORDER BY tenant_id LIMIT :l"), {"l": limit}).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def history(engine: Engine, tenant_id: str) -> list[dict[str, Any]]:
+    """Every recorded change of the tenant's intent, oldest first, as this region's copy holds them."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            """SELECT epoch, home_region, reason, note, origin_region AS written_in, updated_at AS at
+                 FROM tenant_registry_history WHERE tenant_id = :t AND deleted_at IS NULL ORDER BY epoch"""
+        ), {"t": tenant_id}).mappings().all()
     return [dict(r) for r in rows]

@@ -48,7 +48,7 @@ from sqlalchemy import Connection
 
 # In dependency order: triggers.sql attaches functions the files before it define.
 FILES: tuple[str, ...] = ("stamp.sql", "lease.sql", "engine.sql", "claims.sql", "conflicts.sql", "triggers.sql",
-                         "deletes.sql", "residency.sql", "payload.sql")
+                         "deletes.sql", "residency.sql", "payload.sql", "history.sql")
 
 
 def load(name: str) -> str:

@@ -60,6 +60,18 @@ class TenantRegistry(Replicated, Base):
     __table_args__ = (CheckConstraint("reason IN ('pin', 'failover', 'move', 'hash')", name="reason"),)
 
 
+class TenantRegistryHistory(Replicated, Base):
+    """Every change of a tenant's intent (pin, move, unpin), one row per registry epoch, written in
+    the same transaction as the change, in the region that placed the tenant then."""
+
+    __tablename__ = "tenant_registry_history"
+    tenant_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    home_region: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
 class TenantZone(Replicated, Base):
     """A tenant's data-residency zone (a registry fact of its own: pins are ``tenant_registry``).
     ``epoch`` only grows; it is part of the tenant's placement version."""
@@ -358,6 +370,7 @@ REPLICATED_TABLES = (
     "tenant_erasures",
     "erasure_confirmations",
     "run_summaries",
+    "tenant_registry_history",
 )
 # Tables holding payloads: published per destination, filtered on zone (payload.sql).
 ZONED_TABLES = ("workflow_runs", "workflow_steps", "step_tasks")

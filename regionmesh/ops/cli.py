@@ -27,6 +27,7 @@ from regionmesh.extras import require
 from regionmesh.models.engine import engine_for
 from regionmesh.models.outbox import depth, rejected_count
 from regionmesh.models.outbox import rejected as outbox_rejected
+from regionmesh.models.registry import history as registry_history
 from regionmesh.models.registry import list_entries
 from regionmesh.models.runs import dead_letters as fetch
 from regionmesh.models.runs import get_run, list_runs, statuses
@@ -479,6 +480,30 @@ def tenants_zone(ctx: Context, tenant: str, zone: str) -> None:
 def _via(ctx: Context) -> str:
     cfg = ctx.config
     return cfg.local.name if cfg.local_region else next(iter(cfg.regions))
+
+
+@tenants.command("history")
+@click.argument("tenant")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def tenants_history(ctx: Context, tenant: str, as_json: bool) -> None:
+    """Every change of TENANT's intent (epoch, home, reason, where it was written), and where it is
+    placed now, as the local region sees it."""
+    engine = _engine_for(ctx, None)
+    rows = registry_history(engine, tenant)
+    placement = Router(engine, list(ctx.config.regions)).place(tenant, fresh=True)
+    if as_json:
+        click.echo(json.dumps({"tenant": tenant, "history": rows, "intent": placement.intent,
+                               "placed": placement.region, "reason": placement.reason}, default=str, indent=2))
+        return
+    table = Table(title=f"{tenant}: intent history")
+    for col in ("epoch", "home", "reason", "note", "written in", "at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["epoch"]), r["home_region"], r["reason"], r["note"] or "", r["written_in"], str(r["at"]))
+    console.print(table)
+    console.print(f"now: intent {placement.intent} ({placement.reason}), placed in {placement.region} "
+                  f"({placement.explain()})")
 
 
 @tenants.command("list")

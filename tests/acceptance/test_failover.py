@@ -115,6 +115,15 @@ def test_kill_failover_rejoin_restore(world: World) -> None:
     long_run = world.submit(long_tenant, heir, "t_ledger", {"sleep": {"a": 8}})
     wait_until(lambda: any(e["run"] == str(long_run) and e["region"] == victim and e["phase"] == "start"
                            for e in ledger.read(world.ledger_dir)), 30, "the long step running in the victim")
+    # A tenant hashed to ap-south, pinned to the victim: the pin must survive failover and restore.
+    pinned = world.tenants("ap-south", 1, "pinned")[0]
+    res = world.cli("--region", "ap-south", "tenants", "pin", pinned, victim, "--note", "residency")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    def route(t: str, via: str = "ap-south") -> dict[str, Any]:
+        return json.loads(world.cli("--region", via, "route", t, "--json").stdout)
+
+    wait_until(lambda: route(pinned, heir)["home"] == victim, 30, "the pin to replicate to the heir")
     # Producers in the surviving regions (the victim's own producers die with it).
     before = [world.submit(t, via) for via in (heir, "ap-south") for r in REGIONS for t in mixed[r]]
     world.dev.kill_region(victim)
@@ -131,6 +140,9 @@ def test_kill_failover_rejoin_restore(world: World) -> None:
     res = world.cli("failover", victim, "--to", heir)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "failed over to us-east" in res.stdout
+    # Failover changed where the pinned tenant is placed, not what was asked for.
+    wait_until(lambda: route(pinned)["home"] == heir, 30, "the pinned tenant placed in the heir")
+    assert route(pinned)["reason"] == "pin"
     everything = [*before, *during, long_run]
     for region in (heir, "ap-south"):
         wait_until(lambda r=region: world.all_succeeded(r, everything), 120, f"every run to complete, seen from {region}")
@@ -170,6 +182,10 @@ def test_kill_failover_rejoin_restore(world: World) -> None:
     for t in mixed[victim]:
         wait_until(lambda t=t: json.loads(world.cli("--region", "ap-south", "route", t, "--json").stdout)["home"] == victim,
                    30, f"{t} routed home from ap-south")
+    wait_until(lambda: route(pinned)["home"] == victim, 30, "the pin to hold again after restore")
+    hist = json.loads(world.cli("--region", "ap-south", "tenants", "history", pinned, "--json").stdout)
+    assert [(h["home_region"], h["reason"], h["note"]) for h in hist["history"]] == [(victim, "pin", "residency")]
+    assert (hist["intent"], hist["placed"]) == (victim, victim)
     home_again = [world.submit(t, "ap-south") for t in mixed[victim]]
     wait_until(lambda: world.all_succeeded(victim, home_again), 60, "new runs of its tenants at home")
     with world.engines[victim].connect() as conn:
