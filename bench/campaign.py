@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,7 @@ class Sent:
     last_sent: float
     sends: int = 1
     held: bool = False
+    first_resend: float | None = None
 
 
 @dataclass
@@ -368,6 +369,7 @@ class Campaign:
                     s.held = True
                     continue
                 try:
+                    s.first_resend = s.first_resend or time.time()
                     s.resend()
                     s.sends += 1
                     s.last_sent = time.time()
@@ -577,9 +579,11 @@ class Campaign:
             time.sleep(5)
         urls = {r: self.config.regions[r].database_url for r in self.regions}
         got = gather(urls, self.prefix)
+        resent_at = self._journal_resends()
         errors_after = apply_error_counts(urls)
         history = History(
-            regions=self.regions, acks=[s.ack for s in self.sent], faults=self.faults, runs=got["runs"],
+            regions=self.regions, faults=self.faults, runs=got["runs"], created=got["created"],
+            acks=[replace(s.ack, resent_at=s.first_resend or resent_at.get(s.sid)) for s in self.sent],
             tasks=got["tasks"], ledger=read_ledger(self.ledger_dir), identical=identical,
             apply_errors=scan_pg_logs(self.root / "logs", offsets),
             apply_error_count_delta={k: v - errors_before.get(k, 0) for k, v in errors_after.items()
@@ -595,6 +599,20 @@ class Campaign:
                             for f in self.faults],
                  "notes": self.notes}
         return verdict, extra
+
+    def _journal_resends(self) -> dict[str, float]:
+        """submission id -> when its journal first sent it again (the second 'sent' line)."""
+        out: dict[str, float] = {}
+        seen: set[str] = set()
+        for path in self._journals:
+            for line in (self.root / f"journal-{path}.jsonl").read_text().splitlines():
+                entry = json.loads(line)
+                if entry["op"] != "sent":
+                    continue
+                if entry["sid"] in seen:
+                    out.setdefault(entry["sid"], entry["at"])
+                seen.add(entry["sid"])
+        return out
 
     def _resend_loop(self) -> None:
         while True:

@@ -48,6 +48,7 @@ class Ack:
     key: str
     via: str
     at: float
+    resent_at: float | None = None  # the producer's first re-send (not held where it was sent by then)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class History:
     dead_letters: list[tuple[str, str | None, str | None]]  # (region, submission id, reason)
     valid_submission_ids: set[str]
     outbox_rejected: list[tuple[str, str, str | None]]  # (region, submission id, rejection)
+    created: dict[tuple[str, str], float] = field(default_factory=dict)  # (tenant, key) -> run created (epoch s)
 
 
 @dataclass
@@ -98,6 +100,10 @@ class Verdict:
     dead_letters: int = 0
     bad_dead_letters: list[str] = field(default_factory=list)
     outbox_rejected: list[str] = field(default_factory=list)
+    # Re-sent by their producer / whose run was created only after that re-send: the most the
+    # producers' journals can have closed of the pop-before-unacked window (README, Durability).
+    resent: dict[str, int] = field(default_factory=dict)
+    created_after_resend: dict[str, int] = field(default_factory=dict)
 
     @property
     def duplicated(self) -> int:
@@ -205,6 +211,11 @@ def evaluate(h: History) -> Verdict:
         elif sid in h.valid_submission_ids:
             v.bad_dead_letters.append(f"{region}: valid submission {sid} dead-lettered: {reason}")
     v.outbox_rejected = [f"{r}: {sid}: {why}" for r, sid, why in h.outbox_rejected]
+    for a in h.acks:
+        if a.resent_at is not None:
+            v.resent[a.path] = v.resent.get(a.path, 0) + 1
+            if h.created.get((a.tenant, a.key), 0.0) > a.resent_at:
+                v.created_after_resend[a.path] = v.created_after_resend.get(a.path, 0) + 1
     return v
 
 
@@ -264,15 +275,19 @@ def gather(urls: dict[str, str], tenant_prefix: str) -> dict[str, Any]:
     tasks: set[tuple[str, str, int | None]] = set()
     dead: list[tuple[str, str | None, str | None]] = []
     rejected: list[tuple[str, str, str | None]] = []
+    created: dict[tuple[str, str], float] = {}
     like = tenant_prefix + "%"
     for region, url in urls.items():
         engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1),
                                connect_args={"connect_timeout": 5})
         try:
             with engine.connect() as conn:
-                runs[region] = [(r[0], r[1], str(r[2]), r[3]) for r in conn.execute(text(
-                    "SELECT tenant_id, idempotency_key, id, status FROM workflow_runs WHERE tenant_id LIKE :p"),
-                    {"p": like})]
+                rows = conn.execute(text(
+                    "SELECT tenant_id, idempotency_key, id, status, extract(epoch FROM created_at) "
+                    "FROM workflow_runs WHERE tenant_id LIKE :p"), {"p": like}).all()
+                runs[region] = [(r[0], r[1], str(r[2]), r[3]) for r in rows]
+                for r in rows:
+                    created[(r[0], r[1])] = min(float(r[4]), created.get((r[0], r[1]), float("inf")))
                 tasks |= {(str(r[0]), r[1], r[2]) for r in conn.execute(text(
                     "SELECT t.run_id, t.step_key, t.idx FROM step_tasks t JOIN workflow_runs w ON w.id = t.run_id "
                     "WHERE w.tenant_id LIKE :p AND t.status = 'succeeded'"), {"p": like})}
@@ -282,7 +297,7 @@ def gather(urls: dict[str, str], tenant_prefix: str) -> dict[str, Any]:
                     "SELECT submission_id, rejection FROM outbox WHERE rejected_at IS NOT NULL"))]
         finally:
             engine.dispose()
-    return {"runs": runs, "tasks": tasks, "dead_letters": dead, "outbox_rejected": rejected}
+    return {"runs": runs, "tasks": tasks, "dead_letters": dead, "outbox_rejected": rejected, "created": created}
 
 
 def print_table(v: Verdict, seed: int) -> None:
@@ -309,5 +324,7 @@ def print_table(v: Verdict, seed: int) -> None:
     row("apply errors (not network)", len(v.apply_errors))
     row("dead letters (bad)", f"{v.dead_letters} ({len(v.bad_dead_letters)})")
     row("outbox entries rejected", len(v.outbox_rejected))
+    row("re-sent by producers", f"{sum(v.resent.values())} {v.resent}")
+    row("  run created after the re-send", f"{sum(v.created_after_resend.values())} {v.created_after_resend}")
     for line in v.violations[:30]:
         print(f"  VIOLATION {line}")
