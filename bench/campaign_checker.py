@@ -31,6 +31,10 @@ from sqlalchemy import create_engine, text
 # An effect this long before a fault can still belong to an execution the fault interrupted: the
 # completion commit follows the effect, and on a starved two-core machine it can lag seconds.
 EFFECT_SLACK_S = 8.0
+# Faults that may interrupt a running handler or its completion: a killed process, a region
+# killed, a lost lease (a cut), a database gone mid-completion. A Redis restart, a broker cut or
+# a graceful move must never make a step run again.
+RERUN_KINDS = frozenset({"pool_kill", "worker_kill", "pg_kill", "repl_cut", "region_failover"})
 # PostgreSQL log lines about lost connections are what a cut or a killed peer looks like.
 NETWORK_ERRORS = ("could not connect to the publisher", "could not receive data from WAL stream",
                   "could not send data to WAL stream", "terminating logical replication worker due to timeout",
@@ -151,7 +155,7 @@ def attribute(ex: dict[str, Any], next_start: float, faults: Iterable[Fault]) ->
     its region while it ran (started before the region recovered, and either never took effect or
     took effect shortly before the fault began), and began before the next execution started."""
     for f in faults:
-        if not f.hits(ex["region"]) or next_start < f.t0 or ex["start"] > f.t1:
+        if f.kind not in RERUN_KINDS or not f.hits(ex["region"]) or next_start < f.t0 or ex["start"] > f.t1:
             continue
         if ex["effect"] is None or ex["effect"] >= f.t0 - EFFECT_SLACK_S:
             return f

@@ -98,8 +98,11 @@ def test_checker_reports_an_unexplained_second_effect_and_counts_a_crash_rerun_a
     assert evaluate(h).duplicated == 1
     h.faults = [Fault("pool_kill", "a", 100.0 + 60, 161.0)]
     assert evaluate(h).duplicated == 1
-    # A graceful move hits no region: a re-run after it is a duplicate.
+    # A graceful move hits no region, and a Redis restart never interrupts a handler: a re-run after
+    # either is a duplicate.
     h.faults = [Fault("move", None, 100.5, 100.5)]
+    assert evaluate(h).duplicated == 1
+    h.faults = [Fault("redis_kill", "a", 100.5, 103.0)]
     assert evaluate(h).duplicated == 1
 
 
