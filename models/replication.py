@@ -45,13 +45,27 @@ def regenerate_replica_triggers(conn: Connection) -> list[str]:
     return tables
 
 
-def ensure_publication(engine: Engine, name: str, replication_role: str) -> list[str]:
+def payload_zoned(engine: Engine) -> bool:
+    """Whether this database's payload tables carry ``zone`` (0013): only then are they published
+    per destination; before it, ``rm_pub`` carries them like any other table."""
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            """SELECT count(*) = :n FROM information_schema.columns
+                WHERE table_schema = current_schema() AND column_name = 'zone' AND table_name = ANY(:t)"""
+        ), {"n": len(ZONED_TABLES), "t": list(ZONED_TABLES)}).scalar())
+
+
+def ensure_publication(engine: Engine, name: str, replication_role: str, *, with_payload: bool = False) -> list[str]:
     """One publication of the replicated tables only (never FOR ALL TABLES), no TRUNCATE;
     the replication role may read exactly those tables. The replicated tables are the ones
     with the replica conflict triggers (``REPLICATED_TABLES`` on a database that has none yet).
+    The payload tables (``ZONED_TABLES``) go per destination (:func:`ensure_zoned_publication`)
+    and are left out, unless ``with_payload``: a subscriber that does not subscribe to its
+    per-destination publication yet still needs them here (the switch, replication/publications.py).
     Returns the tables added to an existing publication."""
     with engine.begin() as conn:
-        wanted = [t for t in replicated_tables_in_catalog(conn) or list(REPLICATED_TABLES) if t not in ZONED_TABLES]
+        wanted = [t for t in replicated_tables_in_catalog(conn) or list(REPLICATED_TABLES)
+                  if with_payload or t not in ZONED_TABLES]
         tables = ", ".join(f'"{t}"' for t in wanted)
         exists = conn.execute(text("SELECT 1 FROM pg_publication WHERE pubname = :n"), {"n": name}).scalar()
         added: list[str] = []
@@ -229,6 +243,23 @@ def drop_subscription(engine: Engine, name: str) -> bool:
         conn.execute(text(f"ALTER SUBSCRIPTION {name} SET (slot_name = NONE)"))
         conn.execute(text(f"DROP SUBSCRIPTION {name}"))
     return True
+
+
+def subscription_publication_names(engine: Engine, name: str) -> list[str] | None:
+    """The publications subscription ``name`` subscribes to (None: no such subscription)."""
+    with engine.connect() as conn:
+        row = conn.execute(text(
+            """SELECT subpublications FROM pg_subscription
+                WHERE subname = :n AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+        ), {"n": name}).first()
+    return None if row is None else list(row[0])
+
+
+def set_subscription_publications(engine: Engine, name: str, publications: str) -> None:
+    """Subscribe ``name`` to ``publications`` (a comma-separated list) from its confirmed position
+    on; the tables it applies do not change (refresh = false)."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"ALTER SUBSCRIPTION {name} SET PUBLICATION {publications} WITH (refresh = false)"))
 
 
 def refresh_subscription(engine: Engine, name: str) -> None:
@@ -458,9 +489,12 @@ def wait_worker_stopped(engine: Engine, subscription: str, timeout: float = 30) 
     raise TimeoutError(f"apply worker of {subscription} did not stop within {timeout}s")
 
 
-def copy_with_new_slot(seed_conninfo: str, seed_app_url: str, slot: str, target_admin_url: str) -> int:
+def copy_with_new_slot(seed_conninfo: str, seed_app_url: str, slot: str, target_admin_url: str,
+                       zones: list[str] | None = None) -> int:
     """Create ``slot`` on the seed exporting its snapshot, copy every replicated table as of
-    that snapshot into the target (in replica mode, so rows keep their stamps). Returns rows copied."""
+    that snapshot into the target (in replica mode, so rows keep their stamps). ``zones``: the
+    payload tables' rows are copied only where their zone is '' or one of these (what the
+    target's publications would send it); None copies them all. Returns rows copied."""
 
 
     def dsn(url: str) -> str:
@@ -485,11 +519,12 @@ def copy_with_new_slot(seed_conninfo: str, seed_app_url: str, slot: str, target_
             dcur = dst.cursor()
             dcur.execute("SET session_replication_role = replica")
             for table in REPLICATED_TABLES:
+                where = f" WHERE {zone_filter(zones)}" if zones is not None and table in ZONED_TABLES else ""
                 with tempfile.TemporaryFile() as buf:
-                    scur.copy_expert(f"COPY {table} TO STDOUT", buf)
+                    scur.copy_expert(f"COPY (SELECT * FROM {table}{where}) TO STDOUT", buf)
                     buf.seek(0)
                     dcur.copy_expert(f"COPY {table} FROM STDIN", buf)
-                scur.execute(f"SELECT count(*) FROM {table}")
+                scur.execute(f"SELECT count(*) FROM {table}{where}")
                 counted = scur.fetchone()
                 copied += int(counted[0]) if counted else 0
             dst.commit()

@@ -8,7 +8,9 @@ PostgreSQL has no procedure for an N-way mesh; this is the known-good one
 2. wait until the seed has applied each of those peers past that moment, then
    pause the seed's subscriptions from them and note how far it got;
 3. create the seed's slot for the new region exporting a snapshot, and copy
-   every replicated table as of that snapshot into the new region;
+   every replicated table as of that snapshot into the new region (payload rows
+   only of the zone the new region may hold: a zoned new region copies from a
+   seed of its zone);
 4. advance the other peers' new slots to the positions noted in 2 (the copy
    holds everything before them), then let the new region subscribe to all
    peers on those slots (copy_data = false), and resume the seed;
@@ -27,7 +29,8 @@ from regionmesh.errors import RegionmeshError
 from regionmesh.models import lease as lease_repo
 from regionmesh.models import replication as repl
 from regionmesh.models.engine import engine_for
-from regionmesh.names import PUBLICATION, subscription_name
+from regionmesh.names import subscription_name
+from regionmesh.replication import publications
 from regionmesh.replication.setup import conninfo
 
 
@@ -59,7 +62,16 @@ def add_region(config: MeshConfig, new: str, *, seed: str, new_admin_url: str, t
             raise JoinError(f"{new} already subscribes to the mesh")
         if repl.has_rows(engines[new]):
             raise JoinError(f"{new} already holds replicated rows; a joining region must be empty")
-        repl.ensure_publication(engines[new], PUBLICATION, config.replication_user)
+        zone = config.zone_of(new)
+        inside = [p for p in peers if zone and config.zone_of(p) == zone]
+        if inside and seed not in inside:
+            raise JoinError(f"{new} is in zone {zone}, whose payloads only its regions hold: "
+                            f"copy from {' or '.join(inside)} (--seed)")
+        # Publications before any slot: pgoutput reads them as of each change it decodes, so a
+        # slot older than its publication fails (replication/publications.py).
+        publications.publish(config, engines[new], new)
+        for p in peers:
+            publications.ensure_payload_publication(config, engines[p], new)
         others = [p for p in peers if p != seed]
         # 1. Slots for the new region on the non-seed peers, from now on.
         created: dict[str, str] = {}
@@ -87,18 +99,22 @@ def add_region(config: MeshConfig, new: str, *, seed: str, new_admin_url: str, t
             # 3. Copy from the seed as of the new slot's snapshot.
             seed_slot = subscription_name(new, seed)
             repl.drop_slot_if_exists(conninfo(config, seed), seed_slot)
-            rows = repl.copy_with_new_slot(conninfo(config, seed), config.regions[seed].database_url, seed_slot, new_admin_url)
+            zones = publications.zones_for(config, new) if repl.payload_zoned(engines[seed]) else None
+            rows = repl.copy_with_new_slot(conninfo(config, seed), config.regions[seed].database_url, seed_slot,
+                                           new_admin_url, zones)
             # 4. Skip what the copy holds, and subscribe the new region to everyone.
             for p in others:
                 repl.advance_slot(conninfo(config, p), subscription_name(new, p), positions[p])
             for p in peers:
-                repl.create_subscription_on_slot(engines[new], subscription_name(new, p), conninfo(config, p), PUBLICATION)
+                repl.create_subscription_on_slot(engines[new], subscription_name(new, p), conninfo(config, p),
+                                                 publications.publications_for(config, engines[p], new))
         finally:
             for sub in seed_subs.values():
                 repl.set_subscription_enabled(engines[seed], sub, True)
         # 5. Everyone subscribes to the new region (it has originated nothing yet).
         for p in peers:
-            repl.ensure_subscription(engines[p], subscription_name(p, new), conninfo(config, new), PUBLICATION)
+            repl.ensure_subscription(engines[p], subscription_name(p, new), conninfo(config, new),
+                                     publications.publications_for(config, engines[new], p))
         return JoinReport(new, seed, rows, time.monotonic() - started)
     finally:
         for engine in engines.values():

@@ -13,7 +13,8 @@ from regionmesh.models import replication as repl
 from regionmesh.models.admin import link_role
 from regionmesh.models.engine import engine_for
 from regionmesh.models.tables import ZONED_TABLES
-from regionmesh.names import PUBLICATION, subscription_name, subscription_publications, zoned_publication
+from regionmesh.names import PUBLICATION, subscription_name
+from regionmesh.replication import publications
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,18 @@ def conninfo(config: MeshConfig, publisher: str, subscriber: str | None = None) 
     return " ".join(parts)
 
 
-def setup(config: MeshConfig, regions: list[str] | None = None) -> list[Link]:
+def _with_switch(result: str) -> str:
+    what = "publication -> per destination"
+    return f"{result}; {what}" if result.startswith("updated") else f"updated: {what}"
+
+
+def setup(config: MeshConfig, regions: list[str] | None = None, *, timeout: float = 60.0) -> list[Link]:
     """Publications everywhere first (a subscription needs its publisher's), then subscriptions
     between the given regions (default: all). Each link's ``result`` says what was repaired.
+
+    Subscriptions made before the per-destination payload publications existed are switched
+    onto them (replication/publications.py); raises SwitchTimeout if one does not confirm its
+    publisher's position within ``timeout``.
 
     Refuses to wire a region that holds no subscriptions into a mesh that has
     them: it has none of the mesh's data, and copy_data = false would never
@@ -57,15 +67,9 @@ def setup(config: MeshConfig, regions: list[str] | None = None) -> list[Link]:
     names = regions or list(config.regions)
     engines = {n: engine_for(config, n) for n in config.regions}
     try:
-        published: dict[str, list[str]] = {}
-        for name in config.regions:
-            repl.ensure_publication(engines[name], PUBLICATION, config.replication_user)
-            published[name] = repl.publication_tables(engines[name], PUBLICATION)
-            for dest in config.regions:  # payloads: per destination, filtered to its zone (residency)
-                if dest != name:
-                    zone = config.zone_of(dest)
-                    repl.ensure_zoned_publication(engines[name], zoned_publication(dest), [zone] if zone else [],
-                                                  config.replication_user)
+        pending = publications.unswitched(engines, config.regions)
+        _, marks = publications.publish_all(config, engines, config.regions, pending)
+        published = {n: repl.publication_tables(engines[n], PUBLICATION) for n in config.regions}
         has_subs = {n: bool(repl.subscriptions(engines[n])) for n in names}
         if any(has_subs.values()):
             new = sorted(n for n, has in has_subs.items() if not has)
@@ -80,10 +84,17 @@ def setup(config: MeshConfig, regions: list[str] | None = None) -> list[Link]:
                 if sub == pub:
                     continue
                 sname = subscription_name(sub, pub)
-                result = repl.ensure_subscription(engines[sub], sname, conninfo(config, pub, sub),
-                                                   subscription_publications(sub),
-                                                   published[pub] + list(ZONED_TABLES))
+                wanted = (PUBLICATION if (sub, pub) in pending
+                          else publications.publications_for(config, engines[pub], sub))
+                zoned = list(ZONED_TABLES) if repl.payload_zoned(engines[pub]) else []
+                result = repl.ensure_subscription(engines[sub], sname, conninfo(config, pub, sub), wanted,
+                                                   published[pub] + zoned)
                 links.append(Link(sub, pub, sname, result))
+        if pending:  # subscriptions made before the per-destination publications: switched now
+            publications.switch(config, engines, pending, marks, timeout=timeout)
+            switched = {subscription_name(s, p) for s, p in pending}
+            links = [lk if lk.subscription not in switched else
+                     Link(lk.subscriber, lk.publisher, lk.subscription, _with_switch(lk.result)) for lk in links]
         return links
     finally:
         for engine in engines.values():

@@ -11,10 +11,14 @@ conflict function whose column list is older than its table fails every insert. 
 2. upgrade every region to head: each region's DDL and the regeneration of its
    conflict triggers commit in one transaction (the migrations call
    ``repl.regenerate_replica_triggers``; tests/migration fails a revision that does not);
-3. publish new replicated tables everywhere;
+3. publish new replicated tables everywhere, and the per-destination payload
+   publications (``rm_pub_to_<dest>``, replication/publications.py);
 4. resume apply everywhere (``ENABLE``, and ``REFRESH PUBLICATION`` with
    ``copy_data = false`` where the publisher publishes a table the subscriber does
-   not apply yet).
+   not apply yet);
+5. subscriptions made before the payload publications existed (a mesh older than
+   0013) are switched onto them once they confirmed their creation, and ``rm_pub``
+   drops the payload tables after that (it keeps them until then, so nothing is lost).
 
 The pause lasts from the first DISABLE to the last ENABLE and is reported. Expand
 and contract: a migration only adds (nullable or defaulted columns, tables) while
@@ -40,7 +44,9 @@ from regionmesh.config import MeshConfig
 from regionmesh.errors import MigrationError
 from regionmesh.models import replication as repl
 from regionmesh.models.engine import engine_for
+from regionmesh.models.tables import ZONED_TABLES
 from regionmesh.names import PUBLICATION, subscription_name
+from regionmesh.replication import publications
 
 
 def script_location() -> str:
@@ -144,7 +150,8 @@ def plan(config: MeshConfig, *, regions: list[str] | None = None, extra_versions
             steps.append((n, "upgrade to head in one transaction (DDL and conflict-trigger regeneration): "
                           + "; ".join(todo[n])))
     for n in names:
-        steps.append((n, f"publication {PUBLICATION}: add any new replicated table"))
+        steps.append((n, f"publications {PUBLICATION} (any new replicated table) and rm_pub_to_<peer> (payload "
+                          "tables filtered to the peer's zone); subscriptions older than those switch after resuming"))
     for n in names:
         if subs[n]:
             steps.append((n, "resume apply: ALTER SUBSCRIPTION … ENABLE on " + ", ".join(subs[n])
@@ -178,8 +185,10 @@ def upgrade_live(
     regions: list[str] | None = None,
     extra_versions: Sequence[str] = (),
     say: Callable[[str], None] = lambda _line: None,
+    switch_timeout: float = 60.0,
 ) -> UpgradeReport:
     """See :func:`upgrade_all`; ``say`` receives a line per action as it happens.
+    ``switch_timeout``: how long step 5 waits for each subscription to confirm.
 
     Raises MigrationError. If an upgrade fails, apply stays paused everywhere (a row of the
     new shape would stop it anyway); fix the cause and run migrate again, which resumes it.
@@ -216,12 +225,17 @@ def upgrade_live(
             say(f"{name}: upgraded {before[name] or '(empty)'} -> {current_revision(engine)}")
         out.append(RegionRevision(name, before[name], current_revision(engine)))
     published: dict[str, list[str]] = {}
-    for name, engine in engines.items():
-        if subs[name] or any(subs.values()):
-            added = repl.ensure_publication(engine, PUBLICATION, config.replication_user)
-            if added:
-                say(f"{name}: publication {PUBLICATION} + {', '.join(added)}")
-            published[name] = repl.publication_tables(engine, PUBLICATION)
+    to_switch: set[tuple[str, str]] = set()
+    marks: dict[str, str] = {}
+    if any(subs.values()):
+        # Subscriptions older than the per-destination payload publications switch after resuming.
+        to_switch = publications.unswitched(engines, names)
+        added, marks = publications.publish_all(config, engines, names, to_switch)
+        for name, engine in engines.items():
+            if added[name]:
+                say(f"{name}: publication {PUBLICATION} + {', '.join(added[name])}")
+            published[name] = repl.publication_tables(engine, PUBLICATION) + (
+                list(ZONED_TABLES) if repl.payload_zoned(engine) else [])
     paused_s = None
     if paused_at is not None:
         for n in names:
@@ -239,6 +253,11 @@ def upgrade_live(
             if subs[n]:
                 say(f"{n}: apply resumed")
         say(f"apply was paused for {paused_s:.2f}s")
+    if to_switch:
+        try:
+            publications.switch(config, engines, to_switch, marks, timeout=switch_timeout, say=say)
+        except publications.SwitchTimeout as exc:
+            raise MigrationError(f"every region is at head, but {exc}", before) from exc
     return UpgradeReport(out, paused_s, [s for n in names for s in subs[n]])
 
 

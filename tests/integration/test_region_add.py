@@ -6,7 +6,7 @@ import shutil
 import threading
 import uuid
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from regionmesh.config import load_config
 from regionmesh.models import replication as repl
@@ -74,7 +74,24 @@ def test_region_added_under_write_load_converges() -> None:
         for t in threads:
             t.join()
         assert all(n > 10 for n in written.values()), written
+        # Payload tables travel in the per-destination publications, to and from the new region too.
         config = load_config(str(dev.mesh_file))
+        engines = {r: make_engine(config.regions[r].database_url, region=r, pool_size=1) for r in config.regions}
+        for region, e in engines.items():
+            with e.begin() as conn:
+                conn.execute(text(
+                    "INSERT INTO workflow_runs (id, tenant_id, idempotency_key, workflow, input, status, owner_region) "
+                    "VALUES (:i, :t, :k, 'wf', '{}'::jsonb, 'running', :r)"),
+                    {"i": uuid.uuid4(), "t": f"payload-{run}", "k": region, "r": region})
+
+        def payload_rows(e: Engine) -> int:
+            with e.connect() as conn:
+                return int(conn.execute(text("SELECT count(*) FROM workflow_runs WHERE tenant_id = :t"),
+                                        {"t": f"payload-{run}"}).scalar_one())
+        wait_until(lambda: all(payload_rows(e) == 4 for e in engines.values()), 30,
+                   "a run written in each of the four regions in every region")
+        for e in engines.values():
+            e.dispose()
         assert list(config.regions) == ["us-east", "eu-west", "ap-south", "sa-east"]
         wait_until(lambda: all(link.ok for link in mesh_status(config, error_window_s=3)[0]), 60, "all 12 links streaming")
         result = verify(config, timeout=60)
