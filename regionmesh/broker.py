@@ -33,6 +33,8 @@ What each of those facts costs, and what covers it (README, "Durability"):
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import ssl
 from functools import lru_cache
@@ -113,3 +115,35 @@ def restore_orphaned(app: Celery, region: str, delivered_before: float) -> int:
     if tags:
         event(logging.WARNING, "broker.restored_unacked", region=region, count=len(tags))
     return len(tags)
+
+
+def message_kwargs(raw: bytes | str) -> dict[str, Any] | None:
+    """The kwargs of one kombu message as the Redis transport stores it (a queue list element, or
+    the first member of an ``unacked`` entry), or None when it is not a JSON Celery message. Pure."""
+    try:
+        item = json.loads(raw)
+        if isinstance(item, list):  # unacked: [message, exchange, routing_key]
+            item = item[0]
+        body = item["body"]
+        if item.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        decoded = json.loads(body)
+        kwargs = decoded[1] if isinstance(decoded, list) and len(decoded) >= 2 else None
+        return kwargs if isinstance(kwargs, dict) else None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+def waiting_step_tasks(app: Celery, queue: str) -> set[str]:
+    """Step task ids that still have a message in the broker: waiting in ``queue`` or delivered and
+    not yet acknowledged (a prefetched or countdown message sits in ``unacked``)."""
+    found: set[str] = set()
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        client = channel.client
+        raws = list(client.lrange(queue, 0, -1)) + list(client.hvals(channel.qos.unacked_key))
+    for raw in raws:
+        kwargs = message_kwargs(raw)
+        if kwargs and isinstance(kwargs.get("task_id"), str):
+            found.add(kwargs["task_id"])
+    return found

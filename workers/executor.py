@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from regionmesh.host import pid_alive
 from regionmesh.log import event
@@ -155,9 +156,9 @@ def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool) -> tuple[s
             STEP_DURATION.labels(rt.region, "error").observe(time.perf_counter() - began)
         else:
             STEP_DURATION.labels(rt.region, "ok").observe(time.perf_counter() - began)
-            done = runs.complete_and_claim(
-                rt.engine, task_id, claim.attempt, output, region=rt.region, worker=rt.worker_id, claim_next=claim_next
-            )
+            done = _complete(rt, claim, output, claim_next=claim_next,
+                             until=time.monotonic() + max(0.0, claim.timeout_s - (time.perf_counter() - began)),
+                             fields=fields)
             if done.discarded:
                 event(logging.INFO, "step.discarded", **fields)
                 return "discarded", None
@@ -173,6 +174,31 @@ def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool) -> tuple[s
     if outcome == "retry" and retry_in is not None and retry_in <= MAX_COUNTDOWN_S:
         _publish(rt, [task_id], countdown=retry_in)
     return outcome, None
+
+
+def _complete(rt: Runtime, claim: runs.Claim, output: Any, *, claim_next: bool, until: float,
+              fields: dict[str, Any]) -> runs.Completion:
+    """Record a handler's success, retrying the commit through database blips until the task's
+    deadline (after it the reconciler may hand the task to another worker): the handler ran once,
+    its completion must not be lost, and it must never run again for want of one.
+
+    The retry is safe: the completion is a guarded update on (task, attempt), so a commit that did
+    succeed before its reply was lost makes the retry a no-op ('discarded'); what it released is
+    then published by the reconciler.
+    """
+    delay = 0.1
+    while True:
+        try:
+            return runs.complete_and_claim(rt.engine, claim.task_id, claim.attempt, output,
+                                           region=rt.region, worker=rt.worker_id, claim_next=claim_next)
+        except DBAPIError as exc:
+            transient = isinstance(exc, OperationalError) or exc.connection_invalidated
+            if not transient or time.monotonic() + delay >= until:
+                raise
+            event(logging.WARNING, "step.complete_retry", error=type(exc.orig or exc).__name__,
+                  retry_in=round(delay, 2), **fields)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def _publish(rt: Runtime, task_ids: list[uuid.UUID], countdown: float | None = None) -> None:

@@ -15,9 +15,11 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from regionmesh.broker import waiting_step_tasks
 from regionmesh.host import pid_alive
 from regionmesh.log import event
 from regionmesh.models import lease, runs
+from regionmesh.names import steps_queue
 from regionmesh.workers.executor import MIN_WORKER_LOST_TRIES
 from regionmesh.workers.runtime import Runtime
 from regionmesh.workers.singleton import SingletonLoop
@@ -48,6 +50,11 @@ class Reconciler(SingletonLoop):
     def tick(self) -> tuple[int, int]:
         """One pass. Returns (re-published queued tasks, re-queued or failed expired tasks)."""
         stale = runs.due_queued_tasks(self.rt.engine, self.rt.region, self.settings.requeue_after_s)
+        if stale:
+            # Only what has no message left: under a backlog the message is still waiting, and
+            # publishing it again would grow the backlog by itself.
+            waiting = waiting_step_tasks(self.rt.app, steps_queue(self.rt.region))
+            stale = [t for t in stale if str(t) not in waiting]
         if stale:
             self.rt.publish_steps(stale)
             event(logging.WARNING, "reconciler.republished", region=self.rt.region, count=len(stale))

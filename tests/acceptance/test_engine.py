@@ -214,6 +214,40 @@ def test_a_duplicate_message_arriving_mid_execution_runs_nothing(region: Region)
     assert [(e["step"], e["attempt"]) for e in exec_log(region.engine, run_id)] == [("pay", 1), ("after", 1)]
 
 
+def test_a_backlog_is_not_republished_while_its_messages_wait(region: Region) -> None:
+    import redis
+
+    # Eight runs whose step a releases two 2 s steps: one continues inline, the other is published,
+    # and with two pool processes those wait in the steps queue for seconds, far longer than the
+    # reconciler's requeue age (1 s here). Republishing them would grow the queue by itself.
+    ids = [region.submit("t_ledger", {"sleep": {"b": 2, "c": 2}}, key=f"backlog-{uuid.uuid4()}") for _ in range(8)]
+    r = redis.Redis.from_url(region.config.regions[REGION].broker_url)
+    deadline = time.monotonic() + 10
+    longest = 0
+    while time.monotonic() < deadline:
+        longest = max(longest, int(r.llen(steps_queue(REGION))))
+        time.sleep(0.1)  # sampling the queue's length: the observation itself, not a wait
+    assert longest <= len(ids), f"the steps queue grew to {longest} messages for {len(ids)} tasks"
+    for rid in ids:
+        assert wait_finished(region.engine, rid, timeout=60)["status"] == "succeeded"
+
+
+def test_a_completion_lost_to_a_database_blip_is_retried_not_rerun(region: Region) -> None:
+    run_id = region.submit("t_ledger", {"sleep": {"a": 2}})
+    wait_until(lambda: any(e["run"] == str(run_id) and e["step"] == "a" for e in ledger.read(region.ledger_dir)),
+               15, "step a running")
+    # Cut every worker connection while the handler runs: its completion meets a dead connection.
+    with region.engine.connect() as conn:
+        killed = conn.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'regionmesh-%' AND pid <> pg_backend_pid()")).scalar()
+    assert killed and killed > 0
+    run = wait_finished(region.engine, run_id, timeout=20)  # the step's timeout is 60 s: no re-run waited for
+    assert run["status"] == "succeeded", run["error"]
+    effects = [e for e in ledger.read(region.ledger_dir) if e["run"] == str(run_id) and e["phase"] == "effect"]
+    assert sorted(e["step"] for e in effects) == ["a", "b", "c", "d"]  # each step took effect once
+
+
 def test_sigkill_of_worker_mid_step_completes_once(region: Region) -> None:
     dev = region.mesh.dev
     run_id = region.submit("t_effect", {"first_attempt_sleep": 30})

@@ -149,3 +149,24 @@ def test_plan_run_rejects_an_unknown_workflow_with_the_submission_ids() -> None:
         plan_run(sub("nope", {}), registry(), region="us-east")
     assert "unknown workflow 'nope'" in info.value.reason
     assert (info.value.submission_id, info.value.tenant_id) == ("s-1", "t1")
+
+
+def _kombu_item(kwargs: dict[str, object]) -> str:
+    import base64 as b64
+    import json as js
+
+    body = b64.b64encode(js.dumps([[], kwargs, {"callbacks": None}]).encode()).decode()
+    return js.dumps({"body": body, "content-encoding": "utf-8", "content-type": "application/json",
+                     "headers": {"task": "regionmesh.run_step.v1"}, "properties": {"body_encoding": "base64"}})
+
+
+def test_message_kwargs_reads_queue_and_unacked_elements_and_refuses_junk() -> None:
+    import json as js
+
+    from regionmesh.broker import message_kwargs
+
+    item = _kombu_item({"task_id": "t-1"})
+    assert message_kwargs(item) == {"task_id": "t-1"}
+    assert message_kwargs(js.dumps([js.loads(item), "", "rm.us-east.steps"])) == {"task_id": "t-1"}
+    for junk in ("", "5", "null", '{"body": "%%%"}', js.dumps({"body": js.dumps([1]), "properties": {}})):
+        assert message_kwargs(junk) is None
