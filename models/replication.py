@@ -381,29 +381,44 @@ def _key_expr(pk: list[str]) -> str:
     return " || ',' || ".join(f"{c}::text" for c in pk)
 
 
-def bucket_hashes(engine: Engine, table: str, buckets: int) -> dict[int, tuple[int, int]]:
-    """Per bucket of the key's hash: (row count, XOR of 64-bit row hashes). Order-independent."""
+def _in_zones(zones: list[str] | None) -> str:
+    """A condition on a payload table's ``zone``: exactly these zones ('' is unzoned); None: all rows."""
+    return "true" if zones is None else "t.zone IN (" + ", ".join(_literal(z) for z in sorted(zones)) + ")"
+
+
+def bucket_hashes(engine: Engine, table: str, buckets: int, zones: list[str] | None = None) -> dict[int, tuple[int, int]]:
+    """Per bucket of the key's hash: (row count, XOR of 64-bit row hashes). Order-independent.
+    ``zones``: only a payload table's rows of these zones (verify compares each zone apart)."""
     with engine.connect() as conn:
         conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
         key = _key_expr(primary_key(conn, table))
         rows = conn.execute(text(
             f"""SELECT (hashtextextended({key}, 0) & {buckets - 1})::int AS b, count(*),
                        bit_xor(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint)
-                  FROM {table} t GROUP BY 1"""
+                  FROM {table} t WHERE {_in_zones(zones)} GROUP BY 1"""
         )).all()
     return {int(r[0]): (int(r[1]), int(r[2])) for r in rows}
 
 
-def row_hashes(engine: Engine, table: str, buckets: int, wanted: list[int]) -> dict[str, str]:
+def row_hashes(engine: Engine, table: str, buckets: int, wanted: list[int],
+               zones: list[str] | None = None) -> dict[str, str]:
     """Key -> row hash for the rows in the ``wanted`` buckets (the drill-down)."""
     with engine.connect() as conn:
         conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
         key = _key_expr(primary_key(conn, table))
         rows = conn.execute(text(
             f"""SELECT {key}, md5(t::text) FROM {table} t
-                 WHERE (hashtextextended({key}, 0) & {buckets - 1})::int = ANY(:w)"""
+                 WHERE (hashtextextended({key}, 0) & {buckets - 1})::int = ANY(:w) AND {_in_zones(zones)}"""
         ), {"w": wanted}).all()
     return {str(r[0]): str(r[1]) for r in rows}
+
+
+def rows_outside(engine: Engine, table: str, allowed: list[str]) -> dict[str, int]:
+    """zone -> rows of a payload table held here whose zone is neither '' nor in ``allowed``
+    (a residency breach: PostgreSQL should never have sent them)."""
+    with engine.connect() as conn:
+        return {str(r[0]): int(r[1]) for r in conn.execute(text(
+            f"SELECT zone, count(*) FROM {table} WHERE zone <> ALL(:a) GROUP BY zone"), {"a": ["", *allowed]}).all()}
 
 
 # -- adding a region (Zodan): slots first, copy from a seed, advance, subscribe -----------------

@@ -61,4 +61,9 @@ def purge_tombstones(engine: Engine, run_ids: list[uuid.UUID], grace_s: float) -
             """DELETE FROM workflow_runs WHERE deleted_at IS NOT NULL
                  AND (id = ANY(:ids) OR deleted_at < clock_timestamp() - make_interval(secs => :g))"""
         ), {"ids": run_ids, "g": grace_s}).rowcount
+        # A zoned run's summary (everywhere) was tombstoned with it by rm_zone_summary (payload.sql).
+        counts["run_summaries"] = conn.execute(text(
+            """DELETE FROM run_summaries WHERE deleted_at IS NOT NULL
+                 AND (run_id = ANY(:ids) OR deleted_at < clock_timestamp() - make_interval(secs => :g))"""
+        ), {"ids": run_ids, "g": grace_s}).rowcount
     return counts

@@ -306,7 +306,8 @@ def replication_status(ctx: Context, as_json: bool, error_window: float) -> None
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def verify(ctx: Context, timeout_s: float, as_json: bool) -> None:
-    """Compare every replicated table across all regions; exit 0 iff all hold identical rows."""
+    """Compare every replicated table across all regions (payload tables per zone); exit 0 iff each
+    region holds exactly the rows it should and no payload row of a zone it is not in."""
 
 
     result = run_verify(ctx.config, timeout=timeout_s)
@@ -314,6 +315,7 @@ def verify(ctx: Context, timeout_s: float, as_json: bool) -> None:
         click.echo(json.dumps({
             "identical": result.identical, "drained": result.drained, "waited_s": result.waited_s,
             "compare_s": result.compare_s, "rows": result.rows, "differences": result.differences,
+            "outside_zone": result.outside_zone,
         }, indent=2))
     else:
         if not result.drained:
@@ -327,6 +329,10 @@ def verify(ctx: Context, timeout_s: float, as_json: bool) -> None:
             for key, per_region in list(diffs.items())[:50]:
                 shown = ", ".join(f"{r}={'missing' if h is None else h[:8]}" for r, h in per_region.items())
                 console.print(f"  {key}: {shown}", highlight=False)
+        for table_name, breaches in result.outside_zone.items():
+            for region_name, zones in breaches.items():
+                held = ", ".join(f"{n} row(s) of zone {z}" for z, n in sorted(zones.items()))
+                console.print(f"[red]{table_name}: {region_name} holds {held}, outside its zone[/]")
         console.print(f"compared in {result.compare_s:.2f}s after waiting {result.waited_s:.2f}s: "
                       + ("[green]identical[/]" if result.identical else "[red]DIFFERENT[/]"))
     if not result.identical:
