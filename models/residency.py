@@ -85,3 +85,12 @@ def list_bindings(engine: Engine, limit: int = 1000) -> list[dict[str, Any]]:
             "SELECT tenant_id, zone, epoch, origin_region, updated_at FROM tenant_zones WHERE deleted_at IS NULL "
             "ORDER BY tenant_id LIMIT :l"), {"l": limit}).mappings().all()
     return [dict(r) for r in rows]
+
+
+def run_summary(engine: Engine, run_id: Any) -> dict[str, Any] | None:
+    """The metadata of a zoned run as every region holds it (``run_summaries``), or None."""
+    with engine.connect() as conn:
+        row = conn.execute(text(
+            """SELECT run_id, tenant_id, workflow, zone, status, owner_region, steps, created_at, finished_at, epoch
+                 FROM run_summaries WHERE run_id = :r AND deleted_at IS NULL"""), {"r": run_id}).mappings().first()
+    return None if row is None else dict(row)

@@ -48,16 +48,34 @@ class Receipt:
 _routers: dict[tuple[str, str], Router] = {}
 
 
-def home_region(config: MeshConfig, tenant_id: str, via: str) -> str | None:
-    """The tenant's home as region ``via``'s copy of the registry says (None if unreachable)."""
+def _router(config: MeshConfig, via: str) -> Router:
     key = (config.path, via)
     router = _routers.get(key)
     if router is None:
         router = _routers[key] = Router(engine_for(config, via), list(config.regions), zones=config.zones)
+    return router
+
+
+def home_region(config: MeshConfig, tenant_id: str, via: str) -> str | None:
+    """The tenant's home as region ``via``'s copy of the registry says (None if unreachable)."""
     try:
-        return str(router.place(tenant_id).region)
+        return str(_router(config, via).place(tenant_id).region)
     except Exception:  # an unreachable database: the worker still routes it
         return None
+
+
+def zone_region(config: MeshConfig, tenant_id: str, via: str) -> str | None:
+    """Where to publish a zoned tenant's submission instead of ``via`` when ``via`` is outside its
+    zone: its placement, else the zone's first region. None: unzoned, ``via`` is in the zone, or
+    ``via``'s database did not answer (its worker then passes the message on without keeping it)."""
+    try:
+        placement = _router(config, via).place(tenant_id)
+    except Exception:
+        return None
+    members = config.zones.get(placement.zone or "", ())
+    if not placement.zone or via in members or not members:
+        return None
+    return placement.region if placement.region in members else members[0]
 
 
 def submit(
@@ -72,7 +90,8 @@ def submit(
     resolve_home: bool = True,
     journal: Journal | None = None,
 ) -> Receipt:
-    """Submit a run to ``region`` (default: the local region). Returns its receipt.
+    """Submit a run to ``region`` (default: the local region); a tenant bound to a zone ``region``
+    is not in is published to a region of its zone instead. Returns its receipt.
 
     The worker validates the message; bad input ends in that region's dead_letters. With a
     ``journal`` the submission is recorded there before it is published (see ``confirm``).
@@ -80,6 +99,9 @@ def submit(
     """
     config = config or load_config()
     target = config.regions[region] if region else config.local
+    if config.zones:  # data residency: a zoned tenant's input goes straight into its zone
+        inside = zone_region(config, tenant_id, target.name)
+        target = config.regions[inside] if inside else target
     sid = submission_id or str(uuid.uuid4())
     key = idempotency_key or sid
     kwargs = {

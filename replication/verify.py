@@ -74,8 +74,8 @@ def scopes(config: MeshConfig, table: str) -> list[tuple[list[str] | None, list[
     everywhere = list(config.regions)
     if table not in ZONED_TABLES:
         return [(None, everywhere)]
-    return [([""], everywhere)] + [([zone], [r for r in everywhere if r in members])
-                                    for zone, members in sorted(config.zones.items())]
+    out: list[tuple[list[str] | None, list[str]]] = [([""], everywhere)]
+    return out + [([zone], [r for r in everywhere if r in members]) for zone, members in sorted(config.zones.items())]
 
 
 def verify(config: MeshConfig, *, timeout: float = 30.0, tables: tuple[str, ...] = COMPARED_TABLES) -> VerifyResult:

@@ -86,6 +86,25 @@ def forward(rt: Runtime, home: str, message: dict[str, Any], run_id: uuid.UUID) 
     return "forwarded"
 
 
+def pass_on(rt: Runtime, home: str, message: dict[str, Any]) -> str:
+    """Send a zoned tenant's submission from a region outside its zone to ``home`` (in the zone)
+    without keeping it here: its input never touches this region's database (data residency).
+    Returns 'forwarded', or 'waiting' when the home's broker is unreachable: the caller lets the
+    message wait in this region's broker and come back (it is not acked)."""
+    message = dict(message, hops=int(message.get("hops", 0)) + 1, forwarded_by=rt.region)
+    fields = {"region": rt.region, "tenant": message.get("tenant_id"), "home": home,
+              "submission": message.get("submission_id")}
+    began = time.perf_counter()
+    try:
+        publish_to(rt, home, message)
+    except PUBLISH_ERRORS as exc:
+        event(logging.WARNING, "submit.zone_unreachable", error=type(exc).__name__, **fields)
+        return "waiting"
+    FORWARD_LATENCY.labels(rt.region, home).observe(time.perf_counter() - began)
+    SUBMISSIONS.labels(rt.region, "forwarded").inc()
+    event(logging.INFO, "submit.passed_to_zone", **fields)
+    return "forwarded"
+
 
 def hold(rt: Runtime, home: str, message: dict[str, Any], run_id: uuid.UUID, reason: str) -> str:
     """Keep a submission unsent instead of forwarding it again (it went round too often while the

@@ -189,7 +189,7 @@ class DeadLetterRecord:
     submission_id: str | None
     tenant_id: str | None
     content_type: str | None
-    payload: str
+    payload: str | None  # a prefix of the body; None for a zoned tenant outside its zone (residency)
     payload_size: int
     payload_sha256: str
 

@@ -49,6 +49,12 @@ def accept(rt: Runtime, sub: Submission, *, hops: int, message: dict[str, object
         if placement.held:  # zoned, and no region of its zone places runs: wait (in the broker)
             return Started(sub.run_id, False, "no_lease", outcome="no_lease")
         decision = route(placement.region, rt.region, hops)
+        if placement.zone and rt.region not in rt.config.zones.get(placement.zone, ()):
+            # Outside the tenant's zone: no outbox (it would keep the input here); the message
+            # waits in this broker while the zone's broker is unreachable.
+            if forward.pass_on(rt, placement.region, message | {"hops": hops}) == "waiting":
+                return Started(sub.run_id, False, "no_lease", outcome="no_lease")
+            return Started(sub.run_id, False, "forwarded", home=placement.region, outcome="forwarded")
         if decision != "create":
             outcome = (forward.forward(rt, placement.region, message | {"hops": hops}, sub.run_id)
                        if decision == "forward"

@@ -70,10 +70,19 @@ def dead_letter(rt: Runtime, record: DeadLetterRecord) -> None:
           sha256=record.payload_sha256, reason=record.reason)
 
 
+def outside_its_zone(rt: Runtime, tenant_id: str | None) -> bool:
+    """Whether ``tenant_id`` is bound to a zone this region is not in (its input may not be kept here)."""
+    if not isinstance(tenant_id, str):
+        return False
+    binding, _ = rt.router.facts(tenant_id)
+    return binding is not None and rt.region not in binding.regions
+
+
 def reject_task_message(rt: Runtime, task: Task, reason: str, args: Any, kwargs: Any, *,
                         submission_id: str | None = None, tenant_id: str | None = None) -> None:
     """Dead-letter the message a task is running: its kwargs as JSON (bounded), with the size and
-    digest of the producer's body when the consumer recorded them."""
+    digest of the producer's body when the consumer recorded them. A zoned tenant's message outside
+    its zone keeps no body prefix (ids, size, digest and the reason only)."""
     try:
         raw = json.dumps([list(args), kwargs, {}], default=repr).encode()
     except (TypeError, ValueError, RecursionError):
@@ -83,6 +92,9 @@ def reject_task_message(rt: Runtime, task: Task, reason: str, args: Any, kwargs:
     size, sha = getattr(task.request, BODY_SIZE_HEADER, None), getattr(task.request, BODY_SHA256_HEADER, None)
     if isinstance(size, int) and isinstance(sha, str):
         record = dataclasses.replace(record, payload_size=size, payload_sha256=sha)
+    if outside_its_zone(rt, tenant_id if tenant_id is not None else kwargs.get("tenant_id")
+                        if isinstance(kwargs, dict) else None):
+        record = dataclasses.replace(record, payload=None)
     dead_letter(rt, record)
 
 

@@ -29,6 +29,7 @@ from regionmesh.models.outbox import depth, rejected_count
 from regionmesh.models.outbox import rejected as outbox_rejected
 from regionmesh.models.registry import history as registry_history
 from regionmesh.models.registry import list_entries
+from regionmesh.models.residency import run_summary
 from regionmesh.models.runs import dead_letters as fetch
 from regionmesh.models.runs import get_run, list_runs, statuses
 from regionmesh.replication.join import add_region
@@ -898,7 +899,11 @@ def runs_show(ctx: Context, run_id: str, region: str | None, as_json: bool) -> N
 
     engine = _engine_for(ctx, region)
     run = get_run(engine, _run_uuid(run_id))
+    summary = run_summary(engine, _run_uuid(run_id)) if run is None else None
     engine.dispose()
+    if run is None and summary is not None:
+        _show_summary(ctx, summary, as_json)
+        return
     if run is None:
         raise RunNotFound(run_id)
     if as_json:
@@ -921,6 +926,27 @@ def runs_show(ctx: Context, run_id: str, region: str | None, as_json: bool) -> N
         )
     console.print(table)
     console.print(f"output: {json.dumps(run['output'])[:500]}", highlight=False)
+
+
+def _show_summary(ctx: Context, summary: dict[str, Any], as_json: bool) -> None:
+    """A zoned run seen from outside its zone: its metadata, and where its payload is held."""
+    held_in = list(ctx.config.zones.get(summary["zone"], ()))
+    if as_json:
+        click.echo(json.dumps({**summary, "payload_held_in": held_in}, default=str, indent=2))
+        return
+    console.print(
+        f"run {summary['run_id']}  workflow={summary['workflow']} tenant={summary['tenant_id']} "
+        f"status={summary['status']} owner={summary['owner_region']} epoch={summary['epoch']}")
+    table = Table()
+    for col in ("step", "status"):
+        table.add_column(col)
+    for key, status in sorted(summary["steps"].items()):
+        table.add_row(key, status)
+    console.print(table)
+    console.print(f"input, outputs and errors are held in zone {summary['zone']} only "
+                  f"({', '.join(held_in) or 'no region of it in this mesh file'}): "
+                  f"regionmesh runs show {summary['run_id']} --in {held_in[0] if held_in else '<region>'}",
+                  highlight=False)
 
 
 def _runtime(ctx: Context) -> Any:

@@ -4,6 +4,8 @@ each), in both zone regions; its metadata is everywhere; placement never leaves 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import subprocess
 import uuid
@@ -11,11 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine, text
 
 from regionmesh.client import submit
 from regionmesh.config import MeshConfig
 from regionmesh.models.engine import engine_for
+from regionmesh.ops.cli import cli
 from regionmesh.ops.devmesh import DATABASE, DevMesh
 from regionmesh.ops.failover import FailoverRefused, failover, set_intent
 from regionmesh.ops.residency import bind_zone
@@ -123,3 +127,61 @@ def test_placement_and_operations_never_leave_the_zone(world: World) -> None:
     outsider = tenant_homed(OUTSIDE, "zout")
     with pytest.raises(FailoverRefused, match="outside zone eu"):
         bind_zone(cfg, outsider, "eu", "us-east")
+
+
+def bound_everywhere(world: World, tenant: str) -> None:
+    for region in REGIONS:
+        wait_until(lambda r=region: world.engines[r].connect().execute(  # type: ignore[misc]
+            text("SELECT zone FROM tenant_zones WHERE tenant_id = :t"), {"t": tenant}).scalar() == "eu",
+            20, f"binding in {region}")
+
+
+def test_a_zoned_submission_outside_the_zone_leaves_no_input_there(world: World) -> None:
+    cfg = world.config
+    zoned = tenant_homed(EU, "zpath")
+    bind_zone(cfg, zoned, "eu", "eu-west")
+    bound_everywhere(world, zoned)
+    mark = f"pmark{uuid.uuid4().hex[:12]}"
+    # The client publishes a zoned tenant straight into its zone, whatever region it was given.
+    direct = submit(zoned, "onboard", {"email": f"{mark}a@example.com", "name": f"{mark}a"}, region="us-east", config=cfg)
+    assert direct.region in EU
+    # A producer that knows nothing of zones publishes to ap-south: passed on, kept nowhere there.
+    unaware = dataclasses.replace(cfg, zones={})
+    passed = submit(zoned, "onboard", {"email": f"{mark}b@example.com", "name": f"{mark}b"}, region="ap-south",
+                    config=unaware, resolve_home=False)
+    assert passed.region == "ap-south"
+    bad = submit(zoned, "onboard", [f"{mark}bad"], region="ap-south", config=unaware,  # type: ignore[arg-type]
+                 resolve_home=False)
+    runs = [direct.run_id, passed.run_id]
+
+    def done() -> bool:
+        with world.engines["eu-central"].connect() as conn:
+            ok = conn.execute(text("SELECT count(*) FROM workflow_runs WHERE id = ANY(:ids) AND status = 'succeeded'"),
+                              {"ids": runs}).scalar() == 2
+        with world.engines["ap-south"].connect() as conn:
+            letter = conn.execute(text("SELECT count(*) FROM dead_letters WHERE submission_id = :s"),
+                                  {"s": bad.submission_id}).scalar() == 1
+            summaries = conn.execute(text(
+                "SELECT count(*) FROM run_summaries WHERE run_id = ANY(:ids) AND status = 'succeeded'"),
+                {"ids": runs}).scalar() == 2
+        return ok and letter and summaries
+
+    wait_until(done, 90, "both runs finished in the zone, the bad one dead-lettered in ap-south")
+    with world.engines["ap-south"].connect() as conn:
+        letter = conn.execute(text("SELECT payload, payload_size, tenant_id, reason FROM dead_letters "
+                                   "WHERE submission_id = :s"), {"s": bad.submission_id}).mappings().one()
+        assert letter["payload"] is None and letter["payload_size"] > 0 and letter["tenant_id"] == zoned
+        assert "input must be a JSON object" in letter["reason"]
+        assert conn.execute(text("SELECT count(*) FROM outbox WHERE submission_id = :s"),
+                            {"s": passed.submission_id}).scalar() == 0
+    for region in OUTSIDE:
+        assert mark not in world.dump(region), f"an input of zone eu is in {region}'s database"
+    assert mark in world.dump("eu-west")  # the check can see the marker
+    # Outside the zone, 'runs show' reads the summary and says where the payload is.
+    shown = CliRunner().invoke(cli, ["--config", str(world.dev.mesh_file), "runs", "show", str(passed.run_id),
+                                     "--in", "us-east"])
+    assert shown.exit_code == 0, shown.output
+    assert "status=succeeded" in shown.output and "held in zone eu only (eu-west, eu-central)" in shown.output
+    as_json = CliRunner().invoke(cli, ["--config", str(world.dev.mesh_file), "runs", "show", str(passed.run_id),
+                                       "--in", "ap-south", "--json"])
+    assert json.loads(as_json.output)["payload_held_in"] == EU and mark not in as_json.output
