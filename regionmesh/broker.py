@@ -46,12 +46,20 @@ from celery import Celery
 from regionmesh.config import Settings
 from regionmesh.log import event
 
+SOCKET_TIMEOUT_S = 10
+# A forked pool process closes the Redis connections it inherited (kombu's after-fork cleanup); one
+# left mid-BRPOP by the parent is read until a reply or SOCKET_TIMEOUT_S. Billiard kills a child
+# that has not said it is up within worker_proc_alive_timeout (4 s by default), so with the default
+# every replacement of a killed pool process could be killed again, forever: the fault campaign
+# (seed 1) saw 122 in a row. The child must be given longer than the socket timeout.
+PROC_ALIVE_TIMEOUT_S = SOCKET_TIMEOUT_S + 10
+
 
 def broker_options(settings: Settings) -> dict[str, Any]:
     """Transport options every connection to a region's broker uses (own and peers')."""
     return {
         "visibility_timeout": settings.visibility_timeout_s,
-        "socket_timeout": 10,
+        "socket_timeout": SOCKET_TIMEOUT_S,
         "socket_connect_timeout": 5,
         "retry_on_timeout": True,
         "health_check_interval": 25,

@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from regionmesh.broker import connection_settings, others_alive, restore_orphaned
+from regionmesh.broker import PROC_ALIVE_TIMEOUT_S, connection_settings, others_alive, restore_orphaned
 from regionmesh.config import MeshConfig, Settings, load_config
 from regionmesh.log import event
 from regionmesh.models import replication as repl
@@ -53,6 +53,7 @@ def celery_settings(region: str, broker_url: str, settings: Settings) -> dict[st
         "task_send_sent_event": True,
         "worker_send_task_events": True,
         "worker_soft_shutdown_timeout": 10.0,
+        "worker_proc_alive_timeout": PROC_ALIVE_TIMEOUT_S,
         "worker_enable_soft_shutdown_on_idle": True,
         "worker_consumer": "regionmesh.workers.consumer:DeadLetterConsumer",
     }

@@ -277,6 +277,22 @@ def test_sigkill_of_pool_process_is_redelivered_at_once(region: Region) -> None:
     assert [(e["step"], e["attempt"]) for e in exec_log(region.engine, run_id)] == [("pay", 1), ("pay", 2), ("after", 1)]
 
 
+def test_pool_processes_killed_again_and_again_are_replaced_and_serve(region: Region) -> None:
+    import psutil
+
+    # Kill whichever pool process runs a step, five times in a row, a few seconds apart: every
+    # replacement must come up (the fault campaign once saw a worker unable to start any again).
+    for i in range(5):
+        run_id = region.submit("t_effect", {"first_attempt_sleep": 30}, key=f"poolkill-{uuid.uuid4()}")
+        holder = wait_until(lambda r=run_id: scalar(region.engine, "SELECT worker FROM step_tasks WHERE run_id=:r "
+                                                   "AND status='running'", r=r), 30, f"kill {i + 1}: a step running")
+        psutil.Process(int(holder.rsplit(":", 1)[1])).kill()
+        assert wait_finished(region.engine, run_id, timeout=60)["status"] == "succeeded"
+    fresh = [region.submit("t_diamond", {}, key=f"after-kills-{uuid.uuid4()}") for _ in range(4)]
+    for rid in fresh:
+        assert wait_finished(region.engine, rid, timeout=60)["status"] == "succeeded"
+
+
 def test_lost_message_is_republished_by_the_reconciler(region: Region) -> None:
     # Create a run straight in PostgreSQL without publishing: as if the process died after commit.
     import regionmesh.workers.examples  # noqa: F401
