@@ -20,6 +20,7 @@ from regionmesh.log import event
 from regionmesh.models import replication as repl
 from regionmesh.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
 from regionmesh.workers.definitions import Registry
+from regionmesh.workers.erasure import ErasureJob
 from regionmesh.workers.forward import drain_outbox
 from regionmesh.workers.lease_keeper import LeaseLoop
 from regionmesh.workers.reconciler import Reconciler, ReconcilerSettings
@@ -110,7 +111,8 @@ def _wire_reconciler(app: Celery, rt: Runtime) -> None:
         except Exception as exc:  # the broker may be down; the visibility timeout still applies
             event(30, "broker.restore_failed", region=rt.region, error=exc)
         recon = Reconciler(rt, reconciler_settings(settings),
-                           extra_jobs=(lambda: repl.observe_link_errors(rt.engine), lambda: drain_outbox(rt)))
+                           extra_jobs=(ErasureJob(rt), lambda: repl.observe_link_errors(rt.engine),
+                                       lambda: drain_outbox(rt)))
         keeper = LeaseLoop(rt, settings.reconcile_interval_s)
         holder["r"] = recon
         holder["k"] = keeper

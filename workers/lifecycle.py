@@ -45,7 +45,8 @@ def accept(rt: Runtime, sub: Submission, *, hops: int, message: dict[str, object
     for fresh in (False, True):
         placement = rt.router.place(sub.tenant_id, fresh=fresh)
         if placement.erased:
-            raise RejectedSubmission("tenant was erased; re-enable it with 'regionmesh tenants erase --enable'")
+            raise RejectedSubmission("tenant was erased (regionmesh tenants erase); its submissions are refused "
+                                     "until 'regionmesh tenants erase TENANT --reenable'")
         if placement.held:  # zoned, and no region of its zone places runs: wait (in the broker)
             return Started(sub.run_id, False, "no_lease", outcome="no_lease")
         decision = route(placement.region, rt.region, hops)

@@ -78,6 +78,11 @@ def outside_its_zone(rt: Runtime, tenant_id: str | None) -> bool:
     return binding is not None and rt.region not in binding.regions
 
 
+def erased(rt: Runtime, tenant_id: object) -> bool:
+    """Whether ``tenant_id`` was erased and not re-enabled (its receipt, as this region holds it)."""
+    return isinstance(tenant_id, str) and rt.router.facts(tenant_id)[1][1]
+
+
 def reject_task_message(rt: Runtime, task: Task, reason: str, args: Any, kwargs: Any, *,
                         submission_id: str | None = None, tenant_id: str | None = None) -> None:
     """Dead-letter the message a task is running: its kwargs as JSON (bounded), with the size and
@@ -92,9 +97,11 @@ def reject_task_message(rt: Runtime, task: Task, reason: str, args: Any, kwargs:
     size, sha = getattr(task.request, BODY_SIZE_HEADER, None), getattr(task.request, BODY_SHA256_HEADER, None)
     if isinstance(size, int) and isinstance(sha, str):
         record = dataclasses.replace(record, payload_size=size, payload_sha256=sha)
-    if outside_its_zone(rt, tenant_id if tenant_id is not None else kwargs.get("tenant_id")
-                        if isinstance(kwargs, dict) else None):
+    tenant = tenant_id if tenant_id is not None else kwargs.get("tenant_id") if isinstance(kwargs, dict) else None
+    if outside_its_zone(rt, tenant):
         record = dataclasses.replace(record, payload=None)
+    if erased(rt, tenant):  # an erased tenant's id and input are kept nowhere again, refusals included
+        record = dataclasses.replace(record, payload=None, tenant_id=None)
     dead_letter(rt, record)
 
 

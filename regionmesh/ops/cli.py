@@ -32,6 +32,9 @@ from regionmesh.models.registry import list_entries
 from regionmesh.models.residency import run_summary
 from regionmesh.models.runs import dead_letters as fetch
 from regionmesh.models.runs import get_run, list_runs, statuses
+from regionmesh.replication.erasure import erase as erase_tenant
+from regionmesh.replication.erasure import reenable as erasure_reenable
+from regionmesh.replication.erasure import status as erasure_status
 from regionmesh.replication.join import add_region
 from regionmesh.replication.resync import resync
 from regionmesh.replication.retention import prune
@@ -526,6 +529,53 @@ def tenants_list(ctx: Context) -> None:
     for r in rows:
         table.add_row(r["tenant_id"], r["home_region"], r["reason"], str(r["epoch"]), r["note"] or "")
     console.print(table)
+
+
+@tenants.command("erase")
+@click.argument("tenant")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--status", "show_status", is_flag=True, help="Only show which regions have confirmed; exit 1 until all have.")
+@click.option("--reenable", is_flag=True, help="Accept the erased tenant's submissions again (the receipt is kept).")
+@click.option("--force", is_flag=True, help="With --reenable: even while a region has not confirmed the erasure.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def tenants_erase(ctx: Context, tenant: str, yes: bool, show_status: bool, reenable: bool, force: bool,
+                  as_json: bool) -> None:
+    """Remove every row of TENANT in every region through the delete rule (regions that are down
+    erase when they return), keep a receipt (the tenant's SHA-256, time, regions confirmed), and
+    refuse its submissions until --reenable."""
+    cfg = ctx.config
+    if show_status:
+        result = erasure_status(cfg, tenant)
+    elif reenable:
+        result = erasure_reenable(cfg, tenant, _via(ctx), force=force)
+    else:
+        if not yes and not click.confirm(f"Erase every row of {tenant} in every region? This cannot be undone",
+                                         default=False):
+            raise click.Abort()
+        result = erase_tenant(cfg, tenant, _via(ctx))
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), default=str, indent=2))
+    elif result.state == "none":
+        console.print(f"no erasure receipt for this tenant (sha256 {result.tenant_hash[:16]}…)")
+    else:
+        console.print(f"receipt sha256 {result.tenant_hash}: {result.state} (epoch {result.epoch}), "
+                      f"asked at {result.requested_at} in {result.requested_region}", markup=False)
+        table = Table(title="erasure confirmations")
+        for col in ("region", "confirmed at", "rows removed", "removed by this command"):
+            table.add_column(col)
+        for region in result.regions:
+            c = result.confirmed.get(region)
+            now = result.removed_now.get(region)
+            table.add_row(region, str(c["confirmed_at"]) if c else
+                          ("not yet (does not answer: erases when it returns)" if region in result.unreachable
+                           else "not yet"), str(c["rows_removed"]) if c else "-",
+                          ", ".join(f"{t} {n}" for t, n in now.items()) if now else "-")
+        console.print(table)
+        console.print("complete: every region confirmed" if result.complete
+                      else f"waiting for {', '.join(result.pending)}")
+    if show_status and not result.complete:
+        sys.exit(1)
 
 
 @cli.command()
