@@ -37,6 +37,10 @@ def _tenant_ids(conn: Connection, tenant_hash: str) -> list[str]:
         *(f"SELECT tenant_id FROM {t}" for t in TENANT_TABLES),
         "SELECT DISTINCT tenant_id FROM dead_letters WHERE tenant_id IS NOT NULL",
         "SELECT DISTINCT payload->>'tenant_id' FROM outbox WHERE payload->>'tenant_id' IS NOT NULL",
+        # Conflicts resolved here on tenant-keyed rows name the tenant in their key, and may be all
+        # that is left of it once the peers' replicated removals took its rows.
+        "SELECT DISTINCT split_part(pk, ',', 1) FROM replication_conflicts WHERE table_name IN ("
+        + ", ".join(f"'{t}'" for t in TENANT_TABLES) + ")",
     ])
     return list(conn.execute(text(f"SELECT t FROM ({sources}) s WHERE {HASH.format(col='t')} = :h"),
                              {"h": tenant_hash}).scalars())
