@@ -46,7 +46,8 @@ def accept(rt: Runtime, sub: Submission, *, hops: int, message: dict[str, object
         placement = rt.router.place(sub.tenant_id, fresh=fresh)
         if placement.erased:
             raise RejectedSubmission("tenant was erased (regionmesh tenants erase); its submissions are refused "
-                                     "until 'regionmesh tenants erase TENANT --reenable'")
+                                     "until 'regionmesh tenants erase TENANT --reenable'",
+                                     submission_id=sub.submission_id)  # not the tenant id: erased
         if placement.held:  # zoned, and no region of its zone places runs: wait (in the broker)
             return Started(sub.run_id, False, "no_lease", outcome="no_lease")
         decision = route(placement.region, rt.region, hops)
