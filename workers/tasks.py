@@ -22,7 +22,7 @@ from regionmesh.workers import executor, forward, lifecycle
 from regionmesh.workers.intake import DeadLetterRecord, dead_letter_record
 from regionmesh.workers.metrics import SUBMISSIONS
 from regionmesh.workers.runtime import Runtime
-from regionmesh.workers.submission import Submission, parse_submission
+from regionmesh.workers.submission import TENANT_RE, Submission, parse_submission
 
 # Set by the consumer on every accepted message: the size and SHA-256 of the body as the
 # producer sent it, so a dead letter written by a task still matches the producer's bytes.
@@ -98,6 +98,8 @@ def reject_task_message(rt: Runtime, task: Task, reason: str, args: Any, kwargs:
     if isinstance(size, int) and isinstance(sha, str):
         record = dataclasses.replace(record, payload_size=size, payload_sha256=sha)
     tenant = tenant_id if tenant_id is not None else kwargs.get("tenant_id") if isinstance(kwargs, dict) else None
+    if not (isinstance(tenant, str) and TENANT_RE.fullmatch(tenant)):
+        tenant = None  # not a tenant id (NUL, too long, ...): never bound to a zone nor erased, never looked up
     if outside_its_zone(rt, tenant):
         record = dataclasses.replace(record, payload=None)
     if erased(rt, tenant):  # an erased tenant's id and input are kept nowhere again, refusals included

@@ -268,8 +268,9 @@ def test_sigkill_of_pool_process_is_redelivered_at_once(region: Region) -> None:
     import psutil
 
     run_id = region.submit("t_effect", {"first_attempt_sleep": 30})
-    holder = wait_until(lambda: scalar(region.engine, "SELECT worker FROM step_tasks WHERE run_id=:r AND status='running'", r=run_id),
-                        15, "the step to be running")
+    # Killed once its first attempt recorded its execution (then it sleeps 30 s).
+    wait_until(lambda: exec_log(region.engine, run_id), 15, "the first attempt to record its execution")
+    holder = scalar(region.engine, "SELECT worker FROM step_tasks WHERE run_id=:r AND status='running'", r=run_id)
     pid = int(holder.rsplit(":", 1)[1])
     psutil.Process(pid).kill()
     run = wait_finished(region.engine, run_id, timeout=30)
