@@ -15,12 +15,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from regionmesh.config import Settings
+
 
 @dataclass(frozen=True)
 class LeaseParams:
     lease_s: float  # L: how long a majority's acknowledgement of one beat lets the holder work
     drift: float  # ρ: bound on the relative clock rate difference between any two hosts
     margin_s: float  # added to every promise: keeper-to-database time, scheduling
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LeaseParams:
+        """Every region of a mesh must run the same L, ρ and margin (the README says why)."""
+        return cls(lease_s=settings.lease_s, drift=settings.clock_drift, margin_s=settings.lease_margin_s)
 
     @property
     def promise_s(self) -> float:

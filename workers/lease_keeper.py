@@ -26,11 +26,6 @@ from regionmesh.workers.singleton import SingletonLoop
 KEEP_BEATS = 256  # send times kept; beats older than the lease are useless anyway
 
 
-def params_of(rt: Runtime) -> LeaseParams:
-    s = rt.config.settings
-    return LeaseParams(lease_s=s.lease_s, drift=s.clock_drift, margin_s=s.lease_margin_s)
-
-
 @dataclass
 class LeaseKeeper:
     rt: Runtime
@@ -42,7 +37,7 @@ class LeaseKeeper:
 
     def __call__(self) -> None:
         rt, me = self.rt, self.rt.region
-        params = params_of(rt)
+        params = LeaseParams.from_settings(rt.config.settings)
         if self.started is None:
             self.started = self.clock()
         sent = self.clock()  # before the beat commits: the holder times its lease from before it asked

@@ -65,11 +65,6 @@ class RestoreReport:
     caught_up_with: list[str]
 
 
-def lease_params(config: MeshConfig) -> LeaseParams:
-    s = config.settings
-    return LeaseParams(lease_s=s.lease_s, drift=s.clock_drift, margin_s=s.lease_margin_s)
-
-
 def _reachable(config: MeshConfig, region: str) -> bool:
     try:
         with engine_for(config, region).connect() as conn:
@@ -118,7 +113,7 @@ def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s:
         raise FailoverRefused(
             f"{to_region} holds no lease ({held['reason']}): failover runs only from a side that holds a majority; "
             "a two-region mesh split in two has none (see --override-dead-minority)")
-    params = lease_params(config)
+    params = LeaseParams.from_settings(config.settings)
     if current != "failing_over" and repo.set_region_status(
             heir, from_region, "failing_over", to_region, expect_from=("active", "draining")) is None:
         raise FailoverRefused(f"{from_region}'s status changed meanwhile; look at 'regionmesh lease status'")
