@@ -20,6 +20,7 @@ fault log and the PostgreSQL server logs, and decides:
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,12 @@ NETWORK_ERRORS = ("could not connect to the publisher", "could not receive data 
                   "server closed the connection unexpectedly", "connection to server", "SSL SYSCALL error",
                   "could not read from", "terminating connection due to administrator command",
                   "terminating connection because of crash of another server process", "Connection refused")
+# PostgreSQL 16: an apply worker leaving on a parameter change (ALTER SUBSCRIPTION … CONNECTION, as
+# a cut and a heal do) or on a lost connection frees its worker slot before its replication origin;
+# the launcher, told to restart it at once, can start the next worker in between, which fails at
+# start, before applying anything, and is started again. Only such a race is forgiven: the PID
+# holding the origin must be seen leaving in the same log.
+ORIGIN_BUSY = re.compile(r"replication origin with ID \d+ is already active for PID (\d+)")
 
 
 @dataclass(frozen=True)
@@ -240,10 +247,19 @@ def scan_pg_logs(log_dir: Path, offsets: dict[str, int] | None = None) -> list[s
         for i, line in enumerate(lines):
             if "ERROR:" not in line or any(n in line for n in NETWORK_ERRORS):
                 continue
+            busy = ORIGIN_BUSY.search(line)
+            if busy and worker_was_leaving(lines, busy.group(1)):
+                continue
             context = " ".join(lines[i:i + 3])
             if "logical replication" in context or "rm_conflict" in context or "apply" in context:
                 found.append(f"{log.name}: {context}")
     return found
+
+
+def worker_was_leaving(lines: list[str], pid: str) -> bool:
+    """Whether the log shows replication worker ``pid`` restarting on a parameter change or exiting."""
+    return any((f"[{pid}] " in line and "will restart because of a parameter change" in line)
+               or f'"logical replication worker" (PID {pid}) exited' in line for line in lines)
 
 
 def apply_error_counts(urls: dict[str, str]) -> dict[str, int]:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from bench.campaign_checker import scan_pg_logs
 from regionmesh.config import MeshConfig
 from regionmesh.models import replication as repl
 from regionmesh.models import retention
@@ -70,16 +71,9 @@ def apply_error_counts(engines: dict[str, Engine]) -> dict[str, int]:
 
 
 def apply_errors_in_logs(dev: DevMesh, since: dict[str, int]) -> list[str]:
-    """ERROR lines of apply workers written after the byte offsets in ``since``, lost connections aside."""
-    found = []
-    for log in (dev.root / "logs").glob("pg-*.log"):
-        tail = log.read_bytes()[since.get(log.name, 0):].decode(errors="replace").splitlines()
-        for i, line in enumerate(tail):
-            context = " ".join(tail[i:i + 3])
-            if "ERROR:" in line and "logical replication" in context and "could not" not in line \
-                    and "terminating logical replication worker due to timeout" not in line:
-                found.append(f"{log.name}: {context}")
-    return found
+    """ERROR lines of apply workers written after the byte offsets in ``since``, lost connections
+    and worker restart races aside."""
+    return scan_pg_logs(dev.root / "logs", since)
 
 
 def log_offsets(dev: DevMesh) -> dict[str, int]:
