@@ -67,6 +67,15 @@ def engine_for(config: MeshConfig, region: str) -> Engine:
     return engine
 
 
+def dispose(config: MeshConfig, region: str) -> None:
+    """Close this process's pooled connections to ``region`` (its server was restarted: every
+    pooled connection is dead, and a dead one fails the next statement)."""
+    with _lock:
+        engine = _engines.get((config.regions[region].database_url, region))
+    if engine is not None:
+        engine.dispose()
+
+
 def dispose_all() -> None:
     """Close every cached engine's connections (end of a CLI command, a test)."""
     with _lock:

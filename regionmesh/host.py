@@ -25,3 +25,15 @@ def pid_alive(pid: int | None) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether ``pid`` is still in the process table, zombies included (a zombie is dead but
+    ``kill(pid, 0)`` still succeeds: PostgreSQL's lock-file check and ``pg_ctl status`` count it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -14,7 +14,7 @@ Operations that would take a zone's tenants out of the zone are refused (``refus
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from regionmesh.routing.hashing import home_by_hash
@@ -51,12 +51,13 @@ def zone_fallback(tenant_id: str, binding: ZoneBinding, known: Iterable[str], st
 
 
 def refusal(action: str, target: str, zones: Mapping[str, tuple[str, ...]], bound: Mapping[str, int],
-            source: str | None = None) -> str | None:
+            source: str | None = None, inactive: Collection[str] = ()) -> str | None:
     """Why ``action`` toward ``target`` would place zoned tenants outside their zone, or None.
 
     ``bound``: zone -> number of tenants bound to it. For a pin or move, ``source`` is unused and
     ``bound`` holds only the tenant's own zone. For drain/failover of ``source``, the zone of
-    ``source`` matters when it has bound tenants and ``target`` is outside it.
+    ``source`` matters when it has bound tenants and ``target`` is outside it; the refusal names
+    the zone's other regions not in ``inactive`` (failed over, draining) as the way out.
     """
     if action in ("pin", "move"):
         for zone, count in bound.items():
@@ -66,8 +67,11 @@ def refusal(action: str, target: str, zones: Mapping[str, tuple[str, ...]], boun
         return None
     for zone, members in zones.items():
         if source in members and target not in members and bound.get(zone, 0):
-            inside = [r for r in members if r != source]
+            inside = [r for r in members if r != source and r not in inactive]
+            others = [r for r in members if r != source]
             hint = (f"{action} to {' or '.join(inside)} instead" if inside
+                    else f"no other region of zone {zone} is active ({', '.join(others)} not either): its tenants "
+                         f"wait until one returns ('regionmesh restore' it)" if others
                     else "no other region of the zone exists: its tenants wait until it returns")
             return (f"{source} is in zone {zone}, which has {bound[zone]} bound tenant(s); "
                     f"{target} is outside the zone: {hint}")

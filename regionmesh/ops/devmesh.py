@@ -32,7 +32,7 @@ import redis
 
 from regionmesh.config import REGION_NAME_RE, MeshConfig, load_config
 from regionmesh.errors import DevMeshError
-from regionmesh.host import pid_alive
+from regionmesh.host import pid_alive, pid_exists
 from regionmesh.models.admin import (
     bootstrap_cluster,
     grant_in_database,
@@ -42,7 +42,7 @@ from regionmesh.models.admin import (
     server_facts,
     unseal_subscription,
 )
-from regionmesh.models.engine import engine_for, make_engine
+from regionmesh.models.engine import dispose, engine_for, make_engine
 from regionmesh.names import steps_queue, submit_queue, subscription_name
 from regionmesh.ops.migrate import current_revision, upgrade_all
 from regionmesh.pgbin import PgBin, find_pg_bin, reachable_by
@@ -250,7 +250,21 @@ class DevMesh:
             return False
         return self._run_pg(pg, pg.exe("pg_ctl"), "status", "-D", str(datadir)).returncode == 0
 
-    def _ensure_pg(self, pg: PgBin, region: str, n_regions: int, data: dict[str, Any], used: set[int]) -> None:
+    @staticmethod
+    def _wait_reaped(datadir: Path, timeout_s: float = 30.0) -> None:
+        """A killed postmaster is a zombie until whoever adopted it reaps it; until then its lock
+        file still names a live PID to ``pg_ctl status`` and to a new postmaster. Wait for that."""
+        pid = read_pidfile(datadir / "postmaster.pid")
+        if not pid or pid_alive(pid) or not pid_exists(pid):
+            return
+        try:
+            wait_for(lambda: not pid_exists(pid), timeout_s, f"the dead postmaster {pid} to be reaped")
+        except DevMeshError as exc:
+            raise DevMeshError(f"PostgreSQL's postmaster {pid} ({datadir}) died but was not reaped within "
+                               f"{timeout_s:g}s; its lock file blocks a restart until it is") from exc
+
+    def _ensure_pg(self, pg: PgBin, region: str, n_regions: int, data: dict[str, Any], used: set[int]) -> bool:
+        """Create and start ``region``'s cluster as needed. Returns whether it was started."""
         entry = data["regions"].setdefault(region, {}).setdefault("pg", {})
         datadir = Path(entry.get("datadir") or Path(data["pg_root"]) / region)
         entry.update(datadir=str(datadir), bindir=str(pg.bindir), run_as=pg.run_as, log=str(self.root / "logs" / f"pg-{region}.log"))
@@ -279,10 +293,11 @@ class DevMesh:
                 fh.write("\n# regionmesh dev mesh\n" + conf)
             entry["bootstrapped"] = False
         self._write_hba(pg, region, datadir, data)
+        self._wait_reaped(datadir)
         if self._pg_running(pg, datadir):
             used.add(int(entry["port"]))
             self._run_pg(pg, pg.exe("pg_ctl"), "reload", "-D", str(datadir))
-            return
+            return False
         port = entry.get("port")
         if not port or port in used or not port_is_free(port):
             port = free_port(avoid=used)
@@ -298,6 +313,7 @@ class DevMesh:
         if res.returncode != 0:
             tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
             raise DevMeshError(f"PostgreSQL for {region} did not start on port {port}:\n{res.stderr}\n{tail}")
+        return True
 
     def _bootstrap(self, region: str, data: dict[str, Any], regions: list[str]) -> None:
         """Roles (the app, the operator's, one per link publishing from here), the database,
@@ -735,16 +751,20 @@ class DevMesh:
             self.state.save(data)
             n_total = len(set(data["regions"]) | set(wanted))
             used: set[int] = set()
+            started = []
             for region in wanted:
-                self._ensure_pg(pg, region, n_total, data, used)
+                if self._ensure_pg(pg, region, n_total, data, used):
+                    started.append(region)
                 self.state.save(data)
                 self._bootstrap(region, data, wanted)
                 self._ensure_redis(server, region, data, used)
                 self.state.save(data)
             self._write_mesh_file(data)
         config = load_config(str(self.mesh_file))
+        for region in started:  # this process's pooled connections to a restarted server are dead
+            if region in config.regions:
+                dispose(config, region)
         if migrate:
-
             upgrade_all(config)
             with self.state.locked():
                 data = self.state.load()

@@ -105,7 +105,8 @@ def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s:
             f"{from_region}'s database still answers: use 'regionmesh drain {from_region} --to {to_region}' for a "
             "live region, or --even-if-reachable if it is cut off from its peers (safe: the failover still waits "
             "until it can hold no lease)")
-    outside = refusal("fail over", to_region, config.zones, residency.bound_counts(heir), source=from_region)
+    outside = refusal("fail over", to_region, config.zones, residency.bound_counts(heir), source=from_region,
+                      inactive={r for r, row in rows.items() if row.status != "active"})
     if outside:
         raise FailoverRefused(outside)
     if not override_dead_minority and not lease_repo.may_work(heir):
@@ -201,8 +202,9 @@ def drain(config: MeshConfig, region: str, to_region: str) -> int:
     ``region``, which places them). Runs in flight finish where they are. Returns the region epoch."""
     if region == to_region or to_region not in config.regions:
         raise FailoverRefused(f"cannot drain {region} to {to_region}")
+    rows = _router(config, region).rows(fresh=True)
     outside = refusal("drain", to_region, config.zones, residency.bound_counts(engine_for(config, region)),
-                      source=region)
+                      source=region, inactive={r for r, row in rows.items() if row.status != "active"})
     if outside:
         raise FailoverRefused(outside)
     epoch = repo.set_region_status(engine_for(config, region), region, "draining", to_region, expect_from=("active",))

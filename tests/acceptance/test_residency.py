@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -21,8 +22,9 @@ from regionmesh.config import MeshConfig
 from regionmesh.models.engine import engine_for
 from regionmesh.ops.cli import cli
 from regionmesh.ops.devmesh import DATABASE, DevMesh
-from regionmesh.ops.failover import FailoverRefused, failover, set_intent
+from regionmesh.ops.failover import FailoverRefused, failover, restore, set_intent
 from regionmesh.ops.residency import bind_zone
+from regionmesh.replication.verify import verify
 from regionmesh.routing.hashing import home_by_hash
 from tests.conftest import down_and_leftovers, make_mesh_dir
 from tests.support.helpers import wait_until
@@ -60,8 +62,10 @@ def world() -> Iterator[World]:
         for e in w.engines.values():
             e.dispose()
     finally:
-        leftover = down_and_leftovers(dev, root)
-        shutil.rmtree(root, ignore_errors=True)
+        keep = bool(os.environ.get("RM_KEEP_MESH"))  # keeps logs and data to look at a failure
+        leftover = down_and_leftovers(dev, root, purge=not keep)
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
     assert not leftover
 
 
@@ -185,3 +189,94 @@ def test_a_zoned_submission_outside_the_zone_leaves_no_input_there(world: World)
     as_json = CliRunner().invoke(cli, ["--config", str(world.dev.mesh_file), "runs", "show", str(passed.run_id),
                                        "--in", "ap-south", "--json"])
     assert json.loads(as_json.output)["payload_held_in"] == EU and mark not in as_json.output
+
+
+def succeeded_in(world: World, region: str, runs: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """run id -> owner of the runs that succeeded, as ``region``'s own copy holds them."""
+    with world.engines[region].connect() as conn:
+        return dict(conn.execute(text("SELECT id, owner_region FROM workflow_runs WHERE id = ANY(:ids) "
+                                      "AND status = 'succeeded'"), {"ids": runs}).all())
+
+
+def test_failover_of_the_zone_s_home_stays_in_the_zone_with_real_kills(world: World) -> None:
+    """Last in the module: it kills both zone regions (SIGKILL) and brings them back."""
+    cfg = world.config
+    tenant = next(t for i in range(1000) if home_by_hash(t := f"zfo-{i}", REGIONS) == "eu-west")
+    assert bind_zone(cfg, tenant, "eu", "us-east")[0] == "eu-west"
+    bound_everywhere(world, tenant)
+    mark = f"fmark{uuid.uuid4().hex[:12]}"
+    unaware = dataclasses.replace(cfg, zones={})
+
+    def send(i: int, via: str, config: MeshConfig = cfg) -> uuid.UUID:
+        return submit(tenant, "onboard", {"email": f"{mark}{i}@example.com", "name": f"{mark}n{i}"}, f"{mark}-{i}",
+                      region=via, config=config, resolve_home=False).run_id
+
+    first = send(0, "eu-central")
+    wait_until(lambda: succeeded_in(world, "eu-west", [first]) == {first: "eu-west"}, 60, "a run at the zone's home")
+
+    # The zone's home dies. Its failover is refused toward every region outside the zone and goes
+    # to the other one inside; what waited for it in eu-central's outbox runs there.
+    world.dev.kill_region("eu-west")
+    waited = send(1, "eu-central", unaware)  # its placement (eu-west) is dead: eu-central keeps it
+    for outside in OUTSIDE:
+        with pytest.raises(FailoverRefused, match=f"{outside} is outside the zone: fail over to eu-central instead"):
+            failover(cfg, "eu-west", outside, timeout_s=1)
+    report = failover(cfg, "eu-west", "eu-central")
+    assert report.to_region == "eu-central"
+    wait_until(lambda: succeeded_in(world, "eu-central", [waited]) == {waited: "eu-central"}, 120,
+               "the waiting run done in eu-central")
+
+    # Now the other region of the zone dies too: none outside may take the zone's tenants. A
+    # producer that knows nothing of zones hands a submission to us-east; it waits there, unwritten.
+    world.dev.kill_region("eu-central")
+    for outside in OUTSIDE:
+        with pytest.raises(FailoverRefused, match="no other region of zone eu is active") as refused:
+            failover(cfg, "eu-central", outside, even_if_reachable=True, timeout_s=1)
+        assert "outside the zone" in str(refused.value)
+    receipt = submit(tenant, "onboard", {"email": f"{mark}2@example.com", "name": f"{mark}n2"}, f"{mark}-2",
+                     region="us-east", config=unaware, resolve_home=False)
+    held = receipt.run_id
+    logs = sorted((world.dev.root / "logs").glob("worker-us-east-*.log"))
+    wait_until(lambda: any("submit.zone_unreachable" in line and receipt.submission_id in line
+                           for log in logs for line in log.read_text(errors="replace").splitlines()),
+               60, "us-east to find the zone unreachable and keep the message in its broker")
+    with world.engines["us-east"].connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM outbox WHERE submission_id = :s"),
+                            {"s": receipt.submission_id}).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM workflow_runs WHERE id = :r"), {"r": held}).scalar() == 0
+
+    # The zone returns: eu-central runs what waited in us-east's broker, eu-west is restored and
+    # the tenant goes home.
+    world.dev.up()
+    for region in EU:
+        world.engines[region].dispose()  # their pooled connections died with the servers
+        world.dev.start_worker(region, concurrency=1)
+    wait_until(lambda: succeeded_in(world, "eu-central", [held]) == {held: "eu-central"}, 120,
+               "the run held in us-east's broker done in eu-central")
+    wait_until(lambda: _restored(cfg, "eu-west"), 90, "eu-west restored")
+    home = send(3, "us-east")  # the client publishes into the zone
+    wait_until(lambda: succeeded_in(world, "eu-west", [home]) == {home: "eu-west"}, 90, "a new run at home again")
+
+    runs = [first, waited, held, home]
+    for region in REGIONS:
+        wait_until(lambda r=region: world.engines[r].connect().execute(  # type: ignore[misc]
+            text("SELECT count(*) FROM run_summaries WHERE run_id = ANY(:ids) AND status = 'succeeded'"),
+            {"ids": runs}).scalar() == len(runs), 60, f"the summaries in {region}")
+    for region in OUTSIDE:
+        assert mark not in world.dump(region), f"an input or output of zone eu is in {region}'s database"
+        with world.engines[region].connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM workflow_runs WHERE tenant_id = :t"),
+                                {"t": tenant}).scalar() == 0
+    for region in EU:
+        wait_until(lambda r=region: set(succeeded_in(world, r, runs)) == set(runs), 60, f"every run in {region}")
+        assert all(f"{mark}{i}@" in world.dump(region) for i in range(len(runs)))
+    wait_until(lambda: verify(cfg, timeout=30).identical, 90, "verify to report 0 differences")
+
+
+def _restored(cfg: MeshConfig, region: str) -> bool:
+    try:
+        restore(cfg, region, timeout_s=10)
+    except FailoverRefused as exc:
+        print("restore refused:", exc)
+        return False
+    return True

@@ -112,3 +112,12 @@ def test_the_mesh_file_names_zones() -> None:
 def test_bad_zones_are_refused_with_the_key(zones: str) -> None:
     with pytest.raises(ConfigError, match="zones"):
         parse_config(_mesh(zones), environ={})
+
+
+def test_a_refused_failover_names_only_active_regions_of_the_zone_as_the_way_out() -> None:
+    why = refusal("fail over", "us-east", ZONES, {"eu": 1}, source="eu-west")
+    assert why is not None and "fail over to eu-central instead" in why
+    # The other region of the zone is itself failed over: no way out inside the zone, and none outside.
+    why = refusal("fail over", "us-east", ZONES, {"eu": 1}, source="eu-central", inactive={"eu-west"})
+    assert why is not None and "instead" not in why
+    assert "no other region of zone eu is active (eu-west not either)" in why and "restore" in why
