@@ -362,6 +362,28 @@ def heartbeat_ages(engine: Engine) -> dict[str, float]:
     return {r[0]: float(r[1]) for r in rows}
 
 
+def skipped_changes(engine: Engine) -> dict[str, dict[str, Any]]:
+    """subscription name -> the heartbeat jumps its current subscription received (watch.sql):
+    ``gaps``, beats ``skipped``, the last jump (``last_gap_from`` -> ``last_gap_to`` at
+    ``last_gap_at``). Only subscriptions with a jump; rows of dropped subscriptions are ignored."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            """SELECT s.subname, w.publisher, w.gaps, w.skipped, w.last_gap_from, w.last_gap_to, w.last_gap_at
+                 FROM replication_watch w JOIN pg_subscription s ON s.oid::bigint = w.subid
+                WHERE w.gaps > 0""")).mappings().all()
+    return {r["subname"]: dict(r) for r in rows}
+
+
+def acknowledge_skipped(engine: Engine, subscription: str) -> int:
+    """Clear the recorded jumps of ``subscription`` (an operator checked and repaired the link).
+    Returns how many were cleared."""
+    with engine.begin() as conn:
+        return int(conn.execute(text(
+            """UPDATE replication_watch w SET gaps = 0, skipped = 0 FROM pg_subscription s
+                WHERE s.oid::bigint = w.subid AND s.subname = :n AND w.gaps > 0
+            RETURNING w.gaps"""), {"n": subscription}).rowcount)
+
+
 def conflict_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT kind, count(*) FROM replication_conflicts GROUP BY kind")).all()

@@ -22,6 +22,9 @@ deletes.sql     ``rm_install_delete_rules(table)``: tombstones, the replica dele
 residency.sql   the triggers of the zone and erasure registry tables (0012)
 payload.sql     zone stamps of payload rows and run_summaries, the metadata of
                 zoned runs that every region holds (0013)
+history.sql     the triggers of tenant_registry_history (0014)
+watch.sql       ``rm_watch_beat``: heartbeat jumps a subscriber received, the
+                sign of a slot moved by someone else (0015)
 ==============  ===============================================================
 
 How migrations use these files. Revisions 0002, 0003, 0004 and 0006 created the
@@ -48,7 +51,7 @@ from sqlalchemy import Connection
 
 # In dependency order: triggers.sql attaches functions the files before it define.
 FILES: tuple[str, ...] = ("stamp.sql", "lease.sql", "engine.sql", "claims.sql", "conflicts.sql", "triggers.sql",
-                         "deletes.sql", "residency.sql", "payload.sql", "history.sql")
+                         "deletes.sql", "residency.sql", "payload.sql", "history.sql", "watch.sql")
 
 
 def load(name: str) -> str:

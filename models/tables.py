@@ -328,6 +328,23 @@ class ReplicationLinkStats(Base):
     increased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ReplicationWatch(Base):
+    """Local only: per subscription (by oid) and publisher, the last heartbeat ``seq`` received
+    (watch.sql). Beats are consecutive, so a jump means changes between them never arrived: the
+    slot was moved by someone other than this subscription. ``replication status`` flags it."""
+
+    __tablename__ = "replication_watch"
+    subid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    publisher: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    gaps: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    skipped: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    last_gap_from: Mapped[int | None] = mapped_column(BigInteger)
+    last_gap_to: Mapped[int | None] = mapped_column(BigInteger)
+    last_gap_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class LocalFence(Base):
     """Local only, one row: while ``fenced`` this region creates, claims and completes nothing.
 

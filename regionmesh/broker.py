@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
+from kombu.transport import redis as kombu_redis
 
 from regionmesh.config import Settings
 from regionmesh.log import event
@@ -53,6 +54,46 @@ SOCKET_TIMEOUT_S = 10
 # every replacement of a killed pool process could be killed again, forever: the fault campaign
 # (seed 1) saw 122 in a row. The child must be given longer than the socket timeout.
 PROC_ALIVE_TIMEOUT_S = SOCKET_TIMEOUT_S + 10
+
+
+class RecoveringChannel(kombu_redis.Channel):
+    """kombu's Redis channel, able to give its unacked messages back after Celery detached it.
+
+    On a lost broker connection Celery 5.7's consumer first ``collect()``s the connection, which
+    closes the default channel and then detaches the transport from its kombu Connection
+    (``transport.client = None``), and then ``close()``s it again. A channel whose first close
+    stopped on the dead socket (reading the reply of its pending BRPOP) is closed for real the
+    second time, and giving its unacked messages back builds a Redis client from
+    ``transport.client``: None. The AttributeError is not a connection error, so Celery does not
+    catch it ("Unrecoverable error") and the worker's main process exits: the fault campaign
+    (seed 21) lost eu-west's only worker to one Redis SIGKILL. This channel keeps the kombu
+    Connection it was opened for and builds that client from it; with Redis back the messages go
+    back at once, with Redis still down the restore fails as a connection error (Celery ignores
+    it; the messages wait in ``unacked`` as a killed worker's do).
+    """
+
+    def __init__(self, connection: Any, **kwargs: Any) -> None:
+        self._opened_for = connection.client
+        super().__init__(connection, **kwargs)  # type: ignore[no-untyped-call]
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        transport = self.connection
+        if transport is not None and transport.client is None and self._opened_for is not None:
+            transport.client = self._opened_for
+            try:
+                return super()._connparams(asynchronous)  # type: ignore[no-untyped-call]
+            finally:
+                transport.client = None
+        return super()._connparams(asynchronous)  # type: ignore[no-untyped-call]
+
+
+class RecoveringTransport(kombu_redis.Transport):
+    """kombu's Redis transport with :class:`RecoveringChannel` (``broker_transport`` of every app)."""
+
+    Channel = RecoveringChannel
+
+
+TRANSPORT = f"{__name__}:RecoveringTransport"
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -70,6 +111,7 @@ def connection_settings(broker_url: str, settings: Settings) -> dict[str, Any]:
     """Celery settings for a connection to ``broker_url`` (TLS verified when the URL is ``rediss://``)."""
     conf: dict[str, Any] = {
         "broker_url": broker_url,
+        "broker_transport": TRANSPORT,
         "broker_transport_options": broker_options(settings),
     }
     if broker_url.startswith("rediss://"):

@@ -45,11 +45,21 @@ def _probe(config: MeshConfig, region: str) -> dict[str, Any]:
             "slots": {s["slot_name"]: s for s in repl.slots(engine)},
             "ages": repl.heartbeat_ages(engine),
             "conflicts": repl.conflict_counts(engine),
+            "skipped": repl.skipped_changes(engine),
         }
     except Exception as exc:  # an unreachable region is a status, not a crash
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
     finally:
         engine.dispose()
+
+
+def skipped_problem(sub: str, pub: str, jump: dict[str, Any]) -> str:
+    """What a heartbeat jump on the link means and what to do about it."""
+    return (f"changes skipped: {pub}'s heartbeat jumped {jump['last_gap_from']} -> {jump['last_gap_to']} at "
+            f"{jump['last_gap_at']:%Y-%m-%d %H:%M:%S} ({jump['gaps']} jump(s), {jump['skipped']} beat(s) never "
+            f"arrived): the slot was moved by someone other than this subscription. Run 'regionmesh verify'; "
+            f"repair with 'regionmesh region resync {sub} --from <a region>', or once verified identical "
+            f"'regionmesh replication acknowledge {sub} --from {pub}'")
 
 
 def mesh_status(
@@ -88,6 +98,8 @@ def mesh_status(
                 problem = f"{pub} unreachable: {pp['error']}"
             elif slot is not None and slot["wal_status"] == "lost":
                 problem = "slot lost: WAL removed past max_slot_wal_keep_size; rebuild this region"
+            if problem is None and (jump := sp.get("skipped", {}).get(name)) is not None:
+                problem = skipped_problem(sub, pub, jump)
             seen = sp.get("ages", {}).get(pub)
             own = pp.get("ages", {}).get(pub)
             if seen is not None:
@@ -101,3 +113,12 @@ def mesh_status(
                 wal_status=None if slot is None else slot["wal_status"], problem=problem,
             ))
     return links, probes
+
+
+def acknowledge(config: MeshConfig, subscriber: str, publisher: str) -> int:
+    """Clear the skipped-changes flag of the link ``publisher`` -> ``subscriber`` (after ``verify``
+    showed the regions identical, or a repair). Returns how many flags were cleared."""
+    for region in (subscriber, publisher):
+        if region not in config.regions:
+            raise ValueError(f"unknown region {region!r}; regions of the mesh: {', '.join(config.regions)}")
+    return repl.acknowledge_skipped(engine_for(config, subscriber), subscription_name(subscriber, publisher))

@@ -112,7 +112,7 @@ def _wire_reconciler(app: Celery, rt: Runtime) -> None:
             event(30, "broker.restore_failed", region=rt.region, error=exc)
         recon = Reconciler(rt, reconciler_settings(settings),
                            extra_jobs=(ErasureJob(rt), lambda: repl.observe_link_errors(rt.engine),
-                                       lambda: drain_outbox(rt)))
+                                       lambda: drain_outbox(rt), lambda: restore_after_loss(app, rt)))
         keeper = LeaseLoop(rt, settings.reconcile_interval_s)
         holder["r"] = recon
         holder["k"] = keeper
@@ -124,6 +124,23 @@ def _wire_reconciler(app: Celery, rt: Runtime) -> None:
         for loop in ("k", "r"):
             if loop in holder:
                 holder[loop].stop()
+
+
+def restore_after_loss(app: Celery, rt: Runtime) -> int:
+    """After the consumer lost its broker connection: put back every message delivered before the
+    loss and not acknowledged (this worker's, whose restore at close may have failed with the
+    broker down; a live peer's too, which is harmless: run ids and claims make a redelivery a
+    no-op). Retried by the reconciler until the broker answers. Returns how many went back."""
+    lost_at = rt.broker_lost_at
+    if lost_at is None:
+        return 0
+    try:
+        restored = restore_orphaned(app, rt.region, lost_at)
+    except Exception:  # the broker is still down: the next pass tries again
+        return 0
+    if rt.broker_lost_at == lost_at:
+        rt.broker_lost_at = None
+    return restored
 
 
 _app: Celery | None = None

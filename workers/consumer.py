@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,15 @@ RETRY_RECORD_S = 1.0
 
 
 class DeadLetterConsumer(Consumer):  # type: ignore[misc]
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        # Closing the lost connection tries to give this worker's unacked messages back; with the
+        # broker still down that fails and they would wait for the visibility timeout (an hour).
+        # Note when, so the reconciler gives back what was delivered before then (restore_after_loss).
+        runtime = getattr(self.app, "rm", None)
+        if runtime is not None:
+            runtime.broker_lost_at = time.time()
+        super().on_connection_error_after_connected(exc)
+
     def create_task_handler(self, promise: Any = promise) -> Callable[[Any], Any]:
         celery_handler = super().create_task_handler(promise)
         known = frozenset(name for name in self.app.tasks if not name.startswith("celery."))

@@ -31,6 +31,9 @@ class Runtime:
         self.registry = registry
         self.app = app
         self._router: Router | None = None
+        # When this worker's consumer last lost its broker connection (and the messages it held
+        # may not have gone back): the reconciler gives them back once the broker answers.
+        self.broker_lost_at: float | None = None
 
     @property
     def engine(self) -> Engine:

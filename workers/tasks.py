@@ -10,7 +10,7 @@ import uuid
 from typing import Any, NoReturn
 
 from celery import Celery, Task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from regionmesh.backoff import compute_backoff
@@ -32,15 +32,30 @@ BODY_SHA256_HEADER = "rm_body_sha256"
 MAX_INFRA_BACKOFF_S = 30
 
 
+def retry_later(task: Task, countdown: float, exc: Exception | None = None) -> NoReturn:
+    """``task.retry``, keeping the message whatever the broker does.
+
+    ``retry`` publishes a copy due in ``countdown`` seconds and the original is acked. When that
+    publish fails (the broker went away) Celery raises ``Reject(requeue=False)``, which drops the
+    original: the submission would be lost. Requeue it instead; with the broker gone the reject
+    itself fails and the message stays in ``unacked``, given back once the broker answers.
+    """
+    try:
+        raise task.retry(exc=exc, countdown=countdown, max_retries=None)
+    except Reject as refused:
+        event(logging.WARNING, "task.retry_unpublished", task=task.name, error=type(refused.reason).__name__)
+        raise Reject(refused.reason, requeue=True) from refused
+
+
 def _infra_retry(task: Task, exc: Exception) -> NoReturn:
     """The database is unreachable: try again later (the message is kept, never dropped)."""
     countdown = compute_backoff(task.request.retries + 1, base_s=1.0, max_s=MAX_INFRA_BACKOFF_S, jitter=random.random())
-    raise task.retry(exc=exc, countdown=countdown, max_retries=None)
+    retry_later(task, countdown, exc)
 
 
 def is_transient(exc: BaseException) -> bool:
     """Worth a retry: the database or a broker is unreachable, not the submission's fault."""
-    if isinstance(exc, OperationalError | forward.PUBLISH_ERRORS):
+    if isinstance(exc, (OperationalError, *forward.PUBLISH_ERRORS)):
         return True
     if isinstance(exc, DBAPIError):
         return bool(exc.connection_invalidated)
@@ -122,9 +137,9 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             if started.outcome == "no_lease":
                 # This region may not create runs now (no lease from a majority, or fenced): the
                 # message waits in the broker and comes back; it is neither lost nor run elsewhere.
-                raise self.retry(countdown=2, max_retries=None)
+                retry_later(self, 2)
             SUBMISSIONS.labels(rt.region, "started" if started.created else "duplicate").inc()
-        except Retry:
+        except (Retry, Reject):
             raise
         except RejectedSubmission as exc:
             return _refuse(self, exc.reason, args, kwargs, sub, exc.submission_id, exc.tenant_id)

@@ -39,7 +39,7 @@ from regionmesh.replication.join import add_region
 from regionmesh.replication.resync import resync
 from regionmesh.replication.retention import prune
 from regionmesh.replication.setup import setup
-from regionmesh.replication.status import mesh_status
+from regionmesh.replication.status import acknowledge, mesh_status
 from regionmesh.replication.verify import verify as run_verify
 from regionmesh.routing.hashing import score
 from regionmesh.routing.router import Router
@@ -301,6 +301,19 @@ def replication_status(ctx: Context, as_json: bool, error_window: float) -> None
         console.print(table)
     if not all(link.ok for link in links):
         sys.exit(1)
+
+
+@replication.command("acknowledge")
+@click.argument("subscriber")
+@click.option("--from", "publisher", required=True, help="The publishing region of the flagged link.")
+@pass_ctx
+def replication_acknowledge(ctx: Context, subscriber: str, publisher: str) -> None:
+    """Clear a link's "changes skipped" flag once 'regionmesh verify' shows the regions identical."""
+    try:
+        cleared = acknowledge(ctx.config, subscriber, publisher)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    console.print(f"{publisher} -> {subscriber}: " + ("flag cleared" if cleared else "nothing was flagged"))
 
 
 @cli.command()

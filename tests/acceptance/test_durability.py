@@ -25,10 +25,12 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
+from regionmesh.broker import publisher
 from regionmesh.client import Journal, confirm, submit
 from regionmesh.models.engine import make_engine
-from regionmesh.names import submit_queue
+from regionmesh.names import SUBMIT_TASK, submit_queue
 from regionmesh.routing.hashing import home_by_hash
+from regionmesh.workers.submission import PROTOCOL_VERSION, run_id_for
 from tests.conftest import Mesh
 from tests.support.helpers import wait_until
 from tests.support.workflows import TEST_TABLES
@@ -149,6 +151,43 @@ def test_messages_held_by_a_killed_worker_run_after_restart(mesh: Mesh, engine: 
     wait_until(lambda: not (unacked_task_ids(broker) & held) or None, 20,
                "the new worker to give back the dead worker's messages (not after the visibility timeout)")
     wait_until(lambda: succeeded(engine, ids) == len(ids), 60, "every held run to succeed")
+
+
+def test_a_worker_outlives_a_redis_sigkill_and_the_messages_it_held_run(
+        mesh: Mesh, engine: Engine, broker: redis.Redis, no_workers: None) -> None:
+    """Redis dies under a worker holding messages not yet due (a retry's countdown, an ETA): the
+    worker notices while Redis is down, so giving them back as it closes the lost connection fails,
+    and Celery drops its in-memory copies. The worker must stay up (Celery 5.7 + kombu crashed it:
+    broker.RecoveringChannel) and give them back once Redis answers (workers.app.restore_after_loss),
+    not after the visibility timeout (an hour): every run is created and succeeds."""
+    record = mesh.dev.start_worker(REGION, concurrency=1, extra_env=WORKER_ENV)
+    log = Path(record["log"])
+    tag = uuid.uuid4().hex[:8]
+    tenant = local_tenants(mesh, "dur-redis", 1)[0]
+    warm = submit(tenant, "onboard", {"email": "w@example.com"}, f"rk-warm-{tag}", region=REGION,
+                  config=mesh.config, resolve_home=False)
+    wait_until(lambda: succeeded(engine, [warm.run_id]) == 1, 30, "a first run (the worker holds its lease)")
+    producer = publisher(mesh.config.regions[REGION].broker_url, mesh.config.settings)
+    later = []
+    for i in range(3):
+        sid = f"rk-{tag}-{i}"
+        kwargs = {"v": PROTOCOL_VERSION, "tenant_id": tenant, "workflow": "onboard",
+                  "input": {"email": f"{sid}@example.com"}, "idempotency_key": sid, "submission_id": sid,
+                  "submitted_region": REGION}
+        producer.send_task(SUBMIT_TASK, kwargs=kwargs, queue=submit_queue(REGION), routing_key=submit_queue(REGION),
+                           task_id=sid, countdown=12)
+        later.append(sid)
+    wait_until(lambda: set(later) <= unacked_task_ids(broker), 30, "the worker to hold the not-yet-due messages")
+    offset = log.stat().st_size
+    redis_pid = mesh.dev.state.load()["regions"][REGION]["redis"]["pid"]
+    os.kill(redis_pid, signal.SIGKILL)
+    wait_until(lambda: "Connection to broker lost" in log.read_bytes()[offset:].decode(errors="replace"), 30,
+               "the worker to notice, with Redis still down")
+    mesh.dev.up(migrate=False)
+    ids = [run_id_for(tenant, sid) for sid in later]
+    wait_until(lambda: succeeded(engine, ids) == len(ids), 60, "the held runs to be created and succeed")
+    assert psutil.Process(record["pid"]).is_running(), "the worker's main process died"
+    assert "Unrecoverable error" not in log.read_bytes()[offset:].decode(errors="replace")
 
 
 def test_a_message_popped_by_a_worker_killed_before_recording_it_is_sent_again(

@@ -26,8 +26,9 @@ def replicated_tables() -> set[str]:
 
 def functions_named_in_files() -> set[str]:
     # conflicts.sql also holds CREATE OR REPLACE FUNCTION %1$I() templates; \w+ does not match those.
+    # watch.sql creates its function in the tables' schema: CREATE OR REPLACE FUNCTION %1$I.name(.
     text = "\n".join(schema_sql.load(name) for name in schema_sql.FILES)
-    return set(re.findall(r"CREATE OR REPLACE FUNCTION (\w+)\(", text))
+    return set(re.findall(r"CREATE OR REPLACE FUNCTION (?:%1\$I\.)?(\w+)\(", text))
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,8 @@ def test_head_has_the_functions_the_files_define_and_the_triggers_of_every_repli
     # payload.sql: zone stamps and the summaries of zoned runs, on the payload tables (local writes only).
     expected_triggers |= {(t, name): "O" for t in ("workflow_runs", "workflow_steps", "step_tasks")
                           for name in ("rm_zone_stamp", "rm_zone_summary") if (t, name) != ("step_tasks", "rm_zone_summary")}
+    # watch.sql: heartbeat jumps a subscriber receives (the apply worker only).
+    expected_triggers[("heartbeats", "rm_beat_watch")] = "R"
     assert {key: enabled for key, (_, enabled) in at_head.triggers.items()} == expected_triggers
     assert set(at_head.tables) == set(Base.metadata.tables)
 

@@ -18,8 +18,10 @@ from sqlalchemy import text
 from regionmesh.models.admin import LINK_CONNECTION_LIMIT, link_role
 from regionmesh.models.engine import make_engine
 from regionmesh.names import subscription_name
+from regionmesh.replication.status import acknowledge, mesh_status
 from regionmesh.safefs import uid_of
 from tests.conftest import Mesh
+from tests.support.helpers import wait_until
 
 HOST = "127.0.0.1"
 HBA_REFUSED = "pg_hba.conf rejects connection|no pg_hba.conf entry"
@@ -152,3 +154,71 @@ def test_the_catalog_holds_no_replication_password(tls_mesh: Mesh) -> None:
         passfile = Path(state["pg_root"]) / f"{region}.pgpass"
         st = os.lstat(passfile)
         assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == uid_of(state["regions"][region]["pg"]["run_as"])
+
+
+def _admin_scalar(mesh: Mesh, region: str, sql: str, **params: Any) -> Any:
+    engine = make_engine(mesh.dev.admin_url(region, "regionmesh"), pool_size=1)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            result = conn.execute(text(sql), params)
+            return result.scalar() if result.returns_rows else None
+    finally:
+        engine.dispose()
+
+
+def _skipped_flags(mesh: Mesh) -> dict[tuple[str, str], str]:
+    links, _ = mesh_status(mesh.config)
+    return {(link.publisher, link.subscriber): link.problem for link in links
+            if link.problem and link.problem.startswith("changes skipped")}
+
+
+def test_a_slot_moved_by_a_link_role_is_flagged_by_replication_status(tls_mesh: Mesh) -> None:
+    """What REPLICATION still allows, done as an attacker holding one link's secret would: stream
+    from the link's slot while its subscription is away and confirm everything, so the slot moves
+    past changes the subscriber never gets. 'replication status' flags that link (and no other)."""
+    sub, pub = "eu-west", "us-east"
+    slot = subscription_name(sub, pub)
+    assert _skipped_flags(tls_mesh) == {}
+    _admin_scalar(tls_mesh, sub, f"ALTER SUBSCRIPTION {slot} DISABLE")
+    try:
+        wait_until(lambda: _admin_scalar(tls_mesh, pub, "SELECT NOT active FROM pg_replication_slots "
+                                         "WHERE slot_name = :s", s=slot), 30, "the slot to be released")
+        # The publisher keeps beating meanwhile: changes the subscriber has not received.
+        seq = _admin_scalar(tls_mesh, pub, "SELECT seq FROM heartbeats WHERE region = :r", r=pub)
+        wait_until(lambda: _admin_scalar(tls_mesh, pub, "SELECT seq FROM heartbeats WHERE region = :r", r=pub)
+                   >= seq + 2, 30, f"{pub} to beat twice")
+        target = _admin_scalar(tls_mesh, pub, "SELECT pg_current_wal_lsn()::text")
+        conn = _connect(tls_mesh, pub, link_role(sub, pub), _link_secret(tls_mesh, sub, pub),
+                        connection_factory=psycopg2.extras.LogicalReplicationConnection)
+        try:
+            cur = conn.cursor()
+            cur.start_replication(slot_name=slot, decode=False,
+                                  options={"proto_version": "1", "publication_names": "rm_pub"})
+
+            def confirm_all(msg: Any) -> None:
+                msg.cursor.send_feedback(flush_lsn=msg.data_start, force=True)
+                if msg.data_start >= _lsn(target):
+                    raise psycopg2.extras.StopReplication()
+
+            try:
+                cur.consume_stream(confirm_all)
+            except psycopg2.extras.StopReplication:
+                pass
+            wait_until(lambda: _admin_scalar(tls_mesh, pub, "SELECT confirmed_flush_lsn >= CAST(:t AS pg_lsn) "
+                                             "FROM pg_replication_slots WHERE slot_name = :s", t=target, s=slot),
+                       30, "the slot to be moved")
+        finally:
+            conn.close()
+    finally:
+        _admin_scalar(tls_mesh, sub, f"ALTER SUBSCRIPTION {slot} ENABLE")
+    flags = wait_until(lambda: _skipped_flags(tls_mesh) or None, 60, "replication status to flag the link")
+    assert list(flags) == [(pub, sub)], flags
+    assert f"'regionmesh replication acknowledge {sub} --from {pub}'" in flags[(pub, sub)]
+    # Once checked, the operator clears it; the link streams on, unflagged.
+    assert acknowledge(tls_mesh.config, sub, pub) == 1
+    assert _skipped_flags(tls_mesh) == {}
+
+
+def _lsn(text_lsn: str) -> int:
+    high, low = text_lsn.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
