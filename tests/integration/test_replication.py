@@ -257,3 +257,45 @@ def test_status_cli_reports_every_link(mesh: Mesh) -> None:
         assert {(p["publisher"], p["subscriber"]) for p in problems_} >= {("us-east", "eu-west"), ("eu-west", "us-east")}
     finally:
         mesh.dev.up()
+
+
+def test_a_tie_on_epoch_and_time_goes_to_the_greater_region_name(mesh: Mesh, engines: dict[str, Engine]) -> None:
+    """The last tie-break of the conflict rule: the same key written in us-east and eu-west with
+    the same epoch and the same updated_at converges everywhere on us-east's version ('us-east' >
+    'eu-west' byte-wise), whichever arrives first (ap-south receives both)."""
+    config = mesh.config
+    key = f"tie-{uuid.uuid4().hex[:8]}"
+    links = [("us-east", "eu-west"), ("eu-west", "us-east")]  # (subscriber, publisher)
+
+    def admin(region: str) -> Engine:
+        return make_engine(mesh.dev.admin_url(region, "regionmesh"), pool_size=1)
+
+    def set_links(enabled: bool) -> None:
+        for sub, pub in links:
+            engine = admin(sub)
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text(f"ALTER SUBSCRIPTION {subscription_name(sub, pub)} {'ENABLE' if enabled else 'DISABLE'}"))
+            engine.dispose()
+
+    set_links(False)
+    try:
+        for region in ("us-east", "eu-west"):
+            engine = admin(region)
+            with engine.begin() as conn:
+                # Written as the apply worker writes: the stamp trigger (local writes only) does not
+                # set updated_at or origin_region, so both sides carry exactly the same time.
+                conn.execute(text("SET LOCAL session_replication_role = replica"))
+                conn.execute(text(
+                    """INSERT INTO tenant_registry (tenant_id, home_region, reason, note, epoch, updated_at, origin_region)
+                       VALUES (:t, 'us-east', 'pin', :n, 3, '2026-01-01 00:00:00+00', :r)"""),
+                    {"t": key, "n": f"from {region}", "r": region})
+            engine.dispose()
+        wait_until(lambda: get(engines["ap-south"], key) is not None and get(engines["ap-south"], key)["note"]  # type: ignore[index]
+                   == "from us-east" and get(engines["us-east"], key)["note"] == "from us-east"  # type: ignore[index]
+                   and get(engines["eu-west"], key)["note"] == "from eu-west", 30,  # type: ignore[index]
+                   "ap-south to settle on us-east's version while the pair is apart")
+    finally:
+        set_links(True)
+    wait_until(lambda: everywhere(engines, key, "from us-east"), 60, "every region on us-east's version")
+    assert {get(e, key)["origin_region"] for e in engines.values()} == {"us-east"}  # type: ignore[index]
+    wait_until(lambda: all_streaming(config), 60, "every link streaming")
