@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from celery.exceptions import Reject
+from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError
 
-from regionmesh.workers.tasks import is_transient, retry_later
+from regionmesh.names import REJECTED_TASK, RUN_STEP_TASK, SUBMIT_TASK
+from regionmesh.workers.tasks import is_transient, register_tasks, retry_later
 
 
 @pytest.mark.parametrize(("exc", "transient"), [
@@ -45,3 +46,20 @@ def test_a_retry_the_broker_refuses_requeues_the_message_instead_of_dropping_it(
     finally:
         job.pop_request()
     assert rejected.value.requeue is True
+
+
+def test_our_tasks_retry_without_limit() -> None:
+    """retry(max_retries=None) alone means Celery's default of 3: a region without its lease for
+    more than three retries (about 8 s) dead-lettered valid submissions (fault campaign, seed 23)."""
+    app = Celery("t", set_as_current=False)
+    register_tasks(app, object())  # type: ignore[arg-type]  # the runtime is used only when a task runs
+    for name in (SUBMIT_TASK, REJECTED_TASK, RUN_STEP_TASK):
+        task = app.tasks[name]
+        assert task.max_retries is None, name
+        task.apply_async = lambda *_, **__: None  # the copy "published"
+        task.push_request(retries=50, id="t-2", called_directly=False)
+        try:
+            with pytest.raises(Retry):
+                retry_later(task, 2)
+        finally:
+            task.pop_request()
