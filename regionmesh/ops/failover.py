@@ -180,14 +180,16 @@ def set_intent(config: MeshConfig, tenant: str, region: str | None, reason: str,
     while its placement there is unchanged. Returns (where it was written, the new registry epoch)."""
     if region is not None and region not in config.regions:
         raise FailoverRefused(f"{region} is not a region of the mesh")
-    if region is not None:
-        bound = residency.zone_binding(engine_for(config, via), tenant)
-        outside = refusal(reason, region, config.zones, {bound[0]: 1} if bound else {})
-        if outside:
-            raise FailoverRefused(f"{tenant}: {outside}")
     deadline = time.monotonic() + timeout
     while True:
         placement = placer_of(config, tenant, via)
+        if region is not None:
+            # The zone binding as the region that places the tenant holds it (bind_zone wrote it
+            # there, and the expected version below covers its epoch): ``via``'s copy may not have
+            # it yet, and a pin checked there could take a just-bound tenant out of its zone.
+            outside = refusal(reason, region, config.zones, {placement.zone: 1} if placement.zone else {})
+            if outside:
+                raise FailoverRefused(f"{tenant}: {outside}")
         target = region if region is not None else placement.intent
         epoch = set_home(engine_for(config, placement.region), tenant, target, reason if region else "hash", note,
                          expect_version=placement.version)

@@ -19,7 +19,8 @@ from sqlalchemy import Engine, text
 
 from regionmesh.client import submit
 from regionmesh.config import MeshConfig
-from regionmesh.models.engine import engine_for
+from regionmesh.models.engine import engine_for, make_engine
+from regionmesh.names import subscription_name
 from regionmesh.ops.cli import cli
 from regionmesh.ops.devmesh import DATABASE, DevMesh
 from regionmesh.ops.failover import FailoverRefused, failover, restore, set_intent
@@ -122,10 +123,24 @@ def test_zoned_payloads_stay_in_the_zone_and_metadata_goes_everywhere(world: Wor
 
 def test_placement_and_operations_never_leave_the_zone(world: World) -> None:
     cfg = world.config
-    zoned = tenant_homed(EU, "zpin")
-    bind_zone(cfg, zoned, "eu", "eu-west")
-    with pytest.raises(FailoverRefused, match="zone eu"):
-        set_intent(cfg, zoned, "us-east", "pin", None, "eu-west")
+    zoned = tenant_homed(["eu-central"], "zpin")
+    # eu-west does not hear eu-central: a pin asked through eu-west right after the binding is
+    # written (at eu-central, which places the tenant) must still be refused (CI once let it pass).
+    link = subscription_name("eu-west", "eu-central")
+    admin = make_engine(world.dev.admin_url("eu-west", DATABASE), pool_size=1)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"ALTER SUBSCRIPTION {link} DISABLE"))
+    try:
+        assert bind_zone(cfg, zoned, "eu", "eu-west")[0] == "eu-central"
+        with world.engines["eu-west"].connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM tenant_zones WHERE tenant_id = :t"), {"t": zoned}).scalar() == 0
+        with pytest.raises(FailoverRefused, match="zone eu"):
+            set_intent(cfg, zoned, "us-east", "pin", None, "eu-west")
+    finally:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f"ALTER SUBSCRIPTION {link} ENABLE"))
+        admin.dispose()
+    bound_everywhere(world, zoned)
     with pytest.raises(FailoverRefused, match="zone eu"):
         failover(cfg, "eu-west", "us-east", even_if_reachable=True, timeout_s=1)
     outsider = tenant_homed(OUTSIDE, "zout")
