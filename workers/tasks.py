@@ -124,7 +124,10 @@ def reject_task_message(rt: Runtime, task: Task, reason: str, args: Any, kwargs:
 
 def register_tasks(app: Celery, rt: Runtime) -> None:
     # max_retries=None: retry() without a limit (retry(max_retries=None) alone means the default, 3).
-    @app.task(name=SUBMIT_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None)
+    # shared=False: these closures belong to this app's runtime; a second app in the process (failover
+    # publishing for the heir) must not be handed them by Celery's shared-task registry.
+    @app.task(name=SUBMIT_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None,
+              shared=False)
     def submit(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         sub: Submission | None = None
         try:
@@ -175,7 +178,8 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
                 forward.notify_rejection(rt, forwarder, notice)
         return {"status": "rejected", "reason": reason}
 
-    @app.task(name=REJECTED_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None)
+    @app.task(name=REJECTED_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None,
+              shared=False)
     def rejected(self: Task, *args: Any, **kwargs: Any) -> str:
         notice = None if args else forward.parse_notice(kwargs, set(rt.config.regions))
         try:
@@ -189,7 +193,8 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             raise
         return "recorded"
 
-    @app.task(name=RUN_STEP_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None)
+    @app.task(name=RUN_STEP_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None,
+              shared=False)
     def run_step(self: Task, *args: Any, **kwargs: Any) -> str:
         raw = kwargs.get("task_id")
         try:
