@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,4 +118,6 @@ def mesh() -> Iterator[Mesh]:
             m.stop_keepers()
         # RM_KEEP_MESH=1 keeps logs and data to look at a failure.
         leftover = down_and_leftovers(dev, root, purge=not os.environ.get("RM_KEEP_MESH"))
+        if not os.environ.get("RM_KEEP_MESH"):
+            shutil.rmtree(root, ignore_errors=True)
         assert not leftover, f"processes left behind: {leftover}"

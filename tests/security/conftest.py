@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ def tls_mesh(tls_pg_bin: str) -> Iterator[Mesh]:
         yield Mesh(dev, config)
     finally:
         leftover = down_and_leftovers(dev, root)
+        shutil.rmtree(root, ignore_errors=True)
         assert not leftover, f"processes left behind: {leftover}"
 
 
