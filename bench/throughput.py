@@ -1,10 +1,13 @@
 """Throughput: raw Celery vs a Celery canvas chain vs regionmesh, one region, one run.
 
     python -m bench.throughput [--tasks 4000] [--chains 300] [--runs 2000] [--chain-runs 300] [--appendfsync always]
+                               [--lease-rounds 2]
 
 Starts its own PostgreSQL 16 + Redis (a one-region dev mesh in a temp folder)
 and, for each contender in turn, one worker with the same concurrency on the
-same broker. Prints a table and writes bench/results/throughput.json.
+same broker. Then the lease's cost: regionmesh again, with the lease check
+(rm_may_work() in every run creation, claim and completion) and with it replaced
+by a constant, alternating. Prints a table and writes bench/results/throughput.json.
 ``--appendfsync everysec`` measures the broker as it was before the durability fix (the dev mesh
 writes ``always``; see the README's durability contract).
 """
@@ -26,8 +29,9 @@ from sqlalchemy import text
 
 from bench.common import ROOT, scratch_mesh, write_json
 from regionmesh.client import submit
+from regionmesh.models import schema_sql
 from regionmesh.models.engine import make_engine
-from regionmesh.ops.devmesh import DevMesh
+from regionmesh.ops.devmesh import DATABASE, DevMesh
 from regionmesh.supervisor import spawn, terminate, wait_for
 
 REGION = "bench"
@@ -71,51 +75,73 @@ def raw_celery(broker: str, n_tasks: int, n_chains: int, concurrency: int, logdi
     return {"raw": raw, "canvas_chain": canvas}
 
 
-def _wait_runs(engine: Any, workflow: str, target: int, timeout: float) -> float:
-    def done() -> bool:
-        with engine.connect() as conn:
-            n = conn.execute(text("SELECT count(*) FROM workflow_runs WHERE workflow = :w AND status = 'succeeded'"),
-                             {"w": workflow}).scalar_one()
-        return int(n) >= target
+def _succeeded(engine: Any, workflow: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM workflow_runs WHERE workflow = :w AND status = 'succeeded'"),
+                                {"w": workflow}).scalar_one())
 
-    wait_for(done, timeout, f"{target} {workflow} runs", interval=0.02)
+
+def _wait_runs(engine: Any, workflow: str, target: int, timeout: float) -> float:
+    wait_for(lambda: _succeeded(engine, workflow) >= target, timeout, f"{target} {workflow} runs", interval=0.02)
     return time.perf_counter()
 
 
-def regionmesh_runs(dev: DevMesh, n_runs: int, n_chain_runs: int, n_latency: int, concurrency: int) -> dict[str, Any]:
+def _throughput(engine: Any, config: Any, n_runs: int, n_chain_runs: int) -> dict[str, Any]:
+    """1-step runs, then 10-step chains, each from submit to the last run finished."""
+    out: dict[str, Any] = {}
+    before = _succeeded(engine, "bench_1")
+    start = time.perf_counter()
+    for i in range(n_runs):
+        submit(f"t{i % 50}", "bench_1", {}, None, region=REGION, config=config)
+    published = time.perf_counter()
+    end = _wait_runs(engine, "bench_1", before + n_runs, 900)
+    out["one_step"] = {"runs": n_runs, "seconds": end - start, "runs_per_s": n_runs / (end - start),
+                       "steps_per_s": n_runs / (end - start), "submit_per_s": n_runs / (published - start)}
+    before = _succeeded(engine, "bench_10")
+    start = time.perf_counter()
+    for i in range(n_chain_runs):
+        submit(f"t{i % 50}", "bench_10", {}, None, region=REGION, config=config)
+    end = _wait_runs(engine, "bench_10", before + n_chain_runs, 900)
+    out["ten_step"] = {"runs": n_chain_runs, "seconds": end - start, "runs_per_s": n_chain_runs / (end - start),
+                       "steps_per_s": 10 * n_chain_runs / (end - start)}
+    return out
+
+
+def _lease_check(admin: Any, on: bool) -> None:
+    """Put rm_may_work() back as lease.sql defines it, or make it a constant true: the
+    same engine without the lease and fence check in every creation, claim and completion."""
+    with admin.begin() as conn:
+        if on:
+            schema_sql.apply(conn, "lease.sql")
+        else:
+            conn.exec_driver_sql("CREATE OR REPLACE FUNCTION rm_may_work() RETURNS boolean LANGUAGE sql VOLATILE "
+                                 "AS $$ SELECT true $$")
+
+
+def regionmesh_runs(dev: DevMesh, n_runs: int, n_chain_runs: int, n_latency: int, concurrency: int,
+                    lease_rounds: int) -> dict[str, Any]:
     config = dev.up([REGION], workers=0)
     dev.start_worker(REGION, concurrency=concurrency, extra_env={
         "REGIONMESH_WORKFLOWS": "bench.workflows", "PYTHONPATH": str(ROOT),
     })
     engine = make_engine(config.regions[REGION].database_url, region=REGION)
+    admin = make_engine(dev.admin_url(REGION, DATABASE), pool_size=1)
     out: dict[str, Any] = {}
     try:
         for i in range(20):
             submit("warm", "bench_1", {}, f"warm-{i}", region=REGION, config=config)
         _wait_runs(engine, "bench_1", 20, 60)
-        base1 = 20
-        start = time.perf_counter()
-        for i in range(n_runs):
-            submit(f"t{i % 50}", "bench_1", {}, None, region=REGION, config=config)
-        published = time.perf_counter()
-        end = _wait_runs(engine, "bench_1", base1 + n_runs, 900)
-        out["one_step"] = {"runs": n_runs, "seconds": end - start, "runs_per_s": n_runs / (end - start),
-                           "steps_per_s": n_runs / (end - start), "submit_per_s": n_runs / (published - start)}
-        start = time.perf_counter()
-        for i in range(n_chain_runs):
-            submit(f"t{i % 50}", "bench_10", {}, None, region=REGION, config=config)
-        end = _wait_runs(engine, "bench_10", n_chain_runs, 900)
-        out["ten_step"] = {"runs": n_chain_runs, "seconds": end - start, "runs_per_s": n_chain_runs / (end - start),
-                           "steps_per_s": 10 * n_chain_runs / (end - start)}
+        out |= _throughput(engine, config, n_runs, n_chain_runs)
         # Latency, paced well below saturation: submit -> run finished (same host clock).
         latencies: dict[str, list[float]] = {"bench_1": [], "bench_10": []}
         for workflow in latencies:
+            before = _succeeded(engine, workflow)
             ids = []
             for i in range(n_latency):
                 sent = time.time()
                 ids.append((submit("lat", workflow, {}, f"lat-{workflow}-{i}-{uuid.uuid4()}", region=REGION, config=config).run_id, sent))
                 time.sleep(0.02 if workflow == "bench_1" else 0.08)
-            _wait_runs(engine, workflow, (n_runs + base1 if workflow == "bench_1" else n_chain_runs) + n_latency, 300)
+            _wait_runs(engine, workflow, before + n_latency, 300)
             with engine.connect() as conn:
                 finished = dict(conn.execute(text("SELECT id, extract(epoch FROM finished_at) FROM workflow_runs WHERE tenant_id='lat' AND workflow=:w"),
                                              {"w": workflow}).all())
@@ -124,8 +150,23 @@ def regionmesh_runs(dev: DevMesh, n_runs: int, n_chain_runs: int, n_latency: int
             out[f"latency_ms_{workflow}"] = {
                 "p50": statistics.median(values), "p99": values[min(len(values) - 1, int(0.99 * len(values)))], "n": len(values),
             }
+        # The lease's cost: the same engine with and without the check, alternating (on, off, ...)
+        # so that drift of the machine falls on both alike.
+        rounds: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+        try:
+            for _ in range(lease_rounds):
+                for mode in ("on", "off"):
+                    _lease_check(admin, mode == "on")
+                    rounds[mode].append(_throughput(engine, config, n_runs, n_chain_runs))
+        finally:
+            _lease_check(admin, True)
+        if lease_rounds:
+            out["lease_cost"] = {
+                mode: {k: statistics.mean(r[k]["steps_per_s"] for r in rs) for k in ("one_step", "ten_step")}
+                for mode, rs in rounds.items()} | {"rounds": rounds}
     finally:
         engine.dispose()
+        admin.dispose()
         for w in dev.workers(REGION):
             dev.stop_worker(REGION, w["name"])
     return out
@@ -139,6 +180,8 @@ def main() -> None:
     parser.add_argument("--chain-runs", type=int, default=300)
     parser.add_argument("--latency-runs", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--lease-rounds", type=int, default=2,
+                        help="rounds of regionmesh with and without the lease check, alternating (0: skip)")
     parser.add_argument("--appendfsync", choices=("always", "everysec"), default="always",
                         help="the bench Redis's AOF fsync policy (the dev mesh's is always)")
     parser.add_argument("--out", default=None, help="default bench/results/throughput[-everysec].json")
@@ -153,7 +196,7 @@ def main() -> None:
         broker = config.regions[REGION].broker_url
         redis.Redis.from_url(broker).config_set("appendfsync", args.appendfsync)
         base = raw_celery(broker, args.tasks, args.chains, args.concurrency, root / "logs")
-        rm = regionmesh_runs(dev, args.runs, args.chain_runs, args.latency_runs, args.concurrency)
+        rm = regionmesh_runs(dev, args.runs, args.chain_runs, args.latency_runs, args.concurrency, args.lease_rounds)
     finally:
         dev.down(purge=True)
     raw_tps = base["raw"]["tasks_per_s"]
@@ -172,6 +215,12 @@ def main() -> None:
         "ten_step_steps_vs_raw": rm["ten_step"]["steps_per_s"] / raw_tps,
         "ten_step_steps_vs_canvas_tasks": rm["ten_step"]["steps_per_s"] / chain_tps,
     }
+    if "lease_cost" in rm:
+        cost = rm["lease_cost"]
+        for k, label in (("one_step", "1-step"), ("ten_step", "10-step")):
+            on, off = cost["on"][k], cost["off"][k]
+            targets[f"lease_cost_{k}"] = 1 - on / off
+            rows.append((f"lease check on/off, {label}", f"{on:,.0f} / {off:,.0f} steps/s", f"cost {1 - on / off:+.1%}"))
     width = max(len(r[0]) for r in rows)
     print(f"\nthroughput, one region, worker concurrency {args.concurrency} (prefork), same Redis broker "
           f"(appendfsync {args.appendfsync})")
@@ -179,6 +228,9 @@ def main() -> None:
         print(f"  {name:<{width}}  {a:>22}  {b:>16}")
     print(f"  regionmesh steps/s vs raw Celery: {targets['steps_vs_raw']:.0%} (target >= 50%); "
           f"10-step steps/s vs canvas tasks/s: {targets['ten_step_steps_vs_canvas_tasks']:.0%} (target >= 100%)")
+    if "lease_cost_one_step" in targets:
+        print(f"  lease cost (mean of {args.lease_rounds} alternating rounds): 1-step {targets['lease_cost_one_step']:.1%}, "
+              f"10-step {targets['lease_cost_ten_step']:.1%} (target < 5%)")
     write_json(args.out, {"args": vars(args), "baseline": base, "regionmesh": rm, "ratios": targets})
 
 

@@ -48,13 +48,22 @@ def bootstrap_cluster(
             # Role DDL takes no bind parameters: the password is quoted as a literal.
             conn.execute(text(f'{verb} ROLE "{role}" {extra} PASSWORD {_quote_literal(password)}'))
         conn.execute(text(f'GRANT pg_create_subscription TO "{app_role}"'))
+        # A failed statement of the app role (CREATE SUBSCRIPTION carries a password) is not
+        # copied into the server log as a STATEMENT: line.
+        conn.execute(text(f'ALTER ROLE "{app_role}" SET log_min_error_statement = panic'))
+    ensure_database(admin, database=database, app_role=app_role, region=region)
+
+
+def ensure_database(admin: Engine, *, database: str, app_role: str, region: str) -> bool:
+    """Create the region's database owned by the app role if it does not exist, and name its
+    region in it (``regionmesh.region``, which rm_stamp writes on every local row). ``admin``:
+    a superuser connected to another database of the cluster. Returns whether it was created."""
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         has_db = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database}).scalar()
         if not has_db:
             conn.execute(text(f'CREATE DATABASE "{database}" OWNER "{app_role}"'))
         conn.execute(text(f'ALTER DATABASE "{database}" SET regionmesh.region = {_quote_literal(region)}'))
-        # A failed statement of the app role (CREATE SUBSCRIPTION carries a password) is not
-        # copied into the server log as a STATEMENT: line.
-        conn.execute(text(f'ALTER ROLE "{app_role}" SET log_min_error_statement = panic'))
+    return not has_db
 
 
 def grant_in_database(db_admin: Engine, *, app_role: str) -> None:

@@ -5,7 +5,7 @@ the SHA-256 of the tenant id, never the id. A region finds the tenant's rows fro
 (``_tenant_ids``: the distinct tenant ids of the tables that name tenants, hashed here), so a
 region that was down erases on its return from the replicated receipt.
 
-A region erases its own copy through the delete rule's two steps (models/retention.py): one
+A region erases its own copy through the delete rule's two steps (models/deletes.py): one
 transaction tombstones every row of the tenant it holds (replicated updates under
 ``(epoch, updated_at, origin)``), the next removes those tombstones (replicated deletes that
 receivers apply only to tombstones) with the tenant's rows of the local tables (outbox, dead
@@ -23,10 +23,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from regionmesh.models import deletes
+
 HASH = "encode(sha256(convert_to({col}, 'UTF8')), 'hex')"
-# Replicated tables keyed by tenant, and a run's tables (children first: the order of removal).
-TENANT_TABLES = ("tenant_registry", "tenant_registry_history", "tenant_zones")
-RUN_TABLES = ("step_attempts", "step_tasks", "workflow_steps")
+TENANT_TABLES = tuple(table for table, _ in deletes.TENANT_ROWS)
 
 
 def _tenant_ids(conn: Connection, tenant_hash: str) -> list[str]:
@@ -53,32 +53,13 @@ def _run_ids(conn: Connection, tenants: list[str]) -> list[Any]:
 
 
 def _tombstone_txn(conn: Connection, tenants: list[str], run_ids: list[Any]) -> int:
-    n = 0
-    for table in RUN_TABLES:
-        n += conn.execute(text(f"UPDATE {table} SET deleted_at = clock_timestamp() "
-                               "WHERE run_id = ANY(:r) AND deleted_at IS NULL"), {"r": run_ids}).rowcount
-    n += conn.execute(text("UPDATE workflow_runs SET deleted_at = clock_timestamp() WHERE id = ANY(:r) "
-                           "AND deleted_at IS NULL"), {"r": run_ids}).rowcount
-    n += conn.execute(text("UPDATE run_summaries SET deleted_at = clock_timestamp() WHERE run_id = ANY(:r) "
-                           "AND deleted_at IS NULL"), {"r": run_ids}).rowcount
-    for table in TENANT_TABLES:
-        n += conn.execute(text(f"UPDATE {table} SET deleted_at = clock_timestamp() "
-                               "WHERE tenant_id = ANY(:t) AND deleted_at IS NULL"), {"t": tenants}).rowcount
-    return n
+    n = sum(deletes.tombstone_txn(conn, (*deletes.RUN_ROWS, *deletes.SUMMARY_ROWS), run_ids).values())
+    return n + sum(deletes.tombstone_txn(conn, deletes.TENANT_ROWS, tenants).values())
 
 
 def _remove_txn(conn: Connection, tenants: list[str], run_ids: list[Any]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for table in RUN_TABLES:
-        counts[table] = conn.execute(text(f"DELETE FROM {table} WHERE run_id = ANY(:r) AND deleted_at IS NOT NULL"),
-                                     {"r": run_ids}).rowcount
-    counts["workflow_runs"] = conn.execute(text(
-        "DELETE FROM workflow_runs WHERE id = ANY(:r) AND deleted_at IS NOT NULL"), {"r": run_ids}).rowcount
-    counts["run_summaries"] = conn.execute(text(
-        "DELETE FROM run_summaries WHERE run_id = ANY(:r) AND deleted_at IS NOT NULL"), {"r": run_ids}).rowcount
-    for table in TENANT_TABLES:
-        counts[table] = conn.execute(text(f"DELETE FROM {table} WHERE tenant_id = ANY(:t) AND deleted_at IS NOT NULL"),
-                                     {"t": tenants}).rowcount
+    counts = deletes.remove_txn(conn, (*deletes.RUN_ROWS, *deletes.SUMMARY_ROWS), run_ids)
+    counts |= deletes.remove_txn(conn, deletes.TENANT_ROWS, tenants)
     # Local tables: what this region kept of the tenant's messages and of conflicts on its rows.
     counts["outbox"] = conn.execute(text(
         "DELETE FROM outbox WHERE run_id = ANY(:r) OR payload->>'tenant_id' = ANY(:t)"),

@@ -274,6 +274,8 @@ def wipe_replicated_tables(engine: Engine) -> list[str]:
     other session sees it lifted). Only for rebuilding a region (``region resync``). Returns the tables."""
     with engine.begin() as conn:
         tables = replicated_tables_in_catalog(conn)
+        if not tables:  # a database not yet migrated holds none
+            return []
         for t in tables:
             conn.execute(text(f'ALTER TABLE "{t}" DISABLE TRIGGER rm_no_truncate'))
         conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables)))

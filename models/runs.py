@@ -207,21 +207,31 @@ def due_queued_tasks(engine: Engine, region: str, older_than_s: float, limit: in
     return list(rows)
 
 
-def expired_running_tasks(engine: Engine, region: str, slack_s: float, limit: int = 500) -> list[tuple[uuid.UUID, int, int]]:
-    """Running tasks past their deadline by ``slack_s``: (task id, attempt, max attempts)."""
+@dataclass(frozen=True)
+class RunningTask:
+    task_id: uuid.UUID
+    attempt: int
+    max_attempts: int
+    timeout_s: float
+    past_deadline: bool  # by the database's clock, slack included
+
+
+def running_tasks(engine: Engine, region: str, slack_s: float, limit: int = 5000) -> list[RunningTask]:
+    """The running tasks of runs owned by ``region``, each with whether the database's clock
+    says it is past its deadline by ``slack_s`` (workers/deadlines.py decides what that means)."""
     with engine.connect() as conn:
         rows = conn.execute(
             text(
-                """SELECT t.id, t.attempt, s.max_attempts
+                """SELECT t.id, t.attempt, s.max_attempts, s.timeout_s,
+                          coalesce(t.deadline_at < clock_timestamp() - make_interval(secs => :slack), false)
                      FROM step_tasks t JOIN workflow_steps s ON s.id = t.step_id
                      JOIN workflow_runs r ON r.id = t.run_id
                     WHERE t.status = 'running' AND r.status = 'running' AND r.owner_region = :region
-                      AND t.deadline_at < clock_timestamp() - make_interval(secs => :slack)
                     LIMIT :limit"""
             ),
             {"region": region, "slack": slack_s, "limit": limit},
         ).all()
-    return [(r[0], r[1], r[2]) for r in rows]
+    return [RunningTask(r[0], r[1], r[2], float(r[3]), bool(r[4])) for r in rows]
 
 
 def running_on_host(engine: Engine, region: str, host: str) -> list[tuple[uuid.UUID, int, int, str]]:

@@ -18,7 +18,8 @@ conflicts.sql   ``rm_install_conflict_triggers(table)``, the generator of the
                 replica-side conflict triggers
 triggers.sql    the stamp and conflict triggers of every replicated table
 deletes.sql     ``rm_install_delete_rules(table)``: tombstones, the replica delete
-                rule and refused TRUNCATE on every replicated table (0010)
+                rule, refused live deletes and TRUNCATE on every replicated
+                table (0010, 0016)
 residency.sql   the triggers of the zone and erasure registry tables (0012)
 payload.sql     zone stamps of payload rows and run_summaries, the metadata of
                 zoned runs that every region holds (0013)

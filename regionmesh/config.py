@@ -469,6 +469,31 @@ def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | Non
     return env.get("REGIONMESH_DATABASE_URL") or None
 
 
+# The machine's side of a dev mesh: where PostgreSQL's binaries are, which user runs the servers
+# when we are root, Flower's login. Read here like every other variable; pgbin and devmesh ask.
+ENV_PG_BIN = "REGIONMESH_PG_BIN"
+ENV_PG_USER = "REGIONMESH_PG_USER"
+ENV_FLOWER_AUTH = "REGIONMESH_FLOWER_AUTH"
+
+
+def pg_bin_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """``REGIONMESH_PG_BIN``: a PostgreSQL >= 16 bin folder to use instead of the embedded one."""
+    env = os.environ if environ is None else environ
+    return env.get(ENV_PG_BIN) or None
+
+
+def pg_user_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """``REGIONMESH_PG_USER``: the unprivileged user that runs the servers when we are root."""
+    env = os.environ if environ is None else environ
+    return env.get(ENV_PG_USER) or "postgres"
+
+
+def flower_auth_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """``REGIONMESH_FLOWER_AUTH``: Flower's basic auth as ``user:password`` (else a generated one)."""
+    env = os.environ if environ is None else environ
+    return env.get(ENV_FLOWER_AUTH) or None
+
+
 def config_path(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     return explicit or env.get(ENV_CONFIG) or DEFAULT_CONFIG_PATH

@@ -20,11 +20,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from regionmesh.config import ENV_PG_BIN, pg_bin_from_env, pg_user_from_env
 from regionmesh.errors import DevMeshError
 from regionmesh.safefs import ensure_dir, verify_dir
 
-ENV_PG_BIN = "REGIONMESH_PG_BIN"
-ENV_PG_USER = "REGIONMESH_PG_USER"
 MIN_MAJOR = 16
 SHARED_CACHE = Path("/var/tmp/regionmesh-pg")
 
@@ -78,7 +77,7 @@ def unprivileged_user() -> str | None:
     """The user servers run as, or None when we are not root."""
     if os.geteuid() != 0:
         return None
-    return os.environ.get(ENV_PG_USER, "postgres")
+    return pg_user_from_env()
 
 
 def reachable_by(user: str | None, path: Path, *, write: bool = False) -> bool:
@@ -155,7 +154,7 @@ def find_pg_bin(recorded: str | None = None) -> PgBin:
     Raises DevMeshError when none is found or ``$REGIONMESH_PG_BIN`` is too old.
     """
     user = unprivileged_user()
-    explicit = os.environ.get(ENV_PG_BIN)
+    explicit = pg_bin_from_env()
     candidates: list[tuple[str, Path]] = []
     if recorded:
         if SHARED_CACHE in Path(recorded).parents:

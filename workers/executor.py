@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from regionmesh.host import pid_alive
 from regionmesh.log import event
-from regionmesh.models import runs
+from regionmesh.models import lease, runs
 from regionmesh.workers.definitions import RetryPolicy
 from regionmesh.workers.metrics import STEP_DURATION
 from regionmesh.workers.retry import backoff_s, should_retry
@@ -189,8 +189,18 @@ def _complete(rt: Runtime, claim: runs.Claim, output: Any, *, claim_next: bool, 
     delay = 0.1
     while True:
         try:
-            return runs.complete_and_claim(rt.engine, claim.task_id, claim.attempt, output,
+            done = runs.complete_and_claim(rt.engine, claim.task_id, claim.attempt, output,
                                            region=rt.region, worker=rt.worker_id, claim_next=claim_next)
+            if done.discarded and time.monotonic() + delay < until and not lease.may_work(rt.engine):
+                # Refused for want of a lease (a keeper pass late, the database's clock stepped):
+                # the handler ran; wait for the lease to come back rather than leave the task to
+                # be re-run after its deadline. A lease that does not come back in time is the
+                # documented crash re-run (README, "Limits").
+                event(logging.WARNING, "step.complete_waits_for_lease", retry_in=round(delay, 2), **fields)
+                threading.Event().wait(delay)  # not time.sleep: libfaketime breaks clock_nanosleep
+                delay = min(delay * 2, 1.0)
+                continue
+            return done
         except DBAPIError as exc:
             transient = isinstance(exc, OperationalError) or exc.connection_invalidated
             if not transient or time.monotonic() + delay >= until:

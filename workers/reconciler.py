@@ -5,13 +5,15 @@ holding the region's advisory lock works; when its worker dies the
 connection closes, the lock frees, and another worker's thread takes over.
 It re-publishes queued tasks whose message was lost (crash between commit and
 publish, a purged queue) and re-queues running tasks whose worker is gone
-(past the deadline), failing those that used their attempts.
+(past the deadline, confirmed on its own monotonic clock: workers/deadlines.py),
+failing those that used their attempts.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ from regionmesh.host import pid_alive
 from regionmesh.log import event
 from regionmesh.models import lease, runs
 from regionmesh.names import steps_queue
+from regionmesh.workers.deadlines import DeadlineWatch
 from regionmesh.workers.executor import MIN_WORKER_LOST_TRIES
 from regionmesh.workers.runtime import Runtime
 from regionmesh.workers.singleton import SingletonLoop
@@ -40,6 +43,7 @@ class Reconciler(SingletonLoop):
         super().__init__(rt, LOCK_NAME, settings.interval_s)
         self.settings = settings
         self.extra_jobs = extra_jobs
+        self.deadlines = DeadlineWatch(settings.deadline_slack_s)
 
     def step(self) -> None:
         for job in self.extra_jobs:
@@ -58,7 +62,8 @@ class Reconciler(SingletonLoop):
         if stale:
             self.rt.publish_steps(stale)
             event(logging.WARNING, "reconciler.republished", region=self.rt.region, count=len(stale))
-        expired = runs.expired_running_tasks(self.rt.engine, self.rt.region, self.settings.deadline_slack_s)
+        running = runs.running_tasks(self.rt.engine, self.rt.region, self.settings.deadline_slack_s)
+        expired = [(t.task_id, t.attempt, t.max_attempts) for t in self.deadlines.expired(running, time.monotonic())]
         # Holders on this host whose process is gone need not wait for their deadline.
         host = socket.gethostname()
         expired += [

@@ -1,7 +1,7 @@
 -- deletes.sql: deletes and truncates of replicated tables obey the conflict rule.
 --
 -- A delete is a version of the row like any update: the one repository path
--- (models/retention.py) first sets deleted_at (a tombstone, stamped by rm_stamp
+-- (models/deletes.py) first sets deleted_at (a tombstone, stamped by rm_stamp
 -- with this region and a later updated_at), so which of a delete and a
 -- concurrent update wins is decided by (epoch, updated_at, origin_region) in
 -- every region, by the update trigger of conflicts.sql. Both orders:
@@ -17,6 +17,10 @@
 --   * rm_conflict_del (replica, BEFORE DELETE): an incoming physical delete
 --     removes only a tombstone; a live row here means a newer version won, and
 --     the delete is dropped and counted as 'delete_lost';
+--   * rm_no_live_delete (origin, BEFORE DELETE): a local delete of a live row is
+--     refused. Only a tombstone may be removed, so every delete goes through the
+--     repository path; a direct DELETE would remove the row here while every
+--     peer (rm_conflict_del) keeps it, and the regions would differ until verify;
 --   * rm_no_truncate (always, BEFORE TRUNCATE): refused in every region, apply
 --     worker included; TRUNCATE is not published (rm_pub), so it would make
 --     this region silently differ from its peers.
@@ -31,6 +35,19 @@ BEGIN
                    'so it would make this region differ from its peers until verify finds it.',
           HINT = 'remove finished runs with ''regionmesh runs prune --older-than 30d'' (deletes that replicate); '
                  'rebuild a region''s copy with ''regionmesh region resync REGION --from SEED''.';
+END $$;
+
+CREATE OR REPLACE FUNCTION rm_refuse_live_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF OLD.deleted_at IS NOT NULL THEN
+    RETURN OLD;  -- the removal of a tombstone: the repository path's second step
+  END IF;
+  RAISE EXCEPTION 'DELETE of a live row of replicated table % is refused', TG_TABLE_NAME
+    USING DETAIL = 'a delete must first be a tombstone (deleted_at, a version under the conflict rule): '
+                   'a direct DELETE removes the row here while every peer keeps it.',
+          HINT = 'delete through regionmesh (''regionmesh runs prune'', ''regionmesh tenants erase''), '
+                 'which tombstones the rows and removes them once every region holds the tombstones.',
+          ERRCODE = 'restrict_violation';
 END $$;
 
 CREATE OR REPLACE FUNCTION rm_keep_tombstone() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -77,6 +94,9 @@ BEGIN
   EXECUTE format('ALTER TABLE %I ENABLE REPLICA TRIGGER rm_conflict_del', tname);
   EXECUTE format('DROP TRIGGER IF EXISTS rm_keep_tombstone ON %I', tname);
   EXECUTE format('CREATE TRIGGER rm_keep_tombstone BEFORE UPDATE ON %I FOR EACH ROW EXECUTE FUNCTION rm_keep_tombstone()',
+                 tname);
+  EXECUTE format('DROP TRIGGER IF EXISTS rm_no_live_delete ON %I', tname);
+  EXECUTE format('CREATE TRIGGER rm_no_live_delete BEFORE DELETE ON %I FOR EACH ROW EXECUTE FUNCTION rm_refuse_live_delete()',
                  tname);
   EXECUTE format('DROP TRIGGER IF EXISTS rm_no_truncate ON %I', tname);
   EXECUTE format('CREATE TRIGGER rm_no_truncate BEFORE TRUNCATE ON %I FOR EACH STATEMENT EXECUTE FUNCTION rm_refuse_truncate()',

@@ -36,7 +36,6 @@ from regionmesh.replication.erasure import erase as erase_tenant
 from regionmesh.replication.erasure import reenable as erasure_reenable
 from regionmesh.replication.erasure import status as erasure_status
 from regionmesh.replication.join import add_region
-from regionmesh.replication.resync import resync
 from regionmesh.replication.retention import prune
 from regionmesh.replication.setup import setup
 from regionmesh.replication.status import acknowledge, mesh_status
@@ -410,7 +409,11 @@ def region_resync(ctx: Context, name: str, seed: str, admin_url_env: str | None,
         if not admin_url_env or not os.environ.get(admin_url_env):
             raise click.UsageError("--no-dev needs --admin-url-env naming a set environment variable")
         admin_url = os.environ[admin_url_env]
-    report = resync(ctx.config, name, seed=seed, admin_url=admin_url)
+    _needs("server")  # imported here: an optional extra (alembic, for a database that is gone)
+    from regionmesh.ops.rebuild import rebuild
+
+    report = rebuild(ctx.config, name, seed=seed, admin_url=admin_url,
+                     say=lambda line: console.print(line, highlight=False))
     console.print(f"region {report.region} rebuilt from {report.seed}: dropped {', '.join(report.dropped) or 'nothing'}; "
                   f"{report.rows_copied} rows copied in {report.seconds:.1f}s. Check with 'regionmesh verify'.")
 
@@ -900,7 +903,7 @@ def runs_prune(ctx: Context, older_than: str, timeout: float) -> None:
 
 
 @cli.command("submit-batch")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=__import__("pathlib").Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--region", "to_region", default=None, help="Region whose broker receives them (default: local).")
 @click.option("--wait", "wait_s", type=float, default=0, help="Then wait up to this many seconds for the runs to finish.")
 @pass_ctx

@@ -30,7 +30,7 @@ from urllib.parse import quote
 import psutil
 import redis
 
-from regionmesh.config import REGION_NAME_RE, MeshConfig, load_config
+from regionmesh.config import REGION_NAME_RE, MeshConfig, flower_auth_from_env, load_config
 from regionmesh.errors import DevMeshError
 from regionmesh.host import pid_alive, pid_exists
 from regionmesh.models.admin import (
@@ -572,7 +572,7 @@ class DevMesh:
     def start_flower(self, region: str) -> dict[str, Any]:
         """Start Flower for ``region`` on a free port, with basic auth (user ``admin``,
         password in ``secrets/flower``, or ``$REGIONMESH_FLOWER_AUTH`` as ``user:password``)."""
-        auth = os.environ.get("REGIONMESH_FLOWER_AUTH") or f"admin:{self._secret('flower')}"
+        auth = flower_auth_from_env() or f"admin:{self._secret('flower')}"
         return self._start_service(
             region, "flower",
             lambda port: [sys.executable, "-m", "celery", "-A", "regionmesh.workers.app", "flower", f"--port={port}",

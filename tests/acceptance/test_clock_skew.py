@@ -57,15 +57,16 @@ class World:
         self.engines: dict[str, Engine] = {r: make_engine(self.config.regions[r].database_url, region=r)
                                            for r in REGIONS}
 
-    def restart_pg_skewed(self, region: str, *, running: bool = True) -> None:
+    def restart_pg_skewed(self, region: str, *, running: bool = True, env: dict[str, str] | None = None) -> None:
         """(Re)start ``region``'s PostgreSQL with its clock skewed (pg_ctl passes our environment on;
-        Redis, started by the same call, must not get libfaketime: it starts it unskewed first)."""
+        Redis, started by the same call, must not get libfaketime: it starts it unskewed first).
+        ``env``: libfaketime's settings instead of the region's fixed skew."""
         if not running:
             self.dev.up()
         self.dev.stop_pg(region)
         saved = {k: os.environ.get(k) for k in ("LD_PRELOAD", "FAKETIME", "FAKETIME_NO_CACHE",
-                                                "FAKETIME_DONT_FAKE_MONOTONIC")}
-        os.environ.update(skewed(region))
+                                                "FAKETIME_DONT_FAKE_MONOTONIC", "FAKETIME_TIMESTAMP_FILE")}
+        os.environ.update(skewed(region) if env is None else env)
         try:
             self.dev.up()
         finally:
@@ -156,3 +157,33 @@ def test_failover_of_a_region_ahead_waits_its_lease_and_restore_brings_it_back(w
                    resolve_home=False).run_id
     wait_until(lambda: world.all_succeeded(victim, [again]), 60, "new runs of its tenant at home again")
     wait_until(lambda: verify(world.config, timeout=30).identical, 90, "verify to report 0 differences")
+
+
+def test_a_forward_step_of_a_database_clock_reruns_no_running_step(world: World) -> None:
+    """eu-west's PostgreSQL clock steps 120 s forward while a step runs (an NTP step, a resumed VM):
+    every deadline written before the step now reads as long past, and the lease's end, kept in
+    that clock, as over. Neither may run the step again: the reconciler confirms a deadline on its
+    own monotonic clock, and a completion refused for want of the lease waits for it."""
+    region = "eu-west"
+    clock = world.dev.root / "eu-west.faketime"
+    clock.write_text("+0\n")
+    os.chmod(clock, 0o644)
+    world.restart_pg_skewed(region, env={"LD_PRELOAD": libfaketime(), "FAKETIME_TIMESTAMP_FILE": str(clock),
+                                         "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    try:
+        assert abs(world.db_clock(region) - time.time()) < 5
+        wait_until(lambda: all(s.held for s in lease_status(world.config)), 60, "every region to hold its lease")
+        tenant = next(t for i in range(5000) if home_by_hash(t := f"jump-{i}", REGIONS) == region)
+        run = submit(tenant, "t_ledger", {"sleep": {"a": 8.0}}, f"k-{uuid.uuid4()}", region=region,
+                     config=world.config, resolve_home=False).run_id
+        started = lambda: [e for e in ledger.read(world.ledger_dir) if e["run"] == str(run) and e["phase"] == "start"]  # noqa: E731
+        wait_until(lambda: len(started()) == 1, 30, "step a to start")
+        clock.write_text("+120\n")
+        assert world.db_clock(region) - time.time() > 100, "the step took effect"
+        wait_until(lambda: world.all_succeeded(region, [run]), 90, "the run to finish")
+    finally:
+        clock.write_text("+0\n")
+    effects = {k: es for k, es in ledger.effects(world.ledger_dir).items() if k[0] == str(run)}
+    assert sorted(k[1] for k in effects) == ["a", "b", "c", "d"]
+    assert all(len(es) == 1 for es in effects.values()), effects
+    assert len(started()) == 4, started()  # no step was started a second time

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine, text
 
 from bench.campaign_checker import scan_pg_logs
@@ -22,11 +23,11 @@ from regionmesh.models import replication as repl
 from regionmesh.models import retention
 from regionmesh.models.engine import make_engine
 from regionmesh.names import PUBLICATION, subscription_name
+from regionmesh.ops.cli import cli
 from regionmesh.ops.devmesh import DATABASE, DevMesh
 from regionmesh.ops.migrate import head, plan, upgrade_live
-from regionmesh.replication.resync import resync
-from regionmesh.replication.retention import prune
-from regionmesh.replication.setup import setup
+from regionmesh.ops.rebuild import rebuild
+from regionmesh.replication.setup import conninfo, setup
 from regionmesh.replication.status import mesh_status
 from regionmesh.replication.verify import COMPARED_TABLES, verify
 from tests.conftest import down_and_leftovers, make_mesh_dir
@@ -78,6 +79,13 @@ def apply_errors_in_logs(dev: DevMesh, since: dict[str, int]) -> list[str]:
 
 def log_offsets(dev: DevMesh) -> dict[str, int]:
     return {log.name: log.stat().st_size for log in (dev.root / "logs").glob("pg-*.log")}
+
+
+def regionmesh_cli(ops: Ops, *args: str) -> str:
+    """Run one ``regionmesh`` command against the mesh's file, in this process; its output."""
+    result = CliRunner().invoke(cli, ["--config", str(ops.dev.mesh_file), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 def scalar(engine: Engine, sql: str, **params: Any) -> Any:
@@ -220,24 +228,49 @@ def test_delete_and_update_follow_the_rule_in_both_orders(ops: Ops, order: str) 
     assert verify(ops.config, timeout=60).identical
 
 
-def test_a_physical_delete_does_not_remove_a_newer_live_row(ops: Ops) -> None:
+def test_a_delete_that_skips_the_tombstone_is_refused_in_every_region(ops: Ops) -> None:
+    tag = uuid.uuid4().hex[:8]
+    load_finished_runs(ops.engines["us-east"], 1, tag, days_ago=500)
+    run_id = scalar(ops.engines["us-east"], "SELECT md5(:t || 1)::uuid::text", t=tag)
+    wait_until(lambda: all(_run_state(e, run_id) for e in ops.engines.values()), 30, "the run everywhere")
+    for region, engine in ops.engines.items():
+        with pytest.raises(Exception, match="DELETE of a live row of replicated table workflow_runs is refused") as err:
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM workflow_runs WHERE id = :r"), {"r": run_id})
+        assert "regionmesh runs prune" in str(err.value), region  # the hint names the path to use
+    assert all(_run_state(e, run_id) == ("succeeded", False) for e in ops.engines.values())
+
+
+def test_a_replicated_delete_does_not_remove_a_newer_live_row(ops: Ops) -> None:
     a, b = ops.engines["us-east"], ops.engines["eu-west"]
     tag = uuid.uuid4().hex[:8]
     load_finished_runs(a, 1, tag, days_ago=500)
     run_id = scalar(a, "SELECT md5(:t || 1)::uuid::text", t=tag)
-    wait_until(lambda: all(_run_state(e, run_id) for e in ops.engines.values()), 30, "the run everywhere")
+    wait_until(lambda: all(_run_state(e, run_id) == ("succeeded", False) for e in ops.engines.values()), 30,
+               "the run everywhere")
     before = scalar(a, "SELECT count(*) FROM replication_conflicts WHERE kind = 'delete_lost'")
-    with b.begin() as conn:  # a delete that skips the tombstone (not the repository path)
-        conn.execute(text("DELETE FROM workflow_runs WHERE id = :r"), {"r": run_id})
+    _hold_links(ops, "us-east", "eu-west", False)
+    try:
+        # eu-west deletes through the one path without waiting for its peers (as erasure does),
+        # while us-east, not hearing it, writes a newer version of the run.
+        ids, _ = retention.tombstone_finished_runs(b, 499 * 86400, 10)
+        assert uuid.UUID(run_id) in ids
+        time.sleep(0.01)  # us-east's version is later (one clock: one host)
+        with a.begin() as conn:
+            conn.execute(text("UPDATE workflow_runs SET status = 'cancelled' WHERE id = :r"), {"r": run_id})
+        assert retention.purge_tombstones(b, ids, 3600)["workflow_runs"] == 1
+    finally:
+        _hold_links(ops, "us-east", "eu-west", True)
+    # us-east drops the stale tombstone (a lower version) and keeps its newer live row.
     wait_until(lambda: scalar(a, "SELECT count(*) FROM replication_conflicts WHERE kind = 'delete_lost'") > before,
-               30, "us-east to refuse a delete of a live row")
-    assert _run_state(a, run_id) == ("succeeded", False)
-    # Repair through the one delete path: us-east's tombstone, then its removal, converge everywhere.
+               30, "us-east to refuse the delete of its newer live row")
+    assert _run_state(a, run_id) == ("cancelled", False)
+    # us-east deletes its version through the same path: every region converges on no row.
     ids, _ = retention.tombstone_finished_runs(a, 499 * 86400, 10)
     assert uuid.UUID(run_id) in ids
-    wait_until(lambda: _run_state(ops.engines["ap-south"], run_id) == ("succeeded", True), 30, "the tombstone")
     retention.purge_tombstones(a, ids, 3600)
     wait_until(lambda: all(_run_state(e, run_id) is None for e in ops.engines.values()), 30, "removal everywhere")
+    wait_until(lambda: streaming(ops.config), 60, "every link streaming")
     assert verify(ops.config, timeout=60).identical
 
 
@@ -268,9 +301,12 @@ def test_prune_under_load_removes_old_finished_runs_everywhere(ops: Ops) -> None
     load_finished_runs(ops.engines["ap-south"], 500, tag + "new", days_ago=10)
     wait_until(lambda: all(scalar(e, "SELECT count(*) FROM workflow_runs WHERE tenant_id LIKE :t", t=f"tenant-{tag}%") == 3500
                            for e in ops.engines.values()), 60, "the runs everywhere")
-    with Writers(ops):
-        report = prune(ops.config, "us-east", 30 * 86400, timeout=120)
-    assert report.runs >= 3000 and report.removed["workflow_runs"] >= 3000 and report.removed["step_attempts"] >= 3000
+    with Writers(ops):  # the operator's command, as the runbook gives it
+        out = regionmesh_cli(ops, "--region", "us-east", "runs", "prune", "--older-than", "30d", "--timeout", "120")
+    pruned = re.search(r"pruned (\d+) runs from us-east", out)
+    removed = {t: int(n) for t, n in re.findall(r"(\w+) (\d+)", out.split("removed:", 1)[-1])}
+    assert pruned and int(pruned[1]) >= 3000, out
+    assert removed.get("workflow_runs", 0) >= 3000 and removed.get("step_attempts", 0) >= 3000, out
     wait_until(lambda: streaming(ops.config), 60, "every link streaming")
     result = verify(ops.config, timeout=60)
     assert result.identical, {t: list(d)[:5] for t, d in result.differences.items() if d}
@@ -314,27 +350,42 @@ def test_resync_after_a_lost_slot_under_write_load(ops: Ops) -> None:
         e.dispose()
     links, _ = mesh_status(ops.config, error_window_s=3)
     assert any(link.subscription == lost and link.problem and "slot lost" in link.problem for link in links)
-    with Writers(ops, ("us-east", "ap-south")):
-        report = resync(ops.config, "eu-west", seed="ap-south", admin_url=ops.dev.admin_url("eu-west", DATABASE))
-    print(f"resync after a lost slot: {report.rows_copied} rows in {report.seconds:.1f}s")
-    assert lost in report.dropped
+    with Writers(ops, ("us-east", "ap-south")):  # the operator's command, as the runbook gives it
+        out = regionmesh_cli(ops, "region", "resync", "eu-west", "--from", "ap-south", "--dir", str(ops.dev.root))
+    print(f"resync after a lost slot: {out}")
+    assert re.search(rf"dropped .*{lost}.* rows copied", out), out
     wait_until(lambda: streaming(ops.config), 60, "every link streaming after the resync")
     result = verify(ops.config, timeout=60)
     assert result.identical, {t: list(d)[:5] for t, d in result.differences.items() if d}
 
 
-def test_resync_after_wiped_tables_under_write_load(ops: Ops) -> None:
+def test_resync_after_the_database_is_dropped_under_write_load(ops: Ops) -> None:
     load_finished_runs(ops.engines["us-east"], 20000, uuid.uuid4().hex[:8], days_ago=1)
-    repl.wipe_replicated_tables(ops.engines["eu-west"])
-    assert scalar(ops.engines["eu-west"], "SELECT count(*) FROM workflow_runs") == 0
+    # eu-west's database is lost: PostgreSQL drops a database only without subscriptions in it and
+    # slots of it, so the links go first (the peers' from eu-west stay, paused, as after a crash).
+    for peer in ("us-east", "ap-south"):
+        repl.set_subscription_enabled(ops.engines[peer], subscription_name(peer, "eu-west"), False)
+        repl.wait_worker_stopped(ops.engines[peer], subscription_name(peer, "eu-west"))
+        repl.drop_subscription(ops.engines["eu-west"], subscription_name("eu-west", peer))
+        repl.drop_slot_if_exists(conninfo(ops.config, "eu-west"), subscription_name(peer, "eu-west"))
+    ops.engines["eu-west"].dispose()
+    server = make_engine(ops.dev.admin_url("eu-west"), pool_size=1)
+    with server.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE "{DATABASE}" WITH (FORCE)'))
+    server.dispose()
     with Writers(ops, ("us-east", "ap-south")):
-        report = resync(ops.config, "eu-west", seed="us-east", admin_url=ops.dev.admin_url("eu-west", DATABASE))
+        report = rebuild(ops.config, "eu-west", seed="us-east", admin_url=ops.dev.admin_url("eu-west", DATABASE))
     runs = scalar(ops.engines["us-east"], "SELECT count(*) FROM workflow_runs")
-    print(f"resync after wiped tables: {runs} runs, {report.rows_copied} rows in {report.seconds:.1f}s")
+    print(f"resync after a dropped database: {runs} runs, {report.rows_copied} rows in {report.seconds:.1f}s")
     wait_until(lambda: streaming(ops.config), 60, "every link streaming after the resync")
     result = verify(ops.config, timeout=60)
     assert result.identical, {t: list(d)[:5] for t, d in result.differences.items() if d}
     assert result.rows["workflow_runs"]["eu-west"] == runs >= 20000
+    # The new database is eu-west's: its own writes carry its name and replicate.
+    with ops.engines["eu-west"].begin() as conn:
+        conn.execute(text("INSERT INTO tenant_registry (tenant_id, home_region, reason) VALUES ('after-rebuild', 'eu-west', 'pin')"))
+    wait_until(lambda: scalar(ops.engines["ap-south"], "SELECT origin_region FROM tenant_registry WHERE tenant_id = 'after-rebuild'")
+               == "eu-west", 30, "eu-west's first write after the rebuild in ap-south")
 
 
 # -- a schema change on the running mesh (last: it leaves a throwaway revision at head) --------------

@@ -54,6 +54,7 @@ def test_head_has_the_functions_the_files_define_and_the_triggers_of_every_repli
     expected_triggers = {(t, name): enabled for t in tables
                          for name, enabled in (("rm_stamp", "O"), ("rm_conflict_ins", "R"), ("rm_conflict_upd", "R"),
                                                ("rm_conflict_del", "R"), ("rm_keep_tombstone", "O"),
+                                               ("rm_no_live_delete", "O"),
                                                ("rm_no_truncate", "A"))}
     # payload.sql: zone stamps and the summaries of zoned runs, on the payload tables (local writes only).
     expected_triggers |= {(t, name): "O" for t in ("workflow_runs", "workflow_steps", "step_tasks")

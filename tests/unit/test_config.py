@@ -137,3 +137,22 @@ def test_cli_exits_2_with_one_clear_line(tmp_path: Path, monkeypatch: pytest.Mon
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "RM_MISSING is not set" in err and "regions.us-east.database_password" in err
+
+
+def test_default_region_is_the_local_one_unless_another_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace('replication_user = "rm_replicator"',
+                                         'replication_user = "rm_replicator"\ndefault_region = "eu-west"'))
+    assert load_config(path, environ=ENV).local.name == "eu-west"  # no export needed (a dev mesh's file)
+    assert load_config(path, environ=ENV | {"REGIONMESH_REGION": "us-east"}).local.name == "us-east"
+    assert load_config(path, region="us-east", environ=ENV | {"REGIONMESH_REGION": "eu-west"}).local.name == "us-east"
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, GOOD.replace('name = "prod"', 'name = "prod"\ndefault_region = "mars"')), environ=ENV)
+    assert info.value.key == "mesh.default_region"
+
+
+def test_no_local_region_error_names_every_fix(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, GOOD), environ=ENV)
+    with pytest.raises(ConfigError) as info:
+        _ = cfg.local
+    text = f"{info.value.problem} {info.value.fix}"
+    assert "--region" in text and "REGIONMESH_REGION" in text and "default_region" in text

