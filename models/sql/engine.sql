@@ -29,6 +29,11 @@ BEGIN
   UPDATE workflow_steps SET status = 'cancelled' WHERE run_id = v_run AND status = 'queued';
 END $$;
 
+-- Start a released step: its task(s), queued. A task row of the same key from an older
+-- epoch is void and is replaced: it is the old owner's, arrived by replication after this
+-- region adopted the run (adopt_runs moved every row it held to the new epoch, not rows
+-- still on their way), and left alone it could never be claimed (claims need the run's
+-- epoch) nor be released again: the run would wait forever.
 CREATE OR REPLACE FUNCTION rm_start_step(p_step uuid) RETURNS SETOF uuid LANGUAGE plpgsql AS $$
 DECLARE
   s workflow_steps%ROWTYPE;
@@ -54,7 +59,14 @@ BEGIN
       INSERT INTO step_tasks (id, run_id, step_id, step_key, idx, idempotency_key, status, input, queued_at, epoch)
       VALUES (md5(s.run_id::text || ':' || s.step_key)::uuid, s.run_id, s.id, s.step_key, NULL,
               s.run_id::text || ':' || s.step_key, 'queued', payload, clock_timestamp(), s.epoch)
-      ON CONFLICT (idempotency_key) DO NOTHING
+      ON CONFLICT (idempotency_key) DO UPDATE SET
+             status = 'queued', input = EXCLUDED.input, queued_at = EXCLUDED.queued_at, epoch = EXCLUDED.epoch,
+             worker = NULL, deadline_at = NULL, not_before = NULL, output = NULL, finished_at = NULL,
+             -- the attempt lost with the old epoch's owner is not the step's failure (as adopt_runs)
+             attempt = CASE WHEN step_tasks.status = 'running' THEN greatest(step_tasks.attempt - 1, 0)
+                            ELSE step_tasks.attempt END,
+             error = format('a task of epoch %s replaced by this epoch''s release', step_tasks.epoch)
+       WHERE step_tasks.epoch < EXCLUDED.epoch
       RETURNING id;
     RETURN;
   END IF;
@@ -79,7 +91,13 @@ BEGIN
            (e.ord - 1)::int, s.run_id::text || ':' || s.step_key || ':' || (e.ord - 1), 'queued', e.value,
            clock_timestamp(), s.epoch
       FROM jsonb_array_elements(items) WITH ORDINALITY AS e(value, ord)
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ON CONFLICT (idempotency_key) DO UPDATE SET
+           status = 'queued', input = EXCLUDED.input, queued_at = EXCLUDED.queued_at, epoch = EXCLUDED.epoch,
+           worker = NULL, deadline_at = NULL, not_before = NULL, output = NULL, finished_at = NULL,
+           attempt = CASE WHEN step_tasks.status = 'running' THEN greatest(step_tasks.attempt - 1, 0)
+                          ELSE step_tasks.attempt END,
+           error = format('a task of epoch %s replaced by this epoch''s release', step_tasks.epoch)
+     WHERE step_tasks.epoch < EXCLUDED.epoch
     RETURNING id;
 END $$;
 

@@ -6,7 +6,7 @@ injected monotonic clock."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -46,7 +46,7 @@ class FakeRepo:
         self.grants[(holder, grantor)] = (seq, state)
 
     def db_now(self, _engine: Any) -> datetime:
-        return datetime(2026, 1, 1, tzinfo=timezone.utc)
+        return datetime(2026, 1, 1, tzinfo=UTC)
 
     def publish_lease(self, _engine: Any, held_until: datetime | None, granted_by: list[str], reason: str | None) -> None:
         self.published.append((held_until, granted_by, reason))
