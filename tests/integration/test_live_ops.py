@@ -85,7 +85,7 @@ def regionmesh_cli(ops: Ops, *args: str) -> str:
     """Run one ``regionmesh`` command against the mesh's file, in this process; its output."""
     result = CliRunner().invoke(cli, ["--config", str(ops.dev.mesh_file), *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return result.output
+    return " ".join(result.output.split())  # rich wraps long lines
 
 
 def scalar(engine: Engine, sql: str, **params: Any) -> Any:
@@ -258,7 +258,8 @@ def test_a_replicated_delete_does_not_remove_a_newer_live_row(ops: Ops) -> None:
         time.sleep(0.01)  # us-east's version is later (one clock: one host)
         with a.begin() as conn:
             conn.execute(text("UPDATE workflow_runs SET status = 'cancelled' WHERE id = :r"), {"r": run_id})
-        assert retention.purge_tombstones(b, ids, 3600)["workflow_runs"] == 1
+        retention.purge_tombstones(b, ids, 3600)
+        assert _run_state(b, run_id) is None
     finally:
         _hold_links(ops, "us-east", "eu-west", True)
     # us-east drops the stale tombstone (a lower version) and keeps its newer live row.
@@ -353,7 +354,7 @@ def test_resync_after_a_lost_slot_under_write_load(ops: Ops) -> None:
     with Writers(ops, ("us-east", "ap-south")):  # the operator's command, as the runbook gives it
         out = regionmesh_cli(ops, "region", "resync", "eu-west", "--from", "ap-south", "--dir", str(ops.dev.root))
     print(f"resync after a lost slot: {out}")
-    assert re.search(rf"dropped .*{lost}.* rows copied", out), out
+    assert re.search(rf"dropped .*{lost}.* rows copied", " ".join(out.split())), out
     wait_until(lambda: streaming(ops.config), 60, "every link streaming after the resync")
     result = verify(ops.config, timeout=60)
     assert result.identical, {t: list(d)[:5] for t, d in result.differences.items() if d}
