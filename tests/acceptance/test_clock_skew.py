@@ -20,7 +20,7 @@ from regionmesh.client import submit
 from regionmesh.config import MeshConfig, load_config
 from regionmesh.models.engine import make_engine
 from regionmesh.ops.devmesh import DevMesh
-from regionmesh.ops.failover import failover, lease_status, restore
+from regionmesh.ops.failover import failover, fence, lease_status, restore, unfence
 from regionmesh.replication.verify import verify
 from regionmesh.routing.hashing import home_by_hash
 from tests.conftest import down_and_leftovers, make_mesh_dir
@@ -187,3 +187,33 @@ def test_a_forward_step_of_a_database_clock_reruns_no_running_step(world: World)
     assert sorted(k[1] for k in effects) == ["a", "b", "c", "d"]
     assert all(len(es) == 1 for es in effects.values()), effects
     assert len(started()) == 4, started()  # no step was started a second time
+
+
+def test_a_step_that_ends_while_its_region_holds_no_lease_completes_once_the_lease_is_back(world: World) -> None:
+    """A lease gap shorter than the step's deadline (here an operator's fence, lifted while the
+    step still runs): the completion is refused while it lasts, and the worker waits for the lease
+    instead of leaving the task to be re-run after its deadline."""
+    region = "eu-west"
+    wait_until(lambda: all(s.held for s in lease_status(world.config)), 60, "every region to hold its lease")
+    tenant = next(t for i in range(5000) if home_by_hash(t := f"gap-{i}", REGIONS) == region)
+    run = submit(tenant, "t_ledger", {"sleep": {"a": 3.0}}, f"k-{uuid.uuid4()}", region=region,
+                 config=world.config, resolve_home=False).run_id
+
+    def phases(phase: str) -> list[dict[str, object]]:
+        return [e for e in ledger.read(world.ledger_dir) if e["run"] == str(run) and e["phase"] == phase]
+
+    wait_until(lambda: len(phases("start")) == 1, 30, "step a to start")
+    assert fence(world.config, region, "test: a lease gap")
+    try:
+        wait_until(lambda: len(phases("effect")) == 1, 30, "step a's effect (its completion is refused now)")
+        time.sleep(1.0)  # the refused completion is retried meanwhile; nothing else may happen to the task
+        with world.engines[region].connect() as conn:
+            status = conn.execute(text("SELECT status FROM step_tasks WHERE run_id = :r AND step_key = 'a'"),
+                                  {"r": run}).scalar_one()
+        assert status == "running"
+    finally:
+        assert unfence(world.config, region)
+    wait_until(lambda: world.all_succeeded(region, [run]), 60, "the run to finish once the lease is back")
+    effects = {k: es for k, es in ledger.effects(world.ledger_dir).items() if k[0] == str(run)}
+    assert sorted(k[1] for k in effects) == ["a", "b", "c", "d"] and all(len(es) == 1 for es in effects.values())
+    assert len(phases("start")) == 4
