@@ -1,7 +1,8 @@
 """Clock skew: one region's PostgreSQL and workers run 30 s ahead, another's 30 s behind (Debian's
 libfaketime preloaded into both), the third on time. Nothing compares two machines' clocks, so
 leases are held, deadlines do not fire early, failover waits the right time, restore behaves, and
-every step takes effect once (external ledger)."""
+every step takes effect once (external ledger). Then a database clock that steps 120 s forward
+mid-step, and a lease gap shorter than a step's deadline: neither runs a step twice."""
 
 from __future__ import annotations
 
