@@ -201,6 +201,8 @@ def upgrade_live(
     subs = {n: [s["subname"] for s in repl.subscriptions(e)] for n, e in engines.items()}
     paused_at: float | None = None
     if any(todo.values()) and any(subs.values()):
+        say(f"pausing apply on {sum(len(v) for v in subs.values())} subscriptions until every region's DDL "
+            "committed (about 0.3 s for a column and a table); local writes go on, changes wait in the slots")
         paused_at = time.monotonic()
         for n in names:
             for sub in subs[n]:

@@ -458,6 +458,7 @@ def test_migrate_adds_a_column_and_a_table_under_write_load_within_the_announced
         watcher.join()
     print("\n".join(lines))
     assert report.paused_s is not None and any("apply was paused for" in line for line in lines)
+    assert lines[0].startswith("pausing apply on "), lines  # announced before it starts
     print(f"migrate paused apply for {report.paused_s:.2f}s; longest link down {max(worst.values()):.2f}s")
     assert set(worst) == {s for s in errors_before}, "every link was paused"
     assert max(worst.values()) <= report.paused_s + 2.0, (worst, report.paused_s)

@@ -5,6 +5,12 @@ generated; a migration that changes a replicated table's columns without regener
 it (``repl.regenerate_replica_triggers``) leaves a function that fails every
 replicated insert ("INSERT has more expressions than target columns") and stalls the
 link. This test walks the history one revision at a time and fails at such a revision.
+
+It also holds every revision to expand-only on replicated tables: ``regionmesh migrate``
+upgrades a live mesh region by region, and a region that already dropped a column fails on
+every row a peer still sends with it ("missing replicated column"). A removal needs a
+procedure of its own (README, "Upgrades"); a revision that drops a replicated column or
+table fails here.
 """
 
 from __future__ import annotations
@@ -35,17 +41,39 @@ def stale_conflict_functions(conn: Connection) -> dict[str, tuple[list[str], lis
     return out
 
 
+def replicated_columns(conn: Connection) -> dict[str, set[str]]:
+    return {table: set(conn.execute(text(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) AND attnum > 0 "
+        "AND NOT attisdropped"), {"t": table}).scalars()) for table in repl.replicated_tables_in_catalog(conn)}
+
+
+def removed(before: dict[str, set[str]], after: dict[str, set[str]]) -> list[str]:
+    """Replicated tables, and columns of replicated tables, in ``before`` and not in ``after``."""
+    return [t if t not in after else f"{t}.{c}" for t in before for c in ([""] if t not in after else before[t] - after[t])]
+
+
 def test_every_revision_leaves_the_conflict_functions_matching_the_columns(new_database: Callable[[str], Engine]) -> None:
     engine = new_database("rm_replica_triggers")
     cfg = alembic_config(engine)
     revisions = [r.revision for r in reversed(list(script().walk_revisions()))]
     checked = 0
+    before: dict[str, set[str]] = {}
     for rev in revisions:
         command.upgrade(cfg, rev)
         with engine.connect() as conn:
             assert stale_conflict_functions(conn) == {}, f"revision {rev} changed a replicated table without regenerating"
             checked += bool(repl.replicated_tables_in_catalog(conn))
+            after = replicated_columns(conn)
+        assert removed(before, after) == [], f"revision {rev} removes from replicated tables: not on a live mesh"
+        before = after
     assert checked >= 2  # from 0004 (the first conflict triggers) on
+
+
+def test_the_check_sees_a_replicated_column_or_table_removed() -> None:
+    before = {"tenant_registry": {"tenant_id", "note"}, "regions": {"name"}}
+    assert removed(before, {"tenant_registry": {"tenant_id", "note", "new"}, "regions": {"name"}}) == []
+    assert removed(before, {"tenant_registry": {"tenant_id"}, "regions": {"name"}}) == ["tenant_registry.note"]
+    assert removed(before, {"tenant_registry": {"tenant_id", "note"}}) == ["regions"]
 
 
 def test_the_check_sees_a_column_added_without_regenerating(new_database: Callable[[str], Engine]) -> None:
