@@ -41,6 +41,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import redis
 from celery import Celery
 from kombu.transport import redis as kombu_redis
 
@@ -197,3 +198,19 @@ def waiting_step_tasks(app: Celery, queue: str) -> set[str]:
         if kwargs and isinstance(kwargs.get("task_id"), str):
             found.add(kwargs["task_id"])
     return found
+
+
+class QueueGauge:
+    """What a region's metrics read of its Redis: the length of each queue's list and of the
+    ``unacked`` hash (the key layout above), over one client with short timeouts."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.client = redis.Redis.from_url(broker_url, socket_timeout=3, socket_connect_timeout=3)
+
+    def depths(self, queues: list[str]) -> dict[str, int]:
+        """Messages waiting per queue. Raises redis' error if the broker does not answer."""
+        return {q: int(self.client.llen(q)) for q in queues}
+
+    def unacked(self) -> int:
+        """Messages delivered to workers and not yet acknowledged."""
+        return int(self.client.hlen("unacked"))

@@ -12,11 +12,11 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import redis
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from regionmesh.broker import QueueGauge
 from regionmesh.config import MeshConfig
 from regionmesh.models import lease as lease_repo
 from regionmesh.models import outbox
@@ -31,7 +31,7 @@ class RegionCollector:
         self.config = config
         self.region = config.local.name
         self.engine = engine_for(config, self.region)
-        self.redis = redis.Redis.from_url(config.local.broker_url, socket_timeout=3, socket_connect_timeout=3)
+        self.queues = QueueGauge(config.local.broker_url)
 
     def describe(self) -> list[Metric]:
         return []
@@ -101,10 +101,10 @@ class RegionCollector:
 
     def _queues(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("regionmesh_queue_depth", "Messages waiting in the region's queues.", labels=["queue"])
-        for q in (submit_queue(self.region), steps_queue(self.region)):
-            depth.add_metric([q], float(self.redis.llen(q)))
+        for q, n in self.queues.depths([submit_queue(self.region), steps_queue(self.region)]).items():
+            depth.add_metric([q], float(n))
         yield depth
-        unacked = self.redis.hlen("unacked")
+        unacked = self.queues.unacked()
         yield GaugeMetricFamily("regionmesh_queue_unacked", "Messages delivered to workers, not yet acknowledged.", value=unacked)
 
 

@@ -32,7 +32,8 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib.resources import as_file, files
+from importlib.resources import files
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
@@ -50,9 +51,15 @@ from regionmesh.replication import publications
 
 
 def script_location() -> str:
-    """The migrations folder as shipped inside the package (a wheel or an editable install)."""
-    with as_file(files("regionmesh.migrations")) as path:
-        return str(path)
+    """The migrations folder as shipped inside the package (a wheel or an editable install).
+
+    Alembic reads revisions from a folder, so the package must be installed unpacked (pip always
+    does). Raises MigrationError otherwise."""
+    root = files("regionmesh.migrations")
+    if not isinstance(root, Path):
+        raise MigrationError(f"regionmesh's migrations are not in a folder ({root!r}: a zipped install?); "
+                             "install the wheel with pip")
+    return str(root)
 
 
 def alembic_config(engine: Engine | None = None, extra_versions: Sequence[str] = ()) -> Config:
