@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, text
 
 from bench.campaign_checker import scan_pg_logs
+from bench.resync import load_finished_runs, lose_database
 from regionmesh.config import MeshConfig
 from regionmesh.models import replication as repl
 from regionmesh.models import retention
@@ -27,7 +28,7 @@ from regionmesh.ops.cli import cli
 from regionmesh.ops.devmesh import DATABASE, DevMesh
 from regionmesh.ops.migrate import head, plan, upgrade_live
 from regionmesh.ops.rebuild import rebuild
-from regionmesh.replication.setup import conninfo, setup
+from regionmesh.replication.setup import setup
 from regionmesh.replication.status import mesh_status
 from regionmesh.replication.verify import COMPARED_TABLES, verify
 from tests.conftest import down_and_leftovers, make_mesh_dir
@@ -91,30 +92,6 @@ def regionmesh_cli(ops: Ops, *args: str) -> str:
 def scalar(engine: Engine, sql: str, **params: Any) -> Any:
     with engine.connect() as conn:
         return conn.execute(text(sql), params).scalar()
-
-
-def load_finished_runs(engine: Engine, n: int, tag: str, days_ago: int) -> None:
-    """``n`` finished runs with a step, a task and an attempt each, finished ``days_ago`` days ago."""
-    with engine.begin() as conn:
-        conn.execute(text(
-            """INSERT INTO workflow_runs (id, tenant_id, idempotency_key, workflow, input, status, owner_region, finished_at)
-               SELECT md5(:tag || i)::uuid, 'tenant-' || :tag, :tag || i, 'wf', '{}'::jsonb, 'succeeded',
-                      current_setting('regionmesh.region'), clock_timestamp() - make_interval(days => :d)
-                 FROM generate_series(1, :n) i"""), {"tag": tag, "n": n, "d": days_ago})
-        conn.execute(text(
-            """INSERT INTO workflow_steps (id, run_id, step_key, handler, remaining_deps, status)
-               SELECT md5(:tag || 's' || i)::uuid, md5(:tag || i)::uuid, 'a', 'h', 0, 'succeeded'
-                 FROM generate_series(1, :n) i"""), {"tag": tag, "n": n})
-        conn.execute(text(
-            """INSERT INTO step_tasks (id, run_id, step_id, step_key, idempotency_key, status)
-               SELECT md5(:tag || 't' || i)::uuid, md5(:tag || i)::uuid, md5(:tag || 's' || i)::uuid, 'a',
-                      md5(:tag || i) || ':' || 'a', 'succeeded'
-                 FROM generate_series(1, :n) i"""), {"tag": tag, "n": n})
-        conn.execute(text(
-            """INSERT INTO step_attempts (id, task_id, run_id, attempt, region)
-               SELECT md5(:tag || 'x' || i)::uuid, md5(:tag || 't' || i)::uuid, md5(:tag || i)::uuid, 1,
-                      current_setting('regionmesh.region')
-                 FROM generate_series(1, :n) i"""), {"tag": tag, "n": n})
 
 
 class Writers:
@@ -362,18 +339,7 @@ def test_resync_after_a_lost_slot_under_write_load(ops: Ops) -> None:
 
 def test_resync_after_the_database_is_dropped_under_write_load(ops: Ops) -> None:
     load_finished_runs(ops.engines["us-east"], 20000, uuid.uuid4().hex[:8], days_ago=1)
-    # eu-west's database is lost: PostgreSQL drops a database only without subscriptions in it and
-    # slots of it, so the links go first (the peers' from eu-west stay, paused, as after a crash).
-    for peer in ("us-east", "ap-south"):
-        repl.set_subscription_enabled(ops.engines[peer], subscription_name(peer, "eu-west"), False)
-        repl.wait_worker_stopped(ops.engines[peer], subscription_name(peer, "eu-west"))
-        repl.drop_subscription(ops.engines["eu-west"], subscription_name("eu-west", peer))
-        repl.drop_slot_if_exists(conninfo(ops.config, "eu-west"), subscription_name(peer, "eu-west"))
-    ops.engines["eu-west"].dispose()
-    server = make_engine(ops.dev.admin_url("eu-west"), pool_size=1)
-    with server.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE "{DATABASE}" WITH (FORCE)'))
-    server.dispose()
+    lose_database(ops.dev, ops.config, "eu-west", ops.engines)
     with Writers(ops, ("us-east", "ap-south")):
         report = rebuild(ops.config, "eu-west", seed="us-east", admin_url=ops.dev.admin_url("eu-west", DATABASE))
     runs = scalar(ops.engines["us-east"], "SELECT count(*) FROM workflow_runs")
