@@ -34,15 +34,16 @@ from regionmesh.supervisor import wait_for
 REGIONS = ["us-east", "eu-west", "ap-south"]
 
 
-def load_finished_runs(engine: Engine, n: int, tag: str, days_ago: int) -> None:
+def load_finished_runs(engine: Engine, n: int, tag: str, days_ago: int, tenant: str | None = None) -> None:
     """``n`` finished runs with a step, a task and an attempt each, finished ``days_ago`` days ago,
-    in one transaction (tenant ``tenant-<tag>``)."""
+    in one transaction (tenant ``tenant`` or ``tenant-<tag>``; input ``{"marker": tag}``). Local
+    writes: a zoned tenant's rows get its zone stamped from its binding."""
     with engine.begin() as conn:
         conn.execute(text(
             """INSERT INTO workflow_runs (id, tenant_id, idempotency_key, workflow, input, status, owner_region, finished_at)
-               SELECT md5(:tag || i)::uuid, 'tenant-' || :tag, :tag || i, 'wf', '{}'::jsonb, 'succeeded',
+               SELECT md5(:tag || i)::uuid, :tenant, :tag || i, 'wf', jsonb_build_object('marker', :tag), 'succeeded',
                       current_setting('regionmesh.region'), clock_timestamp() - make_interval(days => :d)
-                 FROM generate_series(1, :n) i"""), {"tag": tag, "n": n, "d": days_ago})
+                 FROM generate_series(1, :n) i"""), {"tag": tag, "n": n, "d": days_ago, "tenant": tenant or f"tenant-{tag}"})
         conn.execute(text(
             """INSERT INTO workflow_steps (id, run_id, step_key, handler, remaining_deps, status)
                SELECT md5(:tag || 's' || i)::uuid, md5(:tag || i)::uuid, 'a', 'h', 0, 'succeeded'

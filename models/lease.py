@@ -79,6 +79,16 @@ def may_work(engine: Engine) -> bool:
         return bool(conn.execute(text("SELECT rm_may_work()")).scalar_one())
 
 
+def lease_may_return(engine: Engine, region: str) -> bool:
+    """Whether this region lacks only its lease, which a keeper pass may bring back: no fence is up
+    and the region is neither failed over nor being failed over (those end only by an operator)."""
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            """SELECT NOT EXISTS (SELECT 1 FROM local_fence WHERE fenced)
+                  AND coalesce((SELECT status FROM regions WHERE name = :r), 'active') IN ('active', 'draining')"""
+        ), {"r": region}).scalar_one())
+
+
 def set_fence(engine: Engine, fenced: bool, reason: str | None, *, manual: bool) -> bool:
     """Raise or lower the fence. The keeper (manual=False) never lowers a manual fence.
     Returns True if it changed."""

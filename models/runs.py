@@ -216,9 +216,11 @@ class RunningTask:
     past_deadline: bool  # by the database's clock, slack included
 
 
-def running_tasks(engine: Engine, region: str, slack_s: float, limit: int = 5000) -> list[RunningTask]:
+def running_tasks(engine: Engine, region: str, slack_s: float) -> list[RunningTask]:
     """The running tasks of runs owned by ``region``, each with whether the database's clock
-    says it is past its deadline by ``slack_s`` (workers/deadlines.py decides what that means)."""
+    says it is past its deadline by ``slack_s`` (workers/deadlines.py decides what that means).
+    All of them, unlimited: the watch forgets what a pass does not return (as many as the
+    workers' pool processes, so a few)."""
     with engine.connect() as conn:
         rows = conn.execute(
             text(
@@ -226,10 +228,9 @@ def running_tasks(engine: Engine, region: str, slack_s: float, limit: int = 5000
                           coalesce(t.deadline_at < clock_timestamp() - make_interval(secs => :slack), false)
                      FROM step_tasks t JOIN workflow_steps s ON s.id = t.step_id
                      JOIN workflow_runs r ON r.id = t.run_id
-                    WHERE t.status = 'running' AND r.status = 'running' AND r.owner_region = :region
-                    LIMIT :limit"""
+                    WHERE t.status = 'running' AND r.status = 'running' AND r.owner_region = :region"""
             ),
-            {"region": region, "slack": slack_s, "limit": limit},
+            {"region": region, "slack": slack_s},
         ).all()
     return [RunningTask(r[0], r[1], r[2], float(r[3]), bool(r[4])) for r in rows]
 

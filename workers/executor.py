@@ -186,17 +186,22 @@ def _complete(rt: Runtime, claim: runs.Claim, output: Any, *, claim_next: bool, 
     succeed before its reply was lost makes the retry a no-op ('discarded'); what it released is
     then published by the reconciler.
     """
-    delay = 0.1
+    delay, waited = 0.1, False
     while True:
         try:
             done = runs.complete_and_claim(rt.engine, claim.task_id, claim.attempt, output,
-                                           region=rt.region, worker=rt.worker_id, claim_next=claim_next)
-            if done.discarded and time.monotonic() + delay < until and not lease.may_work(rt.engine):
-                # Refused for want of a lease (a keeper pass late, the database's clock stepped):
-                # the handler ran; wait for the lease to come back rather than leave the task to
-                # be re-run after its deadline. A lease that does not come back in time is the
-                # documented crash re-run (README, "Limits").
-                event(logging.WARNING, "step.complete_waits_for_lease", retry_in=round(delay, 2), **fields)
+                                           region=rt.region, worker=rt.worker_id, claim_next=claim_next and not waited)
+            if (done.discarded and time.monotonic() + delay < until and not lease.may_work(rt.engine)
+                    and lease.lease_may_return(rt.engine, rt.region)):
+                # Refused for want of a lease that a keeper pass may bring back (a pass late, the
+                # database's clock stepped): the handler ran; wait for the lease rather than leave
+                # the task to run again after its deadline. A fence or a failover ends the wait at
+                # once, as does the deadline: then it is the documented crash re-run (README,
+                # "Limits"). After a wait nothing more is claimed inline (the budget has passed).
+                if not waited:
+                    event(logging.WARNING, "step.complete_waits_for_lease", until_s=round(until - time.monotonic(), 1),
+                          **fields)
+                waited = True
                 threading.Event().wait(delay)  # not time.sleep: libfaketime breaks clock_nanosleep
                 delay = min(delay * 2, 1.0)
                 continue

@@ -97,7 +97,8 @@ def upgrade() -> None:
                                "status IN ('active', 'draining', 'failing_over', 'failed_over')")
     schema_sql.run_text(op.get_bind(), LEASE_0009)
     schema_sql.run_text(op.get_bind(), ENGINE_0009)
-    schema_sql.apply(op.get_bind(), "claims.sql", "triggers.sql")
+    schema_sql.run_text(op.get_bind(), CLAIMS_0009)
+    schema_sql.apply(op.get_bind(), "triggers.sql")
     # A mesh already replicating publishes the new table too (subscribers pick it up on
     # 'regionmesh replication setup', which refreshes their publications).
     op.execute("""DO $$ BEGIN
@@ -126,7 +127,7 @@ def downgrade() -> None:
     op.drop_column("local_fence", "manual")
 
 
-# engine.sql as this revision applied it (0017 lets a release replace a task row of an older epoch).
+# engine.sql and claims.sql as this revision applied them (0017 changed both).
 ENGINE_0009 = r"""-- engine.sql: the run/step/task state machine. Each transition is one function,
 -- one round trip and one transaction: create a run, start a step, complete or
 -- fail a task (which may complete its step, release dependents and finish the
@@ -388,5 +389,65 @@ BEGIN
   ready := rm_create_run(p_run, p_steps);
   IF ready IS NULL THEN RETURN jsonb_build_object('status', 'duplicate'); END IF;
   RETURN jsonb_build_object('status', 'created', 'ready', to_jsonb(ready));
+END $$;
+"""
+
+CLAIMS_0009 = r"""-- claims.sql: claiming a task for execution. rm_claim_task claims nothing while
+-- this region may not work (lease.sql: no lease, or fenced), nor a task of a run
+-- owned elsewhere or of an older epoch.
+-- rm_complete_and_claim completes a task and claims the next one it released
+-- in the same transaction (inline continuation). Called from models/runs.py.
+
+-- Claim a queued task (or one held by p_takeover, or past its deadline) for this
+-- region's worker; records the attempt. NULL when it is not claimable here:
+-- the region is fenced, the run is not running or owned elsewhere, the task
+-- belongs to an older epoch of the run, or its backoff has not elapsed.
+CREATE OR REPLACE FUNCTION rm_claim_task(p_task uuid, p_region text, p_worker text, p_takeover text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+  c record;
+BEGIN
+  IF NOT rm_may_work() THEN
+    RETURN NULL;  -- no lease, or fenced: execute nothing
+  END IF;
+  UPDATE step_tasks t
+     SET status = 'running', attempt = t.attempt + 1, started_at = clock_timestamp(),
+         deadline_at = clock_timestamp() + make_interval(secs => s.timeout_s),
+         worker = p_worker, executed_region = p_region, not_before = NULL
+    FROM workflow_steps s, workflow_runs r
+   WHERE t.id = p_task AND s.id = t.step_id AND r.id = t.run_id
+     AND r.status = 'running' AND r.owner_region = p_region AND t.epoch = r.epoch
+     AND (t.status = 'queued'
+          OR (t.status = 'running' AND (t.deadline_at < clock_timestamp() OR t.worker = p_takeover)))
+     AND (t.not_before IS NULL OR t.not_before <= clock_timestamp() + interval '200 milliseconds')
+  RETURNING t.id, t.run_id, t.attempt, t.input, t.idx, t.idempotency_key, s.step_key, s.handler,
+            s.max_attempts, s.backoff_base_s, s.backoff_max_s, s.timeout_s, r.tenant_id, r.workflow, r.epoch
+  INTO c;
+  IF c IS NULL THEN RETURN NULL; END IF;
+  INSERT INTO step_attempts (id, task_id, run_id, attempt, region, worker, epoch)
+  VALUES (md5(c.id::text || ':' || c.attempt || ':' || p_region || ':' || c.epoch)::uuid, c.id, c.run_id, c.attempt,
+          p_region, p_worker, c.epoch)
+  ON CONFLICT DO NOTHING;
+  RETURN to_jsonb(c);
+END $$;
+
+-- Complete a task and claim the first task it released, in one transaction.
+-- {"discarded": true} | {"released": [ids not claimed], "claim": {...} | null}
+CREATE OR REPLACE FUNCTION rm_complete_and_claim(p_task uuid, p_attempt int, p_output jsonb,
+                                                 p_region text, p_worker text, p_claim boolean)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+  released uuid[];
+  claimed jsonb;
+BEGIN
+  released := rm_complete_task(p_task, p_attempt, p_output);
+  IF released IS NULL THEN RETURN jsonb_build_object('discarded', true); END IF;
+  IF p_claim AND cardinality(released) > 0 THEN
+    claimed := rm_claim_task(released[1], p_region, p_worker, '');
+    IF claimed IS NOT NULL THEN
+      released := released[2:];
+    END IF;
+  END IF;
+  RETURN jsonb_build_object('discarded', false, 'released', to_jsonb(released), 'claim', claimed);
 END $$;
 """

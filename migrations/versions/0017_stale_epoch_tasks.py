@@ -1,12 +1,15 @@
-"""a released step replaces a task row of an older epoch (the stuck run campaign seed 12 found)
+"""a released step voids task rows of an older epoch; no claim takes over a task past its deadline
 
-A run adopted at failover moves every row the heir holds to the next epoch. A task row
-the old owner wrote just before it died can still arrive afterwards, at the old epoch:
-it is inserted (no row of that key is there), nothing can claim it (claims need the
-run's epoch), and when the heir released that step its insert met the stale row and
-did nothing, so the run waited forever. rm_start_step (engine.sql) now replaces a
-task row of an older epoch. Rows already stuck that way in runs this region owns are
-queued again at the run's epoch here (the reconciler publishes them).
+Found by CI's fault campaign (seed 12, a run stuck ``running`` in every region). A run adopted
+at failover moves every row the heir holds to the next epoch, but a task row the old owner
+wrote just before it died can still arrive afterwards, at the old epoch: inserted (no row of
+that key was there), never claimable (claims need the run's epoch), and the heir's release of
+that step met it and did nothing. rm_start_step now voids such rows through the delete rule
+and inserts fresh ones (engine.sql, ``rm_void_stale_tasks``).
+
+rm_claim_task no longer takes over a running task whose deadline passed by the database's
+clock alone (claims.sql): a wall clock that stepped forward made any second message for a
+live task run it again. The reconciler re-queues an expired task once both clocks agree.
 
 Revision ID: 0017
 Revises: 0016
@@ -29,19 +32,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    schema_sql.apply(bind, "engine.sql")
-    op.execute("""UPDATE step_tasks t
-                     SET epoch = r.epoch, status = 'queued', worker = NULL, deadline_at = NULL, not_before = NULL,
-                         output = NULL, finished_at = NULL, queued_at = clock_timestamp(),
-                         attempt = CASE WHEN t.status = 'running' THEN greatest(t.attempt - 1, 0) ELSE t.attempt END,
-                         error = format('a task of epoch %s replaced (migration 0017)', t.epoch)
-                    FROM workflow_runs r, workflow_steps s
-                   WHERE r.id = t.run_id AND s.id = t.step_id AND r.status = 'running'
-                     AND r.owner_region = current_setting('regionmesh.region', true)
-                     AND t.epoch < r.epoch AND s.epoch = r.epoch AND s.status IN ('queued', 'running')""")
+    schema_sql.apply(op.get_bind(), "engine.sql", "claims.sql")
 
 
 def downgrade() -> None:
     frozen = import_module("regionmesh.migrations.versions.0009_leases")
-    schema_sql.run_text(op.get_bind(), frozen.ENGINE_0009)
+    bind = op.get_bind()
+    schema_sql.run_text(bind, frozen.ENGINE_0009)
+    schema_sql.run_text(bind, frozen.CLAIMS_0009)
+    op.execute("DROP FUNCTION rm_void_stale_tasks(uuid, uuid, bigint)")

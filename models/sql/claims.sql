@@ -4,8 +4,11 @@
 -- rm_complete_and_claim completes a task and claims the next one it released
 -- in the same transaction (inline continuation). Called from models/runs.py.
 
--- Claim a queued task (or one held by p_takeover, or past its deadline) for this
--- region's worker; records the attempt. NULL when it is not claimable here:
+-- Claim a queued task (or one held by p_takeover: a dead worker on this host) for this
+-- region's worker; records the attempt. A running task past its deadline is not taken over
+-- here: the reconciler re-queues it once both the database's clock and its own monotonic
+-- clock say the deadline passed (workers/deadlines.py), so a wall clock that steps forward
+-- hands no live task to a second worker. NULL when it is not claimable here:
 -- the region is fenced, the run is not running or owned elsewhere, the task
 -- belongs to an older epoch of the run, or its backoff has not elapsed.
 CREATE OR REPLACE FUNCTION rm_claim_task(p_task uuid, p_region text, p_worker text, p_takeover text)
@@ -23,8 +26,7 @@ BEGIN
     FROM workflow_steps s, workflow_runs r
    WHERE t.id = p_task AND s.id = t.step_id AND r.id = t.run_id
      AND r.status = 'running' AND r.owner_region = p_region AND t.epoch = r.epoch
-     AND (t.status = 'queued'
-          OR (t.status = 'running' AND (t.deadline_at < clock_timestamp() OR t.worker = p_takeover)))
+     AND (t.status = 'queued' OR (t.status = 'running' AND t.worker = p_takeover))
      AND (t.not_before IS NULL OR t.not_before <= clock_timestamp() + interval '200 milliseconds')
   RETURNING t.id, t.run_id, t.attempt, t.input, t.idx, t.idempotency_key, s.step_key, s.handler,
             s.max_attempts, s.backoff_base_s, s.backoff_max_s, s.timeout_s, r.tenant_id, r.workflow, r.epoch

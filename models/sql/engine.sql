@@ -29,11 +29,27 @@ BEGIN
   UPDATE workflow_steps SET status = 'cancelled' WHERE run_id = v_run AND status = 'queued';
 END $$;
 
--- Start a released step: its task(s), queued. A task row of the same key from an older
--- epoch is void and is replaced: it is the old owner's, arrived by replication after this
--- region adopted the run (adopt_runs moved every row it held to the new epoch, not rows
--- still on their way), and left alone it could never be claimed (claims need the run's
--- epoch) nor be released again: the run would wait forever.
+-- Void a step's task rows of an older epoch than the step's: the old owner's, arrived by
+-- replication after this region adopted the run (adopt_runs moved every row it held to the
+-- new epoch, not rows still on their way). Left alone, such a row could never be claimed
+-- (claims need the run's epoch) and the release below would meet it and do nothing: the run
+-- would wait forever. The rows go through the delete rule (a tombstone at the new epoch, then
+-- the delete) and the release inserts fresh ones, so every region converges whatever order it
+-- receives the old owner's insert and these changes in: a region that already holds the old
+-- row takes the tombstone (newer epoch), the delete and the insert; one that does not skips
+-- the tombstone and the delete and takes the insert, against which the old row, arriving
+-- later, loses on its epoch.
+CREATE OR REPLACE FUNCTION rm_void_stale_tasks(p_run uuid, p_step uuid, p_epoch bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM step_tasks WHERE run_id = p_run AND step_id = p_step AND epoch < p_epoch) THEN
+    RETURN;  -- the usual case: one probe of the run's tasks
+  END IF;
+  UPDATE step_tasks SET deleted_at = clock_timestamp(), epoch = p_epoch
+   WHERE run_id = p_run AND step_id = p_step AND epoch < p_epoch AND deleted_at IS NULL;
+  DELETE FROM step_tasks WHERE run_id = p_run AND step_id = p_step AND deleted_at IS NOT NULL;
+END $$;
+
 CREATE OR REPLACE FUNCTION rm_start_step(p_step uuid) RETURNS SETOF uuid LANGUAGE plpgsql AS $$
 DECLARE
   s workflow_steps%ROWTYPE;
@@ -45,6 +61,7 @@ DECLARE
 BEGIN
   SELECT * INTO s FROM workflow_steps WHERE id = p_step;
   IF NOT FOUND OR s.status <> 'waiting' OR s.remaining_deps <> 0 THEN RETURN; END IF;
+  PERFORM rm_void_stale_tasks(s.run_id, p_step, s.epoch);
   IF s.map_over IS NULL THEN
     IF jsonb_array_length(s.depends_on) = 0 THEN
       SELECT input INTO payload FROM workflow_runs WHERE id = s.run_id;
@@ -59,14 +76,7 @@ BEGIN
       INSERT INTO step_tasks (id, run_id, step_id, step_key, idx, idempotency_key, status, input, queued_at, epoch)
       VALUES (md5(s.run_id::text || ':' || s.step_key)::uuid, s.run_id, s.id, s.step_key, NULL,
               s.run_id::text || ':' || s.step_key, 'queued', payload, clock_timestamp(), s.epoch)
-      ON CONFLICT (idempotency_key) DO UPDATE SET
-             status = 'queued', input = EXCLUDED.input, queued_at = EXCLUDED.queued_at, epoch = EXCLUDED.epoch,
-             worker = NULL, deadline_at = NULL, not_before = NULL, output = NULL, finished_at = NULL,
-             -- the attempt lost with the old epoch's owner is not the step's failure (as adopt_runs)
-             attempt = CASE WHEN step_tasks.status = 'running' THEN greatest(step_tasks.attempt - 1, 0)
-                            ELSE step_tasks.attempt END,
-             error = format('a task of epoch %s replaced by this epoch''s release', step_tasks.epoch)
-       WHERE step_tasks.epoch < EXCLUDED.epoch
+      ON CONFLICT (idempotency_key) DO NOTHING
       RETURNING id;
     RETURN;
   END IF;
@@ -91,13 +101,7 @@ BEGIN
            (e.ord - 1)::int, s.run_id::text || ':' || s.step_key || ':' || (e.ord - 1), 'queued', e.value,
            clock_timestamp(), s.epoch
       FROM jsonb_array_elements(items) WITH ORDINALITY AS e(value, ord)
-    ON CONFLICT (idempotency_key) DO UPDATE SET
-           status = 'queued', input = EXCLUDED.input, queued_at = EXCLUDED.queued_at, epoch = EXCLUDED.epoch,
-           worker = NULL, deadline_at = NULL, not_before = NULL, output = NULL, finished_at = NULL,
-           attempt = CASE WHEN step_tasks.status = 'running' THEN greatest(step_tasks.attempt - 1, 0)
-                          ELSE step_tasks.attempt END,
-           error = format('a task of epoch %s replaced by this epoch''s release', step_tasks.epoch)
-     WHERE step_tasks.epoch < EXCLUDED.epoch
+    ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id;
 END $$;
 

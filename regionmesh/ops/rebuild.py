@@ -1,9 +1,11 @@
 """``regionmesh region resync``: the operator's side of rebuilding a region.
 
-A region whose database is gone (a dropped database, a cluster rebuilt on a new
-disk) first gets it back: the database is created owned by the app role and named
-for its region, its in-database grants are made, and it is migrated to head on its
-own (it subscribes to nothing yet, so nothing is paused). Then
+A region whose database is gone (dropped, or lost with its disk on a server whose
+roles are back: ``dev up`` or the operator's own bootstrap makes them) first gets it
+back: the database is created owned by the app role and named for its region, and its
+in-database grants are made, and it is migrated to head on its own (nothing replicates
+from an empty database, so nothing is paused; a database at an older revision is
+refused: ``regionmesh migrate`` upgrades the mesh in order first). Then
 ``replication.resync`` throws away whatever copy is left and rebuilds it from the
 seed while the other regions keep writing.
 """
@@ -18,7 +20,8 @@ from sqlalchemy.engine import make_url
 from regionmesh.config import MeshConfig
 from regionmesh.models import admin
 from regionmesh.models.engine import dispose, engine_for, make_engine
-from regionmesh.ops.migrate import alembic_config, current_revision
+from regionmesh.ops.migrate import alembic_config, current_revision, head
+from regionmesh.replication.join import JoinError
 from regionmesh.replication.resync import ResyncReport, resync
 
 
@@ -44,7 +47,12 @@ def rebuild(config: MeshConfig, region: str, *, seed: str, admin_url: str, timeo
         finally:
             db_admin.dispose()
     target = engine_for(config, region)
-    if current_revision(target) is None:
+    before = current_revision(target)
+    if before is None:  # empty: nothing replicates from it yet, so it is migrated on its own
         command.upgrade(alembic_config(target), "head")
         say(f"{region}: migrated (empty) -> {current_revision(target)}")
+    elif before != head():
+        # Its peers still apply its changes: a revision of its own would stop their links.
+        raise JoinError(f"{region} is at schema revision {before}, not head ({head()}): run "
+                        "'regionmesh migrate' first (it upgrades every region in order), then resync")
     return resync(config, region, seed=seed, admin_url=admin_url, timeout=timeout)

@@ -2,13 +2,15 @@
 libfaketime preloaded into both), the third on time. Nothing compares two machines' clocks, so
 leases are held, deadlines do not fire early, failover waits the right time, restore behaves, and
 every step takes effect once (external ledger). Then a database clock that steps 120 s forward
-mid-step, and a lease gap shorter than a step's deadline: neither runs a step twice."""
+mid-step, and a lease gap shorter than a step's deadline (the keeper stopped): neither runs a step
+twice."""
 
 from __future__ import annotations
 
 import glob
 import os
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,9 +21,10 @@ from sqlalchemy import Engine, text
 
 from regionmesh.client import submit
 from regionmesh.config import MeshConfig, load_config
+from regionmesh.models import lease as lease_repo
 from regionmesh.models.engine import make_engine
 from regionmesh.ops.devmesh import DevMesh
-from regionmesh.ops.failover import failover, fence, lease_status, restore, unfence
+from regionmesh.ops.failover import failover, lease_status, restore
 from regionmesh.replication.verify import verify
 from regionmesh.routing.hashing import home_by_hash
 from tests.conftest import down_and_leftovers, make_mesh_dir
@@ -191,29 +194,34 @@ def test_a_forward_step_of_a_database_clock_reruns_no_running_step(world: World)
 
 
 def test_a_step_that_ends_while_its_region_holds_no_lease_completes_once_the_lease_is_back(world: World) -> None:
-    """A lease gap shorter than the step's deadline (here an operator's fence, lifted while the
-    step still runs): the completion is refused while it lasts, and the worker waits for the lease
-    instead of leaving the task to be re-run after its deadline."""
+    """A lease gap shorter than the step's deadline: the worker's main process (its lease keeper)
+    is stopped (SIGSTOP, as a starved or paused process would be) while a pool process runs a step,
+    so the lease runs out before the step ends. The completion is refused while the gap lasts; the
+    pool process waits for the lease instead of leaving the task to run again after its deadline."""
     region = "eu-west"
     wait_until(lambda: all(s.held for s in lease_status(world.config)), 60, "every region to hold its lease")
     tenant = next(t for i in range(5000) if home_by_hash(t := f"gap-{i}", REGIONS) == region)
-    run = submit(tenant, "t_ledger", {"sleep": {"a": 3.0}}, f"k-{uuid.uuid4()}", region=region,
+    run = submit(tenant, "t_ledger", {"sleep": {"a": 2 * LEASE_S}}, f"k-{uuid.uuid4()}", region=region,
                  config=world.config, resolve_home=False).run_id
 
     def phases(phase: str) -> list[dict[str, object]]:
         return [e for e in ledger.read(world.ledger_dir) if e["run"] == str(run) and e["phase"] == phase]
 
-    wait_until(lambda: len(phases("start")) == 1, 30, "step a to start")
-    assert fence(world.config, region, "test: a lease gap")
-    try:
-        wait_until(lambda: len(phases("effect")) == 1, 30, "step a's effect (its completion is refused now)")
-        time.sleep(1.0)  # the refused completion is retried meanwhile; nothing else may happen to the task
+    def task_a() -> str:
         with world.engines[region].connect() as conn:
-            status = conn.execute(text("SELECT status FROM step_tasks WHERE run_id = :r AND step_key = 'a'"),
-                                  {"r": run}).scalar_one()
-        assert status == "running"
+            return str(conn.execute(text("SELECT status FROM step_tasks WHERE run_id = :r AND step_key = 'a'"),
+                                    {"r": run}).scalar_one())
+
+    wait_until(lambda: len(phases("start")) == 1, 30, "step a to start")
+    main = world.dev.workers(region)[0]["pid"]
+    os.kill(main, signal.SIGSTOP)
+    try:
+        wait_until(lambda: not lease_repo.lease_row(world.engines[region])["may_work"], 3 * LEASE_S,
+                   "eu-west's lease to run out with its keeper stopped")
+        wait_until(lambda: len(phases("effect")) == 1, 30, "step a's effect, its completion refused")
+        assert task_a() == "running"  # refused: the worker holds it, nothing completed it
     finally:
-        assert unfence(world.config, region)
+        os.kill(main, signal.SIGCONT)
     wait_until(lambda: world.all_succeeded(region, [run]), 60, "the run to finish once the lease is back")
     effects = {k: es for k, es in ledger.effects(world.ledger_dir).items() if k[0] == str(run)}
     assert sorted(k[1] for k in effects) == ["a", "b", "c", "d"] and all(len(es) == 1 for es in effects.values())

@@ -120,6 +120,17 @@ def test_a_completion_counts_once_and_a_stale_attempt_is_discarded(db: Engine) -
     assert runs.run_status(db, run_id) == "succeeded"
 
 
+def test_a_running_task_past_its_deadline_goes_to_another_worker_only_through_the_reconciler(db: Engine) -> None:
+    _, ready = place(db, "flaky")
+    claim = runs.claim_task(db, ready[0], region=REGION, worker=WORKER)
+    assert claim is not None
+    with db.begin() as conn:  # as after a forward step of the database's clock
+        conn.execute(text("UPDATE step_tasks SET deadline_at = clock_timestamp() - interval '1 hour' WHERE id = :t"),
+                     {"t": ready[0]})
+    assert runs.claim_task(db, ready[0], region=REGION, worker="host:2") is None  # a second message: no
+    assert runs.claim_task(db, ready[0], region=REGION, worker="host:2", takeover=WORKER) is not None  # dead holder
+
+
 def test_requeue_of_an_expired_task_is_guarded_by_its_attempt(db: Engine) -> None:
     _, ready = place(db, "flaky")
     claim = runs.claim_task(db, ready[0], region=REGION, worker=WORKER)
@@ -148,7 +159,9 @@ def test_without_a_lease_nothing_is_created_claimed_or_completed(db: Engine) -> 
     assert task(db, run_id, "only")["status"] == "running"  # the refused completion left it as it was
 
 
-def test_a_task_row_of_the_old_epoch_arriving_after_adoption_is_replaced_when_its_step_is_released(db: Engine) -> None:
+@pytest.mark.parametrize("stale_status", ["running", "succeeded"])
+def test_a_task_row_of_the_old_epoch_arriving_after_adoption_is_replaced_when_its_step_is_released(
+        db: Engine, stale_status: str) -> None:
     """Found by the campaign (seed 12): the old owner completed c and claimed d in one transaction
     just before it was killed; that transaction reached the heir only after the heir had adopted
     the run. c's completion lost to the heir's newer epoch (right), d's task row was inserted at the
@@ -165,14 +178,14 @@ def test_a_task_row_of_the_old_epoch_arriving_after_adoption_is_replaced_when_it
             """INSERT INTO step_tasks (id, run_id, step_id, step_key, idempotency_key, status, attempt, worker,
                                        executed_region, epoch, origin_region, updated_at, queued_at, started_at,
                                        deadline_at)
-               SELECT :id, :r, s.id, 'd', :key, 'running', 1, 'old-owner:9', 'eu-west', 1, 'eu-west',
+               SELECT :id, :r, s.id, 'd', :key, :status, 3, 'old-owner:9', 'eu-west', 1, 'eu-west',
                       clock_timestamp(), clock_timestamp(), clock_timestamp(), clock_timestamp() + interval '60 s'
                  FROM workflow_steps s WHERE s.run_id = :r AND s.step_key = 'd'"""),
-                     {"id": d_id, "r": run_id, "key": f"{run_id}:d"})
+                     {"id": d_id, "r": run_id, "key": f"{run_id}:d", "status": stale_status})
     assert task(db, run_id, "d")["epoch"] == 1
     released = run_and_complete(db, task(db, run_id, "c")["id"]).released
     assert released == [d_id]
-    d = task(db, run_id, "d")
+    d = task(db, run_id, "d")  # a fresh task of this epoch: the old owner's attempts count for nothing
     assert (d["status"], d["epoch"], d["worker"], d["attempt"]) == ("queued", 2, None, 0)
     run_and_complete(db, d_id)
     assert runs.run_status(db, run_id) == "succeeded"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from bench.resync import load_finished_runs
 from regionmesh.config import MeshConfig
 from regionmesh.models.engine import make_engine
 from regionmesh.ops.devmesh import DevMesh
@@ -55,26 +56,7 @@ def scalar(engine: Engine, sql: str, **params: Any) -> Any:
 def add_runs(engine: Engine, tenant: str, tag: str, n: int, days_ago: int) -> None:
     """``n`` runs finished ``days_ago`` days ago, each with a step, a task and an attempt (local writes:
     the zone is stamped from the tenant's binding)."""
-    with engine.begin() as conn:
-        conn.execute(text(
-            """INSERT INTO workflow_runs (id, tenant_id, idempotency_key, workflow, input, status, owner_region, finished_at)
-               SELECT md5(:tag || i)::uuid, :tenant, :tag || i, 'wf', jsonb_build_object('marker', :tag), 'succeeded',
-                      current_setting('regionmesh.region'), clock_timestamp() - make_interval(days => :d)
-                 FROM generate_series(1, :n) i"""), {"tag": tag, "n": n, "d": days_ago, "tenant": tenant})
-        conn.execute(text(
-            """INSERT INTO workflow_steps (id, run_id, step_key, handler, remaining_deps, status)
-               SELECT md5(:tag || 's' || i)::uuid, md5(:tag || i)::uuid, 'a', 'h', 0, 'succeeded'
-                 FROM generate_series(1, :n) i"""), {"tag": tag, "n": n})
-        conn.execute(text(
-            """INSERT INTO step_tasks (id, run_id, step_id, step_key, idempotency_key, status)
-               SELECT md5(:tag || 't' || i)::uuid, md5(:tag || i)::uuid, md5(:tag || 's' || i)::uuid, 'a',
-                      md5(:tag || i) || ':' || 'a', 'succeeded'
-                 FROM generate_series(1, :n) i"""), {"tag": tag, "n": n})
-        conn.execute(text(
-            """INSERT INTO step_attempts (id, task_id, run_id, attempt, region)
-               SELECT md5(:tag || 'x' || i)::uuid, md5(:tag || 't' || i)::uuid, md5(:tag || i)::uuid, 1,
-                      current_setting('regionmesh.region')
-                 FROM generate_series(1, :n) i"""), {"tag": tag, "n": n})
+    load_finished_runs(engine, n, tag, days_ago, tenant=tenant)
 
 
 def counts(mesh: Mesh, sql: str, **params: Any) -> dict[str, int]:

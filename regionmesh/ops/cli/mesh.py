@@ -168,6 +168,14 @@ def region() -> None:
     """Regions of the mesh."""
 
 
+def _admin_url_from(admin_url_env: str | None) -> str:
+    """The superuser URL in the environment variable the operator named (never on the command line)."""
+    admin_url = os.environ.get(admin_url_env) if admin_url_env else None
+    if not admin_url:
+        raise click.UsageError("--no-dev needs --admin-url-env naming a set environment variable")
+    return admin_url
+
+
 @region.command("add")
 @click.argument("name")
 @click.option("--seed", default=None, help="Existing region to copy the data from (default: the first).")
@@ -179,7 +187,6 @@ def region() -> None:
 @pass_ctx
 def region_add(ctx: Context, name: str, seed: str | None, admin_url_env: str | None, dev_mode: bool, root: str) -> None:
     """Join region NAME to the running mesh: schema, a copy from one peer, subscriptions both ways."""
-
     if dev_mode:
         _needs("dev")  # imported here: an optional extra
         from regionmesh.ops.devmesh import DevMesh
@@ -189,11 +196,10 @@ def region_add(ctx: Context, name: str, seed: str | None, admin_url_env: str | N
         _needs("server")  # imported here: an optional extra
         from regionmesh.ops.migrate import upgrade_all
 
-        if not admin_url_env or not os.environ.get(admin_url_env):
-            raise click.UsageError("--no-dev needs --admin-url-env naming a set environment variable")
+        admin_url = _admin_url_from(admin_url_env)
         upgrade_all(ctx.config, regions=[name])
         peers = [r for r in ctx.config.regions if r != name]
-        report = add_region(ctx.config, name, seed=seed or peers[0], new_admin_url=os.environ[admin_url_env])
+        report = add_region(ctx.config, name, seed=seed or peers[0], new_admin_url=admin_url)
     console.print(f"region {report.region} joined from {report.seed}: {report.rows_copied} rows copied in {report.seconds:.1f}s")
 
 
@@ -215,9 +221,7 @@ def region_resync(ctx: Context, name: str, seed: str, admin_url_env: str | None,
 
         admin_url = DevMesh(root).admin_url(name, DATABASE)
     else:
-        if not admin_url_env or not os.environ.get(admin_url_env):
-            raise click.UsageError("--no-dev needs --admin-url-env naming a set environment variable")
-        admin_url = os.environ[admin_url_env]
+        admin_url = _admin_url_from(admin_url_env)
     _needs("server")  # imported here: an optional extra (alembic, for a database that is gone)
     from regionmesh.ops.rebuild import rebuild
 
