@@ -68,7 +68,7 @@ def setup(config: MeshConfig, regions: list[str] | None = None, *, timeout: floa
     engines = {n: engine_for(config, n) for n in config.regions}
     try:
         pending = publications.unswitched(engines, config.regions)
-        _, marks = publications.publish_all(config, engines, config.regions, pending)
+        added, marks = publications.publish_all(config, engines, config.regions, pending)
         published = {n: repl.publication_tables(engines[n], PUBLICATION) for n in config.regions}
         has_subs = {n: bool(repl.subscriptions(engines[n])) for n in names}
         if any(has_subs.values()):
@@ -89,6 +89,9 @@ def setup(config: MeshConfig, regions: list[str] | None = None, *, timeout: floa
                 zoned = list(ZONED_TABLES) if repl.payload_zoned(engines[pub]) else []
                 result = repl.ensure_subscription(engines[sub], sname, conninfo(config, pub, sub), wanted,
                                                    published[pub] + zoned)
+                if added.get(pub):  # a table the publisher had stopped publishing, or a new one
+                    note = f"{pub} publishes {', '.join(added[pub])} again"
+                    result = note if result == "unchanged" else f"{result}; {note}"
                 links.append(Link(sub, pub, sname, result))
         if pending:  # subscriptions made before the per-destination publications: switched now
             publications.switch(config, engines, pending, marks, timeout=timeout)

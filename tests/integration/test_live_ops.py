@@ -263,11 +263,16 @@ def test_setup_repairs_connection_options_and_enabled_state(ops: Ops) -> None:
         conn.execute(text(f"ALTER SUBSCRIPTION {wrong} CONNECTION '{bad}'"))
         conn.execute(text(f"ALTER SUBSCRIPTION {subscription_name('us-east', 'ap-south')} SET (binary = true)"))
     repl.set_subscription_enabled(ops.engines["ap-south"], subscription_name("ap-south", "eu-west"), False)
+    with e.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:  # a table no longer published
+        conn.execute(text(f"ALTER PUBLICATION {PUBLICATION} DROP TABLE tenant_zones"))
     results = {link.subscription: link.result for link in setup(ops.config)}
     assert "connection" in results[wrong]
     assert "options" in results[subscription_name("us-east", "ap-south")]
     assert "enabled" in results[subscription_name("ap-south", "eu-west")]
-    assert sum(r == "unchanged" for r in results.values()) == 3, results
+    for sub in ("eu-west", "ap-south"):  # the links from us-east say what us-east publishes again
+        assert "us-east publishes tenant_zones again" in results[subscription_name(sub, "us-east")], results
+    assert "tenant_zones" in repl.publication_tables(e, PUBLICATION)
+    assert sum(r == "unchanged" for r in results.values()) == 1, results
     assert {link.result for link in setup(ops.config)} == {"unchanged"}
     wait_until(lambda: streaming(ops.config), 60, "every link streaming after the repair")
 
