@@ -8,6 +8,7 @@ routing, replication, the producer client) -> operator surface (CLI, dev mesh, d
 from __future__ import annotations
 
 import ast
+import configparser
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,14 @@ def test_only_the_config_reads_the_environment(module: str) -> None:
     if module in ENV_READS_ALLOWED:
         reads = [r for r in reads if "admin_url_env" not in r]
     assert not reads, f"{module} reads the environment outside regionmesh.config: {reads}"
+
+
+def test_setup_cfg_lists_every_package() -> None:
+    """A package missing from setup.cfg's ``packages`` is missing from the wheel (an editable install
+    still finds it, so only the wheel smoke test would notice)."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    listed = {line.strip() for line in cfg["options"]["packages"].splitlines() if line.strip()}
+    found = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert found == listed, {"in the tree, not in setup.cfg": sorted(found - listed),
+                             "in setup.cfg, not in the tree": sorted(listed - found)}
