@@ -79,12 +79,13 @@ def may_work(engine: Engine) -> bool:
         return bool(conn.execute(text("SELECT rm_may_work()")).scalar_one())
 
 
-def lease_may_return(engine: Engine, region: str) -> bool:
-    """Whether this region lacks only its lease, which a keeper pass may bring back: no fence is up
-    and the region is neither failed over nor being failed over (those end only by an operator)."""
+def lease_lapsed(engine: Engine, region: str) -> bool:
+    """Whether this region may not work for want of its lease alone, which a keeper pass may bring
+    back: no fence is up and the region is neither failed over nor being failed over (those end
+    only by an operator)."""
     with engine.connect() as conn:
         return bool(conn.execute(text(
-            """SELECT NOT EXISTS (SELECT 1 FROM local_fence WHERE fenced)
+            """SELECT NOT rm_may_work() AND NOT EXISTS (SELECT 1 FROM local_fence WHERE fenced)
                   AND coalesce((SELECT status FROM regions WHERE name = :r), 'active') IN ('active', 'draining')"""
         ), {"r": region}).scalar_one())
 

@@ -191,8 +191,7 @@ def _complete(rt: Runtime, claim: runs.Claim, output: Any, *, claim_next: bool, 
         try:
             done = runs.complete_and_claim(rt.engine, claim.task_id, claim.attempt, output,
                                            region=rt.region, worker=rt.worker_id, claim_next=claim_next and not waited)
-            if (done.discarded and time.monotonic() + delay < until and not lease.may_work(rt.engine)
-                    and lease.lease_may_return(rt.engine, rt.region)):
+            if done.discarded and time.monotonic() + delay < until and lease.lease_lapsed(rt.engine, rt.region):
                 # Refused for want of a lease that a keeper pass may bring back (a pass late, the
                 # database's clock stepped): the handler ran; wait for the lease rather than leave
                 # the task to run again after its deadline. A fence or a failover ends the wait at
