@@ -1,0 +1,123 @@
+"""Mutants: deliberately broken builds the fault campaign must catch (issue 20).
+
+A checker that never says no proves nothing. Each mutant below plants one bug a real regression
+could produce, and names the violation class the campaign's checker must report for it. A mutant
+is applied only inside the campaign's own mesh, never through a switch in shipped code:
+
+- an SQL mutant rewrites one function as the database holds it (``pg_get_functiondef``) after
+  ``migrate``; the rewrite is a regular expression that must match exactly once, so a refactor of
+  the function makes the mutant fail loudly instead of silently planting nothing;
+- a Python mutant is a monkeypatch in ``bench/mutant_patches.py``, loaded by the campaign's
+  workers through their workflow modules (``REGIONMESH_WORKFLOWS``) with ``RM_MUTANT`` naming it.
+
+    python -m bench.campaign --mutant NAME ...      one mutant
+    python -m bench.campaign --mutants all ...      the matrix
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, text
+
+PATCH_MODULE = "bench.mutant_patches"
+ENV = "RM_MUTANT"
+
+
+@dataclass(frozen=True)
+class SqlPatch:
+    """Rewrite ``function`` (a regprocedure signature) by replacing ``pattern`` (a regular
+    expression that must match once) with ``replacement``."""
+
+    function: str
+    pattern: str
+    replacement: str
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    breaks: str  # the rule, in the words of the safety argument
+    catches: str  # the checker's violation class that must fire
+    sql: tuple[SqlPatch, ...] = ()
+    python: bool = False  # a monkeypatch in bench/mutant_patches.py, keyed by name
+    needs: str = ""  # the campaign fault without which it cannot show
+
+
+# Tables whose conflict trigger mutant 7 inverts (the ones a run's outcome lives in).
+CONFLICT_TABLES = ("workflow_runs", "workflow_steps", "step_tasks")
+
+_KEEP_OLDER = r"IF verdict = 1 THEN(\s+)RETURN NEW;(\s+)END IF;(\s+)RETURN NULL;"
+
+MUTANTS: dict[str, Mutant] = {m.name: m for m in [
+    Mutant("no_lease_check", "a region works only while it holds its lease (rm_may_work)",
+           "lease_overrun",
+           sql=(SqlPatch("rm_may_work()", r"SELECT NOT EXISTS .*?clock_timestamp\(\)\)", "SELECT true"),),
+           needs="live_cutoff_failover"),
+    Mutant("keeper_expires_at_once", "a grantor waits out its promise before it writes 'expired'",
+           "lease_overrun", python=True, needs="live_cutoff_failover"),
+    Mutant("completion_ignores_epoch", "a completion counts only at the run's current epoch in its owner",
+           "duplicate_effect",
+           sql=(SqlPatch("rm_complete_task(uuid,integer,jsonb)",
+                         r"\s+AND r\.id = t\.run_id AND r\.owner_region = current_setting\('regionmesh\.region', true\)"
+                         r" AND t\.epoch = r\.epoch",
+                         "\n     AND r.id = t.run_id"),),
+           needs="live_cutoff_failover"),
+    Mutant("reconciler_requeues_running", "a running task is re-queued only after its deadline on two clocks",
+           "overlap_in_region", python=True),
+    Mutant("ack_without_run", "an acknowledged submission becomes a run, a duplicate or a dead letter",
+           "lost_submission", python=True),
+    Mutant("outbox_forgets_sent", "a forwarded submission is kept until its run arrives",
+           "lost_submission", python=True, needs="broker_cut"),
+    Mutant("conflict_keeps_older", "apply keeps the write with the higher (epoch, updated_at, origin)",
+           "divergence",
+           sql=tuple(SqlPatch(f"rm_conflict_upd_{t}()", _KEEP_OLDER,
+                              r"IF verdict <> 0 THEN\1RETURN NEW;\2END IF;\3RETURN NULL;")
+                     for t in CONFLICT_TABLES)),
+    Mutant("release_before_commit", "a step's dependents start after every task of it took effect",
+           "order",
+           sql=(SqlPatch("rm_complete_task(uuid,integer,jsonb)",
+                         r"IF remaining = 0 THEN(\s+)RETURN coalesce\(array\(SELECT rm_step_succeeded\(v_step\)\), '\{\}'\);",
+                         r"IF remaining >= 0 THEN\1RETURN coalesce(array(SELECT rm_step_succeeded(v_step)), '{}');"),)),
+]}
+
+
+def rewrite(definition: str, patch: SqlPatch) -> str:
+    """``definition`` with the patch applied. Raises ValueError unless it matches exactly once."""
+    found = len(re.findall(patch.pattern, definition, flags=re.S))
+    if found != 1:
+        raise ValueError(f"mutant patch for {patch.function} matches {found} times (expected once): "
+                         "the function changed; update bench/mutants.py")
+    return re.sub(patch.pattern, patch.replacement, definition, count=1, flags=re.S)
+
+
+def apply_sql(engine: Engine, mutant: Mutant) -> list[str]:
+    """Install the mutant's rewritten functions in one region's database. Returns their names."""
+    done = []
+    with engine.begin() as conn:
+        for patch in mutant.sql:
+            definition = conn.execute(text("SELECT pg_get_functiondef(CAST(:f AS regprocedure))"),
+                                      {"f": patch.function}).scalar_one()
+            with conn.connection.cursor() as cur:  # no parameters: the body's % and : stay as written
+                cur.execute(rewrite(definition, patch))
+            done.append(patch.function)
+    return done
+
+
+def worker_env(mutant: Mutant | None, workflows: str) -> dict[str, str]:
+    """What a campaign worker's environment needs for ``mutant`` (its workflow modules included)."""
+    if mutant is None or not mutant.python:
+        return {"REGIONMESH_WORKFLOWS": workflows}
+    return {"REGIONMESH_WORKFLOWS": f"{workflows},{PATCH_MODULE}", ENV: mutant.name}
+
+
+def select(spec: str) -> list[Mutant]:
+    """``all`` or a comma-separated list of names. Raises ValueError for an unknown name."""
+    if spec == "all":
+        return list(MUTANTS.values())
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MUTANTS]
+    if unknown:
+        raise ValueError(f"unknown mutant(s) {', '.join(unknown)}; known: {', '.join(MUTANTS)}")
+    return [MUTANTS[n] for n in names]
