@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, text
 
 PATCH_MODULE = "bench.mutant_patches"
 ENV = "RM_MUTANT"
@@ -92,16 +92,15 @@ def rewrite(definition: str, patch: SqlPatch) -> str:
     return re.sub(patch.pattern, patch.replacement, definition, count=1, flags=re.S)
 
 
-def apply_sql(engine: Engine, mutant: Mutant) -> list[str]:
-    """Install the mutant's rewritten functions in one region's database. Returns their names."""
+def apply_sql(conn: Connection, mutant: Mutant) -> list[str]:
+    """Install the mutant's rewritten functions in one region's database, in the caller's
+    transaction. Returns their names."""
     done = []
-    with engine.begin() as conn:
-        for patch in mutant.sql:
-            definition = conn.execute(text("SELECT pg_get_functiondef(CAST(:f AS regprocedure))"),
-                                      {"f": patch.function}).scalar_one()
-            with conn.connection.cursor() as cur:  # no parameters: the body's % and : stay as written
-                cur.execute(rewrite(definition, patch))
-            done.append(patch.function)
+    for patch in mutant.sql:
+        definition = conn.execute(text("SELECT pg_get_functiondef(CAST(:f AS regprocedure))"),
+                                  {"f": patch.function}).scalar_one()
+        conn.exec_driver_sql(rewrite(definition, patch).replace("%", "%%"))  # psycopg2 formats '%'
+        done.append(patch.function)
     return done
 
 

@@ -1,0 +1,47 @@
+"""The SQL mutants of the fault campaign (bench/mutants.py) install in a database at head and
+change what they claim to: the rewritten function is what the database then runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, text
+
+from bench import mutants
+from regionmesh.ops.migrate import alembic_config
+
+SQL_MUTANTS = [m for m in mutants.MUTANTS.values() if m.sql]
+
+
+@pytest.fixture(scope="module")
+def head(new_database: Callable[[str], Engine]) -> Engine:
+    engine = new_database("rm_mutants")
+    command.upgrade(alembic_config(engine), "head")
+    return engine
+
+
+def definition(conn: object, function: str) -> str:
+    return str(conn.execute(text("SELECT pg_get_functiondef(CAST(:f AS regprocedure))"),  # type: ignore[attr-defined]
+                            {"f": function}).scalar_one())
+
+
+@pytest.mark.parametrize("mutant", SQL_MUTANTS, ids=[m.name for m in SQL_MUTANTS])
+def test_mutant_replaces_the_function_the_database_runs(head: Engine, mutant: mutants.Mutant) -> None:
+    with head.connect() as conn, conn.begin() as tx:
+        before = {p.function: definition(conn, p.function) for p in mutant.sql}
+        assert mutants.apply_sql(conn, mutant) == [p.function for p in mutant.sql]
+        for patch in mutant.sql:
+            after = definition(conn, patch.function)
+            assert after == mutants.rewrite(before[patch.function], patch)
+        tx.rollback()  # the database keeps the correct build
+
+
+def test_no_lease_check_lets_a_region_without_a_lease_work(head: Engine) -> None:
+    with head.connect() as conn, conn.begin() as tx:
+        conn.execute(text("DELETE FROM local_lease"))
+        assert conn.execute(text("SELECT rm_may_work()")).scalar_one() is False
+        mutants.apply_sql(conn, mutants.MUTANTS["no_lease_check"])
+        assert conn.execute(text("SELECT rm_may_work()")).scalar_one() is True
+        tx.rollback()
