@@ -22,7 +22,7 @@ from sqlalchemy import Engine, text
 
 from bench.common import ROOT, scratch_mesh, write_json
 from regionmesh.config import MeshConfig
-from regionmesh.models import replication as repl
+from regionmesh.models import replicated_tables, slot_copy, subscribing
 from regionmesh.models.engine import dispose_all, make_engine
 from regionmesh.names import subscription_name
 from regionmesh.ops.devmesh import DATABASE, DevMesh
@@ -65,10 +65,10 @@ def lose_database(dev: DevMesh, config: MeshConfig, region: str, engines: dict[s
     only without subscriptions in it and slots of it, so its links go first; the peers'
     subscriptions from it stay, paused (``region resync`` drops them)."""
     for peer in (p for p in config.regions if p != region):
-        repl.set_subscription_enabled(engines[peer], subscription_name(peer, region), False)
-        repl.wait_worker_stopped(engines[peer], subscription_name(peer, region))
-        repl.drop_subscription(engines[region], subscription_name(region, peer))
-        repl.drop_slot_if_exists(conninfo(config, region), subscription_name(peer, region))
+        subscribing.set_subscription_enabled(engines[peer], subscription_name(peer, region), False)
+        subscribing.wait_worker_stopped(engines[peer], subscription_name(peer, region))
+        subscribing.drop_subscription(engines[region], subscription_name(region, peer))
+        slot_copy.drop_slot_if_exists(conninfo(config, region), subscription_name(peer, region))
     engines[region].dispose()
     server = make_engine(dev.admin_url(region), pool_size=1)
     try:
@@ -133,7 +133,7 @@ def main() -> None:
         if args.mode == "dropped":
             lose_database(dev, config, "eu-west", engines)
         else:
-            repl.wipe_replicated_tables(engines["eu-west"])
+            replicated_tables.wipe_replicated_tables(engines["eu-west"])
         with Writers(config, ["us-east", "ap-south"]) as writers:
             report = rebuild(config, "eu-west", seed="us-east", admin_url=dev.admin_url("eu-west", DATABASE),
                              timeout=600, say=print)

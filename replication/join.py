@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from regionmesh.config import MeshConfig
 from regionmesh.errors import RegionmeshError
 from regionmesh.models import lease as lease_repo
-from regionmesh.models import replication as repl
+from regionmesh.models import link_health, replicated_tables, slot_copy, subscribing
 from regionmesh.models.engine import engine_for
 from regionmesh.names import subscription_name
 from regionmesh.replication import publications
@@ -58,9 +58,9 @@ def add_region(config: MeshConfig, new: str, *, seed: str, new_admin_url: str, t
         raise JoinError(f"seed {seed!r} is not an existing region of the mesh ({', '.join(peers)})")
     engines = {r: engine_for(config, r) for r in config.regions}
     try:
-        if repl.subscriptions(engines[new]):
+        if link_health.subscriptions(engines[new]):
             raise JoinError(f"{new} already subscribes to the mesh")
-        if repl.has_rows(engines[new]):
+        if replicated_tables.has_rows(engines[new]):
             raise JoinError(f"{new} already holds replicated rows; a joining region must be empty")
         zone = config.zone_of(new)
         inside = [p for p in peers if zone and config.zone_of(p) == zone]
@@ -77,44 +77,44 @@ def add_region(config: MeshConfig, new: str, *, seed: str, new_admin_url: str, t
         created: dict[str, str] = {}
         for p in others:
             slot = subscription_name(new, p)
-            repl.drop_slot_if_exists(conninfo(config, p), slot)
-            created[p] = repl.create_slot(conninfo(config, p), slot)
+            slot_copy.drop_slot_if_exists(conninfo(config, p), slot)
+            created[p] = slot_copy.create_slot(conninfo(config, p), slot)
             # A write after the slot exists, so the seed's progress from p passes that point.
             lease_repo.beat(engines[p], p)
         # 2. The seed applies each peer past that point, then pauses.
         seed_subs = {p: subscription_name(seed, p) for p in others}
         deadline = time.monotonic() + timeout
         for p, sub in seed_subs.items():
-            while not repl.lsn_at_least(engines[seed], repl.origin_progress(engines[seed], sub), created[p]):
+            while not link_health.lsn_at_least(engines[seed], link_health.origin_progress(engines[seed], sub), created[p]):
                 if time.monotonic() > deadline:
                     raise JoinError(f"{seed} did not catch up with {p} within {timeout}s; is the link streaming?")
                 time.sleep(0.05)
         positions: dict[str, str] = {}
         try:
             for p, sub in seed_subs.items():
-                repl.set_subscription_enabled(engines[seed], sub, False)
-                repl.wait_worker_stopped(engines[seed], sub)
-                pos = repl.origin_progress(engines[seed], sub)
+                subscribing.set_subscription_enabled(engines[seed], sub, False)
+                subscribing.wait_worker_stopped(engines[seed], sub)
+                pos = link_health.origin_progress(engines[seed], sub)
                 positions[p] = pos or created[p]
             # 3. Copy from the seed as of the new slot's snapshot.
             seed_slot = subscription_name(new, seed)
-            repl.drop_slot_if_exists(conninfo(config, seed), seed_slot)
-            zones = publications.zones_for(config, new) if repl.payload_zoned(engines[seed]) else None
-            rows = repl.copy_with_new_slot(conninfo(config, seed), config.regions[seed].database_url, seed_slot,
-                                           new_admin_url, zones)
+            slot_copy.drop_slot_if_exists(conninfo(config, seed), seed_slot)
+            zones = publications.zones_for(config, new) if replicated_tables.payload_zoned(engines[seed]) else None
+            rows = slot_copy.copy_with_new_slot(conninfo(config, seed), config.regions[seed].database_url, seed_slot,
+                                                new_admin_url, zones)
             # 4. Skip what the copy holds, and subscribe the new region to everyone.
             for p in others:
-                repl.advance_slot(conninfo(config, p), subscription_name(new, p), positions[p])
+                slot_copy.advance_slot(conninfo(config, p), subscription_name(new, p), positions[p])
             for p in peers:
-                repl.create_subscription_on_slot(engines[new], subscription_name(new, p), conninfo(config, p),
-                                                 publications.publications_for(config, engines[p], new))
+                subscribing.create_subscription_on_slot(engines[new], subscription_name(new, p), conninfo(config, p),
+                                                        publications.publications_for(config, engines[p], new))
         finally:
             for sub in seed_subs.values():
-                repl.set_subscription_enabled(engines[seed], sub, True)
+                subscribing.set_subscription_enabled(engines[seed], sub, True)
         # 5. Everyone subscribes to the new region (it has originated nothing yet).
         for p in peers:
-            repl.ensure_subscription(engines[p], subscription_name(p, new), conninfo(config, new),
-                                     publications.publications_for(config, engines[new], p))
+            subscribing.ensure_subscription(engines[p], subscription_name(p, new), conninfo(config, new),
+                                            publications.publications_for(config, engines[new], p))
         return JoinReport(new, seed, rows, time.monotonic() - started)
     finally:
         for engine in engines.values():

@@ -33,7 +33,7 @@ from sqlalchemy import Engine
 
 from regionmesh.config import MeshConfig
 from regionmesh.errors import RegionmeshError
-from regionmesh.models import replication as repl
+from regionmesh.models import link_health, publishing, replicated_tables, subscribing
 from regionmesh.names import PUBLICATION, subscription_name, subscription_publications, zoned_publication
 
 
@@ -56,23 +56,23 @@ def zones_for(config: MeshConfig, region: str) -> list[str]:
 
 def publications_for(config: MeshConfig, engine: Engine, subscriber: str) -> str:
     """What a new subscription of ``subscriber`` to the publisher behind ``engine`` lists."""
-    return subscription_publications(subscriber) if repl.payload_zoned(engine) else PUBLICATION
+    return subscription_publications(subscriber) if replicated_tables.payload_zoned(engine) else PUBLICATION
 
 
 def ensure_payload_publication(config: MeshConfig, engine: Engine, dest: str) -> None:
     """``rm_pub_to_<dest>`` on the publisher behind ``engine`` (nothing before 0013)."""
-    if repl.payload_zoned(engine):
-        repl.ensure_zoned_publication(engine, zoned_publication(dest), zones_for(config, dest), config.replication_user)
+    if replicated_tables.payload_zoned(engine):
+        publishing.ensure_zoned_publication(engine, zoned_publication(dest), zones_for(config, dest), config.replication_user)
 
 
 def publish(config: MeshConfig, engine: Engine, region: str, *, with_payload: bool = False) -> list[str]:
     """``rm_pub`` and every ``rm_pub_to_<dest>`` of ``region``. ``with_payload``: ``rm_pub`` keeps
     the payload tables (a subscriber has not switched yet). Returns tables added to ``rm_pub``."""
-    zoned = repl.payload_zoned(engine)
+    zoned = replicated_tables.payload_zoned(engine)
     for dest in config.regions:
         if dest != region:
             ensure_payload_publication(config, engine, dest)
-    return repl.ensure_publication(engine, PUBLICATION, config.replication_user, with_payload=with_payload or not zoned)
+    return publishing.ensure_publication(engine, PUBLICATION, config.replication_user, with_payload=with_payload or not zoned)
 
 
 def unswitched(engines: dict[str, Engine], regions: Iterable[str]) -> set[tuple[str, str]]:
@@ -84,8 +84,8 @@ def unswitched(engines: dict[str, Engine], regions: Iterable[str]) -> set[tuple[
         for pub in names:
             if sub == pub:
                 continue
-            listed = repl.subscription_publication_names(engines[sub], subscription_name(sub, pub))
-            if listed is not None and zoned_publication(sub) not in listed and repl.payload_zoned(engines[pub]):
+            listed = subscribing.subscription_publication_names(engines[sub], subscription_name(sub, pub))
+            if listed is not None and zoned_publication(sub) not in listed and replicated_tables.payload_zoned(engines[pub]):
                 out.add((sub, pub))
     return out
 
@@ -97,7 +97,7 @@ def publish_all(config: MeshConfig, engines: dict[str, Engine], regions: Iterabl
     position each publisher with pending subscribers noted after creating them."""
     waiting = {pub for _, pub in pending}
     added = {name: publish(config, engines[name], name, with_payload=name in waiting) for name in regions}
-    return added, {pub: repl.current_lsn(engines[pub]) for pub in waiting}
+    return added, {pub: link_health.current_lsn(engines[pub]) for pub in waiting}
 
 
 def switch(config: MeshConfig, engines: dict[str, Engine], pending: set[tuple[str, str]], marks: dict[str, str],
@@ -112,13 +112,13 @@ def switch(config: MeshConfig, engines: dict[str, Engine], pending: set[tuple[st
     while left:
         for sub, pub in sorted(left):
             name = subscription_name(sub, pub)
-            if repl.slot_caught_up(engines[pub], name, marks[pub]):
+            if link_health.slot_caught_up(engines[pub], name, marks[pub]):
                 # Stopped first: an apply worker still streaming with the old list could confirm
                 # payload changes past step 3 that it was never sent.
-                repl.set_subscription_enabled(engines[sub], name, False)
-                repl.wait_worker_stopped(engines[sub], name)
-                repl.set_subscription_publications(engines[sub], name, subscription_publications(sub))
-                repl.set_subscription_enabled(engines[sub], name, True)
+                subscribing.set_subscription_enabled(engines[sub], name, False)
+                subscribing.wait_worker_stopped(engines[sub], name)
+                subscribing.set_subscription_publications(engines[sub], name, subscription_publications(sub))
+                subscribing.set_subscription_enabled(engines[sub], name, True)
                 say(f"{sub}: {name} subscribes to {subscription_publications(sub)}")
                 left.discard((sub, pub))
         if left and time.monotonic() > deadline:

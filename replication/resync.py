@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from regionmesh.config import MeshConfig
-from regionmesh.models import replication as repl
+from regionmesh.models import replicated_tables, slot_copy, subscribing
 from regionmesh.models.engine import engine_for
 from regionmesh.names import subscription_name
 from regionmesh.replication.join import JoinError, add_region
@@ -51,13 +51,13 @@ def resync(config: MeshConfig, region: str, *, seed: str, admin_url: str, timeou
     dropped: list[str] = []
     for p in peers:
         inbound = subscription_name(region, p)
-        if repl.drop_subscription(target, inbound):
+        if subscribing.drop_subscription(target, inbound):
             dropped.append(inbound)
-        repl.drop_slot_if_exists(conninfo(config, p), inbound)
+        slot_copy.drop_slot_if_exists(conninfo(config, p), inbound)
         outbound = subscription_name(p, region)
-        if repl.drop_subscription(engine_for(config, p), outbound):
+        if subscribing.drop_subscription(engine_for(config, p), outbound):
             dropped.append(outbound)
-        repl.drop_slot_if_exists(conninfo(config, region), outbound)
-    repl.wipe_replicated_tables(target)
+        slot_copy.drop_slot_if_exists(conninfo(config, region), outbound)
+    replicated_tables.wipe_replicated_tables(target)
     report = add_region(config, region, seed=seed, new_admin_url=admin_url, timeout=timeout)
     return ResyncReport(region, seed, dropped, report.rows_copied, time.monotonic() - started)

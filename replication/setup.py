@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from regionmesh.config import MeshConfig
 from regionmesh.errors import ConfigError
-from regionmesh.models import replication as repl
+from regionmesh.models import link_health, publishing, replicated_tables, subscribing
 from regionmesh.models.admin import link_role
 from regionmesh.models.engine import engine_for
 from regionmesh.models.tables import ZONED_TABLES
@@ -69,8 +69,8 @@ def setup(config: MeshConfig, regions: list[str] | None = None, *, timeout: floa
     try:
         pending = publications.unswitched(engines, config.regions)
         added, marks = publications.publish_all(config, engines, config.regions, pending)
-        published = {n: repl.publication_tables(engines[n], PUBLICATION) for n in config.regions}
-        has_subs = {n: bool(repl.subscriptions(engines[n])) for n in names}
+        published = {n: publishing.publication_tables(engines[n], PUBLICATION) for n in config.regions}
+        has_subs = {n: bool(link_health.subscriptions(engines[n])) for n in names}
         if any(has_subs.values()):
             new = sorted(n for n, has in has_subs.items() if not has)
             if new:
@@ -86,9 +86,9 @@ def setup(config: MeshConfig, regions: list[str] | None = None, *, timeout: floa
                 sname = subscription_name(sub, pub)
                 wanted = (PUBLICATION if (sub, pub) in pending
                           else publications.publications_for(config, engines[pub], sub))
-                zoned = list(ZONED_TABLES) if repl.payload_zoned(engines[pub]) else []
-                result = repl.ensure_subscription(engines[sub], sname, conninfo(config, pub, sub), wanted,
-                                                   published[pub] + zoned)
+                zoned = list(ZONED_TABLES) if replicated_tables.payload_zoned(engines[pub]) else []
+                result = subscribing.ensure_subscription(engines[sub], sname, conninfo(config, pub, sub), wanted,
+                                                         published[pub] + zoned)
                 if added.get(pub):  # a table the publisher had stopped publishing, or a new one
                     note = f"{pub} publishes {', '.join(added[pub])} again"
                     result = note if result == "unchanged" else f"{result}; {note}"

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from regionmesh.config import MeshConfig
-from regionmesh.models import replication as repl
+from regionmesh.models import link_health
 from regionmesh.models.engine import engine_for
 from regionmesh.names import subscription_name
 
@@ -40,12 +40,12 @@ def _probe(config: MeshConfig, region: str) -> dict[str, Any]:
     engine = engine_for(config, region)
     try:
         return {
-            "subs": {s["subname"]: s for s in repl.subscriptions(engine)},
-            "error_ages": repl.observe_link_errors(engine),
-            "slots": {s["slot_name"]: s for s in repl.slots(engine)},
-            "ages": repl.heartbeat_ages(engine),
-            "conflicts": repl.conflict_counts(engine),
-            "skipped": repl.skipped_changes(engine),
+            "subs": {s["subname"]: s for s in link_health.subscriptions(engine)},
+            "error_ages": link_health.observe_link_errors(engine),
+            "slots": {s["slot_name"]: s for s in link_health.slots(engine)},
+            "ages": link_health.heartbeat_ages(engine),
+            "conflicts": link_health.conflict_counts(engine),
+            "skipped": link_health.skipped_changes(engine),
         }
     except Exception as exc:  # an unreachable region is a status, not a crash
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
@@ -121,4 +121,4 @@ def acknowledge(config: MeshConfig, subscriber: str, publisher: str) -> int:
     for region in (subscriber, publisher):
         if region not in config.regions:
             raise ValueError(f"unknown region {region!r}; regions of the mesh: {', '.join(config.regions)}")
-    return repl.acknowledge_skipped(engine_for(config, subscriber), subscription_name(subscriber, publisher))
+    return link_health.acknowledge_skipped(engine_for(config, subscriber), subscription_name(subscriber, publisher))

@@ -19,7 +19,7 @@ from functools import partial
 from sqlalchemy import Engine
 
 from regionmesh.config import MeshConfig
-from regionmesh.models import replication as repl
+from regionmesh.models import link_health, verify_hashes
 from regionmesh.models.engine import engine_for
 from regionmesh.models.tables import REPLICATED_TABLES, ZONED_TABLES
 from regionmesh.names import subscription_name
@@ -51,13 +51,13 @@ class VerifyResult:
 
 def wait_drained(config: MeshConfig, engines: dict[str, Engine], timeout: float) -> bool:
     """Until every subscriber confirmed each publisher's WAL position as of now; False on timeout."""
-    targets = {pub: repl.current_lsn(engine) for pub, engine in engines.items()}
+    targets = {pub: link_health.current_lsn(engine) for pub, engine in engines.items()}
     deadline = time.monotonic() + timeout
     pending = {(sub, pub) for sub in engines for pub in engines if sub != pub}
     while pending:
         pending = {
             (sub, pub) for sub, pub in pending
-            if not repl.slot_caught_up(engines[pub], subscription_name(sub, pub), targets[pub])
+            if not link_health.slot_caught_up(engines[pub], subscription_name(sub, pub), targets[pub])
         }
         if not pending:
             return True
@@ -96,7 +96,7 @@ def verify(config: MeshConfig, *, timeout: float = 30.0, tables: tuple[str, ...]
                     _compare(pool, {r: engines[r] for r in holders}, table, zones, result)
                 if table in ZONED_TABLES:
                     outside = dict(zip(engines, pool.map(
-                        repl.rows_outside, engines.values(), [table] * len(engines),
+                        verify_hashes.rows_outside, engines.values(), [table] * len(engines),
                         [publications.zones_for(config, r) for r in engines]), strict=True))
                     breaches = {region: found for region, found in outside.items() if found}
                     if breaches:
@@ -112,7 +112,7 @@ def _compare(pool: ThreadPoolExecutor, engines: dict[str, Engine], table: str, z
              result: VerifyResult) -> None:
     if len(engines) < 1:
         return
-    hashes = dict(zip(engines, pool.map(partial(repl.bucket_hashes, table=table, buckets=BUCKETS, zones=zones),
+    hashes = dict(zip(engines, pool.map(partial(verify_hashes.bucket_hashes, table=table, buckets=BUCKETS, zones=zones),
                                         engines.values()), strict=True))
     for region, h in hashes.items():
         result.rows[table][region] += sum(c for c, _ in h.values())
@@ -120,7 +120,7 @@ def _compare(pool: ThreadPoolExecutor, engines: dict[str, Engine], table: str, z
     differing = sorted(b for b in all_buckets if len({h.get(b) for h in hashes.values()}) > 1)
     if not differing:
         return
-    rows = dict(zip(engines, pool.map(partial(repl.row_hashes, table=table, buckets=BUCKETS, wanted=differing,
+    rows = dict(zip(engines, pool.map(partial(verify_hashes.row_hashes, table=table, buckets=BUCKETS, wanted=differing,
                                               zones=zones), engines.values()), strict=True))
     keys = set().union(*(r.keys() for r in rows.values()))
     result.differences[table].update({

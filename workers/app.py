@@ -17,7 +17,7 @@ from celery import Celery, signals
 from regionmesh.broker import PROC_ALIVE_TIMEOUT_S, connection_settings, others_alive, restore_orphaned
 from regionmesh.config import MeshConfig, Settings, load_config
 from regionmesh.log import event
-from regionmesh.models import replication as repl
+from regionmesh.models import link_health
 from regionmesh.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
 from regionmesh.workers.definitions import Registry
 from regionmesh.workers.erasure import ErasureJob
@@ -111,7 +111,7 @@ def _wire_reconciler(app: Celery, rt: Runtime) -> None:
         except Exception as exc:  # the broker may be down; the visibility timeout still applies
             event(30, "broker.restore_failed", region=rt.region, error=exc)
         recon = Reconciler(rt, reconciler_settings(settings),
-                           extra_jobs=(ErasureJob(rt), lambda: repl.observe_link_errors(rt.engine),
+                           extra_jobs=(ErasureJob(rt), lambda: link_health.observe_link_errors(rt.engine),
                                        lambda: drain_outbox(rt), lambda: restore_after_loss(app, rt)))
         keeper = LeaseLoop(rt, settings.reconcile_interval_s)
         holder["r"] = recon

@@ -6,7 +6,7 @@ Every replicated table (the tables with the replica conflict triggers) gets
 holds it (deletes.sql has the argument). The column change is a change of a
 replicated table, so the conflict functions are regenerated from the new
 columns in the same transaction; every migration that changes a replicated
-table's columns must do the same (``repl.regenerate_replica_triggers``), and
+table's columns must do the same (``replicated_tables.regenerate_replica_triggers``), and
 ``tests/migration/test_replica_triggers.py`` fails at the revision that does not.
 
 Revision ID: 0010
@@ -20,8 +20,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from regionmesh.models import replication as repl
-from regionmesh.models import schema_sql
+from regionmesh.models import replicated_tables, schema_sql
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -125,15 +124,15 @@ SELECT rm_install_delete_rules(t.tgrelid)
 
 def upgrade() -> None:
     bind = op.get_bind()
-    for table in repl.replicated_tables_in_catalog(bind):
+    for table in replicated_tables.replicated_tables_in_catalog(bind):
         op.execute(f'ALTER TABLE "{table}" ADD COLUMN deleted_at timestamp with time zone')
-    repl.regenerate_replica_triggers(bind)
+    replicated_tables.regenerate_replica_triggers(bind)
     schema_sql.run_text(bind, DELETES_0010)
 
 
 def downgrade() -> None:
     bind = op.get_bind()
-    tables = repl.replicated_tables_in_catalog(bind)
+    tables = replicated_tables.replicated_tables_in_catalog(bind)
     for table in tables:
         for trigger in ("rm_conflict_del", "rm_keep_tombstone", "rm_no_truncate"):
             op.execute(f'DROP TRIGGER IF EXISTS {trigger} ON "{table}"')
@@ -142,4 +141,4 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION rm_install_delete_rules(regclass)")
     op.execute("DROP FUNCTION rm_keep_tombstone()")
     op.execute("DROP FUNCTION rm_refuse_truncate()")
-    repl.regenerate_replica_triggers(bind)
+    replicated_tables.regenerate_replica_triggers(bind)

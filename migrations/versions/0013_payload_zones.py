@@ -20,8 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from regionmesh.models import replication as repl
-from regionmesh.models import schema_sql
+from regionmesh.models import replicated_tables, schema_sql
 
 revision: str = "0013"
 down_revision: str | None = "0012"
@@ -56,7 +55,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_run_summaries_tenant_id"), "run_summaries", ["tenant_id"], unique=False)
     bind = op.get_bind()
-    repl.regenerate_replica_triggers(bind)
+    replicated_tables.regenerate_replica_triggers(bind)
     schema_sql.apply(bind, "payload.sql")
     op.execute("""DO $$ BEGIN
         IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'rm_pub') THEN
@@ -78,4 +77,4 @@ def downgrade() -> None:
         op.execute(f'ALTER TABLE "{table}" REPLICA IDENTITY DEFAULT')
         op.drop_constraint(op.f(f"uq_{table}_id_zone"), table, type_="unique")
         op.drop_column(table, "zone")
-    repl.regenerate_replica_triggers(op.get_bind())
+    replicated_tables.regenerate_replica_triggers(op.get_bind())

@@ -18,8 +18,7 @@ from importlib import import_module
 
 from alembic import op
 
-from regionmesh.models import replication as repl
-from regionmesh.models import schema_sql
+from regionmesh.models import replicated_tables, schema_sql
 
 revision: str = "0016"
 down_revision: str | None = "0015"
@@ -33,7 +32,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     bind = op.get_bind()
-    for table in repl.replicated_tables_in_catalog(bind):
+    for table in replicated_tables.replicated_tables_in_catalog(bind):
         op.execute(f'DROP TRIGGER IF EXISTS rm_no_live_delete ON "{table}"')
     op.execute("DROP FUNCTION rm_refuse_live_delete()")
     frozen = import_module("regionmesh.migrations.versions.0010_deletes")

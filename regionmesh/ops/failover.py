@@ -29,8 +29,7 @@ from regionmesh.config import MeshConfig
 from regionmesh.errors import RegionmeshError
 from regionmesh.models import failover as repo
 from regionmesh.models import lease as lease_repo
-from regionmesh.models import replication as repl
-from regionmesh.models import residency
+from regionmesh.models import link_health, residency
 from regionmesh.models.engine import engine_for
 from regionmesh.models.registry import set_home
 from regionmesh.names import subscription_name
@@ -154,9 +153,9 @@ def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s:
 def wait_caught_up(config: MeshConfig, publisher: str, subscriber: str, timeout: float) -> bool:
     """Until ``subscriber`` confirmed ``publisher``'s current WAL position (no clocks compared)."""
     pub = engine_for(config, publisher)
-    target = repl.current_lsn(pub)
+    target = link_health.current_lsn(pub)
     deadline = time.monotonic() + timeout
-    while not repl.slot_caught_up(pub, subscription_name(subscriber, publisher), target):
+    while not link_health.slot_caught_up(pub, subscription_name(subscriber, publisher), target):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)

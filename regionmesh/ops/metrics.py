@@ -19,8 +19,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from regionmesh.broker import QueueGauge
 from regionmesh.config import MeshConfig
 from regionmesh.models import lease as lease_repo
-from regionmesh.models import outbox
-from regionmesh.models import replication as repl
+from regionmesh.models import link_health, outbox
 from regionmesh.models.engine import engine_for
 from regionmesh.models.runs import counts_by_status
 from regionmesh.names import steps_queue, submit_queue, subscription_name
@@ -57,8 +56,8 @@ class RegionCollector:
         lag_s = GaugeMetricFamily("regionmesh_replication_lag_seconds", "Age of the peer's heartbeat as replicated here.", labels=labels)
         sub_up = GaugeMetricFamily("regionmesh_replication_subscription_up", "1 if the apply worker for the link runs.", labels=labels)
         errors = CounterMetricFamily("regionmesh_replication_apply_errors", "Apply worker errors (lost connections included).", labels=labels)
-        subs = {s["subname"]: s for s in repl.subscriptions(self.engine)}
-        ages = repl.heartbeat_ages(self.engine)
+        subs = {s["subname"]: s for s in link_health.subscriptions(self.engine)}
+        ages = link_health.heartbeat_ages(self.engine)
         for peer in self.config.peers(r):
             s = subs.get(subscription_name(r, peer.name))
             sub_up.add_metric([peer.name, r], 1 if s and s["pid"] else 0)
@@ -70,7 +69,7 @@ class RegionCollector:
         retained = GaugeMetricFamily("regionmesh_replication_slot_retained_bytes", "WAL kept for the slot.", labels=labels)
         status = GaugeMetricFamily("regionmesh_replication_slot_status", "1 for the slot's wal_status.", labels=[*labels, "wal_status"])
         names = {subscription_name(p.name, r): p.name for p in self.config.peers(r)}
-        for slot in repl.slots(self.engine):
+        for slot in link_health.slots(self.engine):
             to = names.get(slot["slot_name"])
             if to is None:
                 continue
@@ -79,7 +78,7 @@ class RegionCollector:
             status.add_metric([r, to, slot["wal_status"] or "unknown"], 1)
         yield from (lag_b, retained, status)
         conflicts = CounterMetricFamily("regionmesh_replication_conflicts", "Conflicts the replica triggers resolved.", labels=["region", "kind"])
-        for kind, n in repl.conflict_counts(self.engine).items():
+        for kind, n in link_health.conflict_counts(self.engine).items():
             conflicts.add_metric([r, kind], float(n))
         yield conflicts
         depth, oldest, _ = outbox.depth(self.engine)

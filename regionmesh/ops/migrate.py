@@ -10,7 +10,7 @@ conflict function whose column list is older than its table fails every insert. 
    their slots, and local writes go on;
 2. upgrade every region to head: each region's DDL and the regeneration of its
    conflict triggers commit in one transaction (the migrations call
-   ``repl.regenerate_replica_triggers``; tests/migration fails a revision that does not);
+   ``replicated_tables.regenerate_replica_triggers``; tests/migration fails a revision that does not);
 3. publish new replicated tables everywhere, and the per-destination payload
    publications (``rm_pub_to_<dest>``, replication/publications.py);
 4. resume apply everywhere (``ENABLE``, and ``REFRESH PUBLICATION`` with
@@ -43,7 +43,7 @@ from sqlalchemy import Engine
 
 from regionmesh.config import MeshConfig
 from regionmesh.errors import MigrationError
-from regionmesh.models import replication as repl
+from regionmesh.models import link_health, publishing, replicated_tables, subscribing
 from regionmesh.models.engine import engine_for
 from regionmesh.models.tables import ZONED_TABLES
 from regionmesh.names import PUBLICATION, subscription_name
@@ -146,7 +146,7 @@ def plan(config: MeshConfig, *, regions: list[str] | None = None, extra_versions
     todo = {n: pending(e, extra_versions) for n, e in engines.items()}
     if not any(todo.values()):
         return []
-    subs = {n: [s["subname"] for s in repl.subscriptions(e)] for n, e in engines.items()}
+    subs = {n: [s["subname"] for s in link_health.subscriptions(e)] for n, e in engines.items()}
     steps: list[tuple[str, str]] = []
     for n in names:
         if subs[n]:
@@ -205,7 +205,7 @@ def upgrade_live(
     before = {name: current_revision(engine) for name, engine in engines.items()}
     check_compatible(before, extra_versions)
     todo = {n: pending(e, extra_versions) for n, e in engines.items()}
-    subs = {n: [s["subname"] for s in repl.subscriptions(e)] for n, e in engines.items()}
+    subs = {n: [s["subname"] for s in link_health.subscriptions(e)] for n, e in engines.items()}
     paused_at: float | None = None
     if any(todo.values()) and any(subs.values()):
         say(f"pausing apply on {sum(len(v) for v in subs.values())} subscriptions until every region's DDL "
@@ -213,10 +213,10 @@ def upgrade_live(
         paused_at = time.monotonic()
         for n in names:
             for sub in subs[n]:
-                repl.set_subscription_enabled(engines[n], sub, False)
+                subscribing.set_subscription_enabled(engines[n], sub, False)
         for n in names:
             for sub in subs[n]:
-                repl.wait_worker_stopped(engines[n], sub)
+                subscribing.wait_worker_stopped(engines[n], sub)
             if subs[n]:
                 say(f"{n}: apply paused ({', '.join(subs[n])})")
     out = []
@@ -243,21 +243,21 @@ def upgrade_live(
         for name, engine in engines.items():
             if added[name]:
                 say(f"{name}: publication {PUBLICATION} + {', '.join(added[name])}")
-            published[name] = repl.publication_tables(engine, PUBLICATION) + (
-                list(ZONED_TABLES) if repl.payload_zoned(engine) else [])
+            published[name] = publishing.publication_tables(engine, PUBLICATION) + (
+                list(ZONED_TABLES) if replicated_tables.payload_zoned(engine) else [])
     paused_s = None
     if paused_at is not None:
         for n in names:
             for sub in subs[n]:
-                repl.set_subscription_enabled(engines[n], sub, True)
+                subscribing.set_subscription_enabled(engines[n], sub, True)
         paused_s = time.monotonic() - paused_at
         for n in names:
             for sub in subs[n]:
-                facts = repl.subscription_facts(engines[n], sub)
+                facts = subscribing.subscription_facts(engines[n], sub)
                 publisher = next((p for p in published if subscription_name(n, p) == sub), None)
                 missing = set(published.get(publisher or "", [])) - set(facts["tables"] if facts else [])
                 if missing:
-                    repl.refresh_subscription(engines[n], sub)
+                    subscribing.refresh_subscription(engines[n], sub)
                     say(f"{n}: {sub} applies {', '.join(sorted(missing))} from now on")
             if subs[n]:
                 say(f"{n}: apply resumed")

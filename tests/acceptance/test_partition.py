@@ -1,6 +1,6 @@
 """Partition safety on a three-region mesh of its own: real PostgreSQL logical replication cut by TCP
 proxies, real Redis and celery workers in every region, and an external effect ledger (a file per
-region, written by the step handlers, read by tests/support/ledger.py) as the history to check.
+region, written by the step handlers, read by regionmesh/testing/ledger.py) as the history to check.
 
 The promise attacked: at most one region executes a tenant's runs at any moment. A region cut off
 from the majority stops within its lease; the majority fails it over only once its lease expired;
@@ -24,7 +24,7 @@ from sqlalchemy import Engine, text
 from regionmesh.client import submit
 from regionmesh.config import MeshConfig, load_config
 from regionmesh.models import lease as lease_repo
-from regionmesh.models import replication as repl
+from regionmesh.models import subscribing
 from regionmesh.models.engine import make_engine
 from regionmesh.names import subscription_name
 from regionmesh.ops.devmesh import DevMesh
@@ -32,10 +32,10 @@ from regionmesh.ops.failover import failover, lease_status, set_intent
 from regionmesh.replication.setup import conninfo, setup
 from regionmesh.replication.verify import verify
 from regionmesh.routing.hashing import home_by_hash
+from regionmesh.testing import ledger
+from regionmesh.testing.proxy import Proxy
 from tests.conftest import down_and_leftovers, make_mesh_dir
-from tests.support import ledger
 from tests.support.helpers import wait_until
-from tests.support.proxy import Proxy
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
@@ -68,7 +68,7 @@ class World:
                 port = int(self.config.regions[pub].peer_conninfo.split("port=")[1].split()[0])
                 proxy = self.proxies[(sub, pub)] = Proxy(port)
                 info = conninfo(self.config, pub, sub).replace(f"port={port}", f"port={proxy.port}")
-                repl.set_subscription_connection(self.engines[sub], subscription_name(sub, pub), info)
+                subscribing.set_subscription_connection(self.engines[sub], subscription_name(sub, pub), info)
 
     def sever(self, *links: tuple[str, str]) -> None:
         for link in links:
@@ -97,7 +97,7 @@ def world() -> Iterator[World]:
     ledger_dir = root / "ledger"
     ledger_dir.mkdir()
     os.chmod(ledger_dir, 0o777)
-    env = {"REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,tests.support.workflows", "PYTHONPATH": REPO_ROOT,
+    env = {"REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,regionmesh.testing.workflows", "PYTHONPATH": REPO_ROOT,
            "RM_TEST_LEDGER": str(ledger_dir), "REGIONMESH_RECONCILE_INTERVAL_S": "0.3",
            "REGIONMESH_LEASE_S": str(LEASE_S), "REGIONMESH_CLOCK_DRIFT": str(DRIFT),
            "REGIONMESH_LEASE_MARGIN_S": str(MARGIN_S), "REGIONMESH_FORWARD_CONFIRM_S": "5"}

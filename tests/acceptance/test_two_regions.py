@@ -14,16 +14,16 @@ from sqlalchemy import Engine
 from regionmesh.client import submit
 from regionmesh.config import MeshConfig, load_config
 from regionmesh.models import lease as lease_repo
-from regionmesh.models import replication as repl
+from regionmesh.models import subscribing
 from regionmesh.models.engine import make_engine
 from regionmesh.names import subscription_name
 from regionmesh.ops.devmesh import DevMesh
 from regionmesh.ops.failover import FailoverRefused, failover
 from regionmesh.replication.setup import conninfo
 from regionmesh.routing.hashing import home_by_hash
+from regionmesh.testing.proxy import Proxy
 from tests.conftest import down_and_leftovers, make_mesh_dir
 from tests.support.helpers import wait_until
-from tests.support.proxy import Proxy
 
 REGIONS = ["us-east", "eu-west"]
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
@@ -32,7 +32,7 @@ REPO_ROOT = str(Path(__file__).resolve().parents[2])
 @pytest.fixture(scope="module")
 def mesh2() -> Iterator[tuple[DevMesh, MeshConfig, dict[str, Engine], list[Proxy]]]:
     root = make_mesh_dir("rm-two-")
-    env = {"REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,tests.support.workflows", "PYTHONPATH": REPO_ROOT,
+    env = {"REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,regionmesh.testing.workflows", "PYTHONPATH": REPO_ROOT,
            "REGIONMESH_RECONCILE_INTERVAL_S": "0.3", "REGIONMESH_LEASE_S": "4"}
     dev = DevMesh(root)
     proxies: list[Proxy] = []
@@ -45,7 +45,7 @@ def mesh2() -> Iterator[tuple[DevMesh, MeshConfig, dict[str, Engine], list[Proxy
             proxy = Proxy(port)
             proxies.append(proxy)
             info = conninfo(config, pub, sub).replace(f"port={port}", f"port={proxy.port}")
-            repl.set_subscription_connection(engines[sub], subscription_name(sub, pub), info)
+            subscribing.set_subscription_connection(engines[sub], subscription_name(sub, pub), info)
         yield dev, config, engines, proxies
     finally:
         for proxy in proxies:

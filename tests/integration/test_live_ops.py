@@ -20,8 +20,7 @@ from sqlalchemy import Engine, text
 from bench.campaign_checker import scan_pg_logs
 from bench.resync import load_finished_runs, lose_database
 from regionmesh.config import MeshConfig
-from regionmesh.models import replication as repl
-from regionmesh.models import retention
+from regionmesh.models import link_health, publishing, retention, subscribing
 from regionmesh.models.engine import make_engine
 from regionmesh.names import PUBLICATION, subscription_name
 from regionmesh.ops.cli import cli
@@ -69,7 +68,7 @@ def streaming(config: MeshConfig) -> bool:
 
 
 def apply_error_counts(engines: dict[str, Engine]) -> dict[str, int]:
-    return {s["subname"]: int(s["apply_error_count"]) for e in engines.values() for s in repl.subscriptions(e)}
+    return {s["subname"]: int(s["apply_error_count"]) for e in engines.values() for s in link_health.subscriptions(e)}
 
 
 def apply_errors_in_logs(dev: DevMesh, since: dict[str, int]) -> list[str]:
@@ -143,13 +142,13 @@ def test_readme_lists_exactly_the_published_tables(ops: Ops) -> None:
     assert listed, "the README's Schema section no longer lists the replicated tables"
     names = set(re.findall(r"`(\w+)`", listed.group(1)))
     for engine in ops.engines.values():
-        assert names == set(repl.publication_tables(engine, PUBLICATION))
+        assert names == set(publishing.publication_tables(engine, PUBLICATION))
 
 
 # -- TRUNCATE and deletes -------------------------------------------------------------------------
 def test_truncate_is_refused_in_every_region_with_the_reason(ops: Ops) -> None:
     for engine in ops.engines.values():
-        for table in repl.publication_tables(engine, PUBLICATION):
+        for table in publishing.publication_tables(engine, PUBLICATION):
             with pytest.raises(Exception, match="TRUNCATE of replicated table .* is refused") as info:
                 with engine.begin() as conn:
                     conn.execute(text(f"TRUNCATE {table}"))
@@ -158,9 +157,9 @@ def test_truncate_is_refused_in_every_region_with_the_reason(ops: Ops) -> None:
 
 def _hold_links(ops: Ops, a: str, b: str, enabled: bool) -> None:
     for sub, pub in ((a, b), (b, a)):
-        repl.set_subscription_enabled(ops.engines[sub], subscription_name(sub, pub), enabled)
+        subscribing.set_subscription_enabled(ops.engines[sub], subscription_name(sub, pub), enabled)
         if not enabled:
-            repl.wait_worker_stopped(ops.engines[sub], subscription_name(sub, pub))
+            subscribing.wait_worker_stopped(ops.engines[sub], subscription_name(sub, pub))
 
 
 def _run_state(engine: Engine, run_id: str) -> tuple[str, bool] | None:
@@ -257,12 +256,12 @@ def test_setup_repairs_connection_options_and_enabled_state(ops: Ops) -> None:
     e = ops.engines["us-east"]
     wrong = subscription_name("us-east", "eu-west")
     with e.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        info = repl.subscription_facts(e, wrong)["conninfo"]  # type: ignore[index]
+        info = subscribing.subscription_facts(e, wrong)["conninfo"]  # type: ignore[index]
         assert info, "the app role cannot read subconninfo: setup would compare fingerprints only"
         bad = re.sub(r"port=\d+", "port=1", info).replace("'", "''")
         conn.execute(text(f"ALTER SUBSCRIPTION {wrong} CONNECTION '{bad}'"))
         conn.execute(text(f"ALTER SUBSCRIPTION {subscription_name('us-east', 'ap-south')} SET (binary = true)"))
-    repl.set_subscription_enabled(ops.engines["ap-south"], subscription_name("ap-south", "eu-west"), False)
+    subscribing.set_subscription_enabled(ops.engines["ap-south"], subscription_name("ap-south", "eu-west"), False)
     with e.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:  # a table no longer published
         conn.execute(text(f"ALTER PUBLICATION {PUBLICATION} DROP TABLE tenant_zones"))
     results = {link.subscription: link.result for link in setup(ops.config)}
@@ -271,7 +270,7 @@ def test_setup_repairs_connection_options_and_enabled_state(ops: Ops) -> None:
     assert "enabled" in results[subscription_name("ap-south", "eu-west")]
     for sub in ("eu-west", "ap-south"):  # the links from us-east say what us-east publishes again
         assert "us-east publishes tenant_zones again" in results[subscription_name(sub, "us-east")], results
-    assert "tenant_zones" in repl.publication_tables(e, PUBLICATION)
+    assert "tenant_zones" in publishing.publication_tables(e, PUBLICATION)
     assert sum(r == "unchanged" for r in results.values()) == 1, results
     assert {link.result for link in setup(ops.config)} == {"unchanged"}
     wait_until(lambda: streaming(ops.config), 60, "every link streaming after the repair")
@@ -303,7 +302,7 @@ def test_prune_under_load_removes_old_finished_runs_everywhere(ops: Ops) -> None
 
 # -- resync ------------------------------------------------------------------------------------------
 def _slot_status(engine: Engine, slot: str) -> str | None:
-    return next((s["wal_status"] for s in repl.slots(engine) if s["slot_name"] == slot), None)
+    return next((s["wal_status"] for s in link_health.slots(engine) if s["slot_name"] == slot), None)
 
 
 def test_resync_after_a_lost_slot_under_write_load(ops: Ops) -> None:
@@ -316,12 +315,12 @@ def test_resync_after_a_lost_slot_under_write_load(ops: Ops) -> None:
             conn.execute(text("SELECT pg_reload_conf()"))
             deadline = time.monotonic() + 120
             while _slot_status(admin, lost) != "lost":
-                assert time.monotonic() < deadline, f"slot {lost} never became lost: {repl.slots(admin)}"
+                assert time.monotonic() < deadline, f"slot {lost} never became lost: {link_health.slots(admin)}"
                 conn.execute(text("INSERT INTO tenant_registry (tenant_id, home_region, reason) VALUES (:t, 'us-east', 'pin')"),
                              {"t": f"wal-{uuid.uuid4().hex}"})
                 conn.execute(text("SELECT pg_switch_wal()"))
-                target = repl.current_lsn(admin)
-                wait_until(lambda: repl.slot_caught_up(admin, subscription_name("ap-south", "us-east"), target), 30,
+                target = link_health.current_lsn(admin)
+                wait_until(lambda: link_health.slot_caught_up(admin, subscription_name("ap-south", "us-east"), target), 30,
                            "ap-south to keep up")
                 conn.execute(text("CHECKPOINT"))
             conn.execute(text("ALTER SYSTEM RESET max_slot_wal_keep_size"))
@@ -368,7 +367,7 @@ Revises: {down}
 """
 from alembic import op
 
-from regionmesh.models import replication as repl
+from regionmesh.models import replicated_tables
 
 revision = "t900"
 down_revision = "{down}"
@@ -383,7 +382,7 @@ def upgrade() -> None:
                   origin_region text NOT NULL, deleted_at timestamptz)""")
     op.execute("CREATE TRIGGER rm_stamp BEFORE INSERT OR UPDATE ON rm_test_widgets FOR EACH ROW EXECUTE FUNCTION rm_stamp()")
     op.execute("SELECT rm_install_conflict_triggers('rm_test_widgets'::regclass)")
-    repl.regenerate_replica_triggers(op.get_bind())
+    replicated_tables.regenerate_replica_triggers(op.get_bind())
 
 
 def downgrade() -> None:
@@ -411,7 +410,7 @@ def test_migrate_adds_a_column_and_a_table_under_write_load_within_the_announced
         while not watching.is_set():
             now = time.monotonic()
             for e in ops.engines.values():
-                for s in repl.subscriptions(e):
+                for s in link_health.subscriptions(e):
                     if s["pid"] is None:
                         down.setdefault(s["subname"], now)
                     elif s["subname"] in down:

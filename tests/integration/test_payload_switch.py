@@ -13,7 +13,7 @@ import uuid
 from alembic import command
 from sqlalchemy import Engine, text
 
-from regionmesh.models import replication as repl
+from regionmesh.models import link_health, publishing, replicated_tables, subscribing
 from regionmesh.models.engine import make_engine
 from regionmesh.models.tables import ZONED_TABLES
 from regionmesh.names import PUBLICATION, subscription_name, subscription_publications
@@ -53,11 +53,11 @@ def test_migrate_switches_a_mesh_set_up_before_zones_without_losing_a_run() -> N
             command.upgrade(alembic_config(e), "0012")
         setup(config)
         for r, e in engines.items():
-            assert not repl.payload_zoned(e)
-            assert set(ZONED_TABLES) <= set(repl.publication_tables(e, PUBLICATION))
+            assert not replicated_tables.payload_zoned(e)
+            assert set(ZONED_TABLES) <= set(publishing.publication_tables(e, PUBLICATION))
             for p in REGIONS:
                 if p != r:
-                    assert repl.subscription_publication_names(e, subscription_name(r, p)) == [PUBLICATION]
+                    assert subscribing.subscription_publication_names(e, subscription_name(r, p)) == [PUBLICATION]
 
         def writer(region: str) -> None:
             e = make_engine(config.regions[region].database_url, region=region, pool_size=1)
@@ -96,10 +96,10 @@ def test_migrate_switches_a_mesh_set_up_before_zones_without_losing_a_run() -> N
                    for r in REGIONS) == 6, lines
         for r, e in engines.items():
             assert current_revision(e) == head()
-            assert not set(ZONED_TABLES) & set(repl.publication_tables(e, PUBLICATION))
+            assert not set(ZONED_TABLES) & set(publishing.publication_tables(e, PUBLICATION))
             for p in REGIONS:
                 if p != r:
-                    assert repl.subscription_publication_names(e, subscription_name(r, p)) == \
+                    assert subscribing.subscription_publication_names(e, subscription_name(r, p)) == \
                         [PUBLICATION, f"rm_pub_to_{r}".replace("-", "_")]
         total = sum(written.values())
         wait_until(lambda: all(runs_of(e, tag) == total for e in engines.values()), 60,
@@ -108,7 +108,7 @@ def test_migrate_switches_a_mesh_set_up_before_zones_without_losing_a_run() -> N
         assert result.identical, {t: list(d)[:5] for t, d in result.differences.items() if d}
         assert {link.result for link in setup(config)} == {"unchanged"}
         # Never 'publication "rm_pub_to_…" does not exist' (a subscription switched too early).
-        assert {s["subname"]: s["apply_error_count"] for e in engines.values() for s in repl.subscriptions(e)
+        assert {s["subname"]: s["apply_error_count"] for e in engines.values() for s in link_health.subscriptions(e)
                 if s["apply_error_count"]} == {}
         for e in engines.values():
             e.dispose()

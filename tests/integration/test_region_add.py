@@ -9,7 +9,7 @@ import uuid
 from sqlalchemy import Engine, text
 
 from regionmesh.config import load_config
-from regionmesh.models import replication as repl
+from regionmesh.models import link_health
 from regionmesh.models.engine import make_engine
 from regionmesh.ops.devmesh import DevMesh
 from regionmesh.replication.setup import setup
@@ -100,7 +100,7 @@ def test_region_added_under_write_load_converges() -> None:
         counts = result.rows["tenant_registry"]
         assert set(counts) == set(config.regions)
         assert all(n >= expected for n in counts.values()), (counts, expected)
-        assert {s["subname"] for s in repl.subscriptions(new)} == {"rm_sa_east_from_us_east", "rm_sa_east_from_eu_west",
+        assert {s["subname"] for s in link_health.subscriptions(new)} == {"rm_sa_east_from_us_east", "rm_sa_east_from_eu_west",
                                                                      "rm_sa_east_from_ap_south"}
         new.dispose()
         probe.dispose()

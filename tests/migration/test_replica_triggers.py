@@ -2,7 +2,7 @@
 
 The generated insert function copies ``(NEW).*`` into a column list fixed when it was
 generated; a migration that changes a replicated table's columns without regenerating
-it (``repl.regenerate_replica_triggers``) leaves a function that fails every
+it (``replicated_tables.regenerate_replica_triggers``) leaves a function that fails every
 replicated insert ("INSERT has more expressions than target columns") and stalls the
 link. This test walks the history one revision at a time and fails at such a revision.
 
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from alembic import command
 from sqlalchemy import Connection, Engine, text
 
-from regionmesh.models import replication as repl
+from regionmesh.models import replicated_tables
 from regionmesh.ops.migrate import alembic_config, script
 
 
@@ -29,7 +29,7 @@ def stale_conflict_functions(conn: Connection) -> dict[str, tuple[list[str], lis
     """Tables whose generated insert function lists other columns than the table has:
     table -> (columns of the function, columns of the table)."""
     out = {}
-    for table in repl.replicated_tables_in_catalog(conn):
+    for table in replicated_tables.replicated_tables_in_catalog(conn):
         body = conn.execute(text("SELECT pg_get_functiondef(to_regproc(:f))"), {"f": f"rm_conflict_ins_{table}"}).scalar()
         match = re.search(rf"INSERT INTO {table} \(([^)]*)\)", body or "")
         listed = [c.strip().strip('"') for c in match.group(1).split(",")] if match else []
@@ -44,7 +44,7 @@ def stale_conflict_functions(conn: Connection) -> dict[str, tuple[list[str], lis
 def replicated_columns(conn: Connection) -> dict[str, set[str]]:
     return {table: set(conn.execute(text(
         "SELECT attname::text FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) AND attnum > 0 "
-        "AND NOT attisdropped"), {"t": table}).scalars()) for table in repl.replicated_tables_in_catalog(conn)}
+        "AND NOT attisdropped"), {"t": table}).scalars()) for table in replicated_tables.replicated_tables_in_catalog(conn)}
 
 
 def removed(before: dict[str, set[str]], after: dict[str, set[str]]) -> list[str]:
@@ -62,7 +62,7 @@ def test_every_revision_leaves_the_conflict_functions_matching_the_columns(new_d
         command.upgrade(cfg, rev)
         with engine.connect() as conn:
             assert stale_conflict_functions(conn) == {}, f"revision {rev} changed a replicated table without regenerating"
-            checked += bool(repl.replicated_tables_in_catalog(conn))
+            checked += bool(replicated_tables.replicated_tables_in_catalog(conn))
             after = replicated_columns(conn)
         assert removed(before, after) == [], f"revision {rev} removes from replicated tables: not on a live mesh"
         before = after
@@ -82,7 +82,7 @@ def test_the_check_sees_a_column_added_without_regenerating(new_database: Callab
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE tenant_registry ADD COLUMN planted text"))
         assert set(stale_conflict_functions(conn)) == {"tenant_registry"}
-        repl.regenerate_replica_triggers(conn)
+        replicated_tables.regenerate_replica_triggers(conn)
         assert stale_conflict_functions(conn) == {}
 
 
@@ -91,7 +91,7 @@ def test_truncate_is_refused_and_tombstones_are_kept(new_database: Callable[[str
     command.upgrade(alembic_config(engine), "head")
     with engine.connect() as conn:
         conn.execute(text("SET regionmesh.region = 'us-east'"))
-        for table in repl.replicated_tables_in_catalog(conn):
+        for table in replicated_tables.replicated_tables_in_catalog(conn):
             try:
                 with conn.begin_nested():
                     conn.execute(text(f"TRUNCATE {table}"))

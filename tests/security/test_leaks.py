@@ -16,7 +16,7 @@ import psutil
 import pytest
 from sqlalchemy import text
 
-from regionmesh.models import replication as repl
+from regionmesh.models import subscribing
 from regionmesh.models.admin import link_role
 from regionmesh.models.engine import engine_for, make_engine
 from regionmesh.names import PUBLICATION, subscription_name
@@ -68,8 +68,8 @@ def test_no_secret_leaks_anywhere(tls_mesh: Mesh, demo_on_tls: DemoResult) -> No
     closed = free_port()
     info = conninfo(config, pub, sub).replace(f"port={dev.state.load()['regions'][pub]['pg']['port']}", f"port={closed}")
     try:
-        with pytest.raises(repl.SubscriptionError) as caught:
-            repl.ensure_subscription(engine, "rm_leak_probe", info, PUBLICATION)
+        with pytest.raises(subscribing.SubscriptionError) as caught:
+            subscribing.ensure_subscription(engine, "rm_leak_probe", info, PUBLICATION)
     finally:
         engine.dispose()
     exc_text = "".join(traceback.format_exception(caught.value))
