@@ -71,7 +71,7 @@ from regionmesh.ops.failover import FailoverRefused, failover, lease_status, res
 from regionmesh.replication.setup import conninfo
 from regionmesh.replication.verify import verify
 from regionmesh.routing.hashing import home_by_hash
-from tests.support.proxy import Proxy
+from regionmesh.testing.proxy import Proxy
 
 ALL_REGIONS = ["us-east", "eu-west", "ap-south", "sa-east", "af-south"]
 LEASE_S, DRIFT, MARGIN_S = 4.0, 0.01, 1.0
@@ -134,7 +134,7 @@ class Campaign:
 
     # -- the mesh --------------------------------------------------------------------------------
     def worker_env(self, region: str) -> dict[str, str]:
-        return SETTINGS_ENV | {"REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,tests.support.workflows",
+        return SETTINGS_ENV | {"REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,regionmesh.testing.workflows",
                                "PYTHONPATH": str(ROOT), "RM_TEST_LEDGER": str(self.ledger_dir),
                                "REGIONMESH_CONFIG": str(self.root / f"campaign-{region}.toml")}
 

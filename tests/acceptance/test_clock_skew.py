@@ -27,8 +27,8 @@ from regionmesh.ops.devmesh import DevMesh
 from regionmesh.ops.failover import failover, lease_status, restore
 from regionmesh.replication.verify import verify
 from regionmesh.routing.hashing import home_by_hash
+from regionmesh.testing import ledger
 from tests.conftest import down_and_leftovers, make_mesh_dir
-from tests.support import ledger
 from tests.support.helpers import wait_until
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
@@ -100,7 +100,7 @@ def world() -> Iterator[World]:
     ledger_dir = root / "ledger"
     ledger_dir.mkdir()
     os.chmod(ledger_dir, 0o777)
-    env = {"REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,tests.support.workflows", "PYTHONPATH": REPO_ROOT,
+    env = {"REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,regionmesh.testing.workflows", "PYTHONPATH": REPO_ROOT,
            "RM_TEST_LEDGER": str(ledger_dir), "REGIONMESH_RECONCILE_INTERVAL_S": "0.3",
            "REGIONMESH_LEASE_S": str(LEASE_S), "REGIONMESH_REQUEUE_AFTER_S": "3", "REGIONMESH_DEADLINE_SLACK_S": "0.5"}
     dev = DevMesh(root)

@@ -30,14 +30,14 @@ from regionmesh.client import Journal, confirm, submit
 from regionmesh.models.engine import make_engine
 from regionmesh.names import SUBMIT_TASK, submit_queue
 from regionmesh.routing.hashing import home_by_hash
+from regionmesh.testing.workflows import TEST_TABLES
 from regionmesh.workers.submission import PROTOCOL_VERSION, run_id_for
 from tests.conftest import Mesh
 from tests.support.helpers import wait_until
-from tests.support.workflows import TEST_TABLES
 
 REGION = "ap-south"
 WORKER_ENV = {
-    "REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,tests.support.workflows",
+    "REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,regionmesh.testing.workflows",
     "REGIONMESH_RECONCILE_INTERVAL_S": "0.3",
 }
 

@@ -20,16 +20,16 @@ from regionmesh.config import MeshConfig
 from regionmesh.models import runs as repo
 from regionmesh.models.engine import make_engine
 from regionmesh.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
+from regionmesh.testing import ledger
+from regionmesh.testing.workflows import TEST_TABLES
 from regionmesh.workers.submission import run_id_for
 from tests.conftest import Mesh
-from tests.support import ledger
 from tests.support.helpers import exec_log, run_row, scalar, wait_finished, wait_until
-from tests.support.workflows import TEST_TABLES
 
 REGION = "us-east"
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 WORKER_ENV = {
-    "REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,tests.support.workflows",
+    "REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,regionmesh.testing.workflows",
     "PYTHONPATH": REPO_ROOT,
     "REGIONMESH_RECONCILE_INTERVAL_S": "0.2",
     "REGIONMESH_REQUEUE_AFTER_S": "1",

@@ -27,15 +27,15 @@ from regionmesh.names import subscription_name
 from regionmesh.ops.devmesh import DevMesh
 from regionmesh.replication.verify import verify
 from regionmesh.routing.hashing import home_by_hash
+from regionmesh.testing import ledger
+from regionmesh.testing.workflows import TEST_TABLES
 from tests.conftest import down_and_leftovers, make_mesh_dir
-from tests.support import ledger
 from tests.support.helpers import wait_until
-from tests.support.workflows import TEST_TABLES
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 WORKER_ENV = {
-    "REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,tests.support.workflows",
+    "REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,regionmesh.testing.workflows",
     "PYTHONPATH": REPO_ROOT,
     "REGIONMESH_RECONCILE_INTERVAL_S": "0.2",
     "REGIONMESH_REQUEUE_AFTER_S": "3",

@@ -133,7 +133,7 @@ def ledgered(ctx: StepContext, payload: Any) -> dict[str, Any]:
 @registry.handler("t.ledger_items")
 def ledgered_items(ctx: StepContext, payload: Any) -> dict[str, Any]:
     """Like ``t.ledger``, and returns ``items`` (cfg ``items``, default 3) for a map step to fan out over."""
-    out = ledgered(ctx, payload)
+    out: dict[str, Any] = ledgered(ctx, payload)  # the decorator is untyped
     return out | {"items": list(range(int(out["cfg"].get("items", 3))))}
 
 

@@ -1,4 +1,4 @@
-"""Reading the external effect ledger (tests/support/workflows.py ``t.ledger``): the checker shares
+"""Reading the external effect ledger (regionmesh/testing/workflows.py ``t.ledger``): the checker shares
 no code with the system under test."""
 
 from __future__ import annotations
