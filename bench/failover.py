@@ -30,7 +30,7 @@ from sqlalchemy import text
 from bench.common import ROOT, scratch_mesh, write_json
 from regionmesh.client import submit
 from regionmesh.config import MeshConfig, load_config
-from regionmesh.models import replication as repl
+from regionmesh.models import subscribing
 from regionmesh.models.engine import engine_for, make_engine
 from regionmesh.names import subscription_name
 from regionmesh.ops.failover import failover, lease_status
@@ -143,7 +143,7 @@ def _route_through_proxies(config: MeshConfig, region: str) -> list[Proxy]:
             port = int(config.regions[pub].peer_conninfo.split("port=")[1].split()[0])
             proxy = Proxy(port)
             info = conninfo(config, pub, sub).replace(f"port={port}", f"port={proxy.port}")
-            repl.set_subscription_connection(engine_for(config, sub), subscription_name(sub, pub), info)
+            subscribing.set_subscription_connection(engine_for(config, sub), subscription_name(sub, pub), info)
             out.append(proxy)
     return out
 

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from bench.common import ROOT, scratch_mesh, write_json
-from regionmesh.models import replication as repl
+from regionmesh.models import link_health, subscribing
 from regionmesh.models.engine import make_engine
 from regionmesh.names import subscription_name
 from regionmesh.replication.setup import conninfo, setup
@@ -112,21 +112,21 @@ def main() -> None:
         port = int(config.regions["us-east"].peer_conninfo.split("port=")[1].split()[0])
         proxy = Proxy(port)
         sub = subscription_name("eu-west", "us-east")
-        repl.set_subscription_connection(engines["eu-west"], sub,
-                                         conninfo(config, "us-east").replace(f"port={port}", f"port={proxy.port}"))
-        wait_for(lambda: repl.subscriptions(engines["eu-west"])[0]["pid"] is not None, 30, "link via proxy")
+        subscribing.set_subscription_connection(engines["eu-west"], sub,
+                                                conninfo(config, "us-east").replace(f"port={port}", f"port={proxy.port}"))
+        wait_for(lambda: link_health.subscriptions(engines["eu-west"])[0]["pid"] is not None, 30, "link via proxy")
         stop = threading.Event()
         counter: dict[str, int] = {}
         writer = threading.Thread(target=lambda: counter.update(n=write_load(engines["us-east"], "part", args.rate, 10 ** 6, stop)))
         proxy.sever()
         writer.start()
         time.sleep(args.partition)  # the partition itself: a duration, not a wait for a condition
-        backlog_lsn = repl.current_lsn(engines["us-east"])
+        backlog_lsn = link_health.current_lsn(engines["us-east"])
         with engines["us-east"].connect() as conn:
             backlog_rows = int(conn.execute(text("SELECT count(*) FROM tenant_registry WHERE tenant_id LIKE 'part-%'")).scalar_one())
         healed = time.perf_counter()
         proxy.heal()
-        wait_for(lambda: repl.slot_caught_up(engines["us-east"], sub, backlog_lsn), 600, "eu-west to catch up", interval=0.05)
+        wait_for(lambda: link_health.slot_caught_up(engines["us-east"], sub, backlog_lsn), 600, "eu-west to catch up", interval=0.05)
         catch_up = time.perf_counter() - healed
         stop.set()
         writer.join()

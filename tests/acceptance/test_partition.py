@@ -24,7 +24,7 @@ from sqlalchemy import Engine, text
 from regionmesh.client import submit
 from regionmesh.config import MeshConfig, load_config
 from regionmesh.models import lease as lease_repo
-from regionmesh.models import replication as repl
+from regionmesh.models import subscribing
 from regionmesh.models.engine import make_engine
 from regionmesh.names import subscription_name
 from regionmesh.ops.devmesh import DevMesh
@@ -68,7 +68,7 @@ class World:
                 port = int(self.config.regions[pub].peer_conninfo.split("port=")[1].split()[0])
                 proxy = self.proxies[(sub, pub)] = Proxy(port)
                 info = conninfo(self.config, pub, sub).replace(f"port={port}", f"port={proxy.port}")
-                repl.set_subscription_connection(self.engines[sub], subscription_name(sub, pub), info)
+                subscribing.set_subscription_connection(self.engines[sub], subscription_name(sub, pub), info)
 
     def sever(self, *links: tuple[str, str]) -> None:
         for link in links:

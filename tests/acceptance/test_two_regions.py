@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from regionmesh.client import submit
 from regionmesh.config import MeshConfig, load_config
 from regionmesh.models import lease as lease_repo
-from regionmesh.models import replication as repl
+from regionmesh.models import subscribing
 from regionmesh.models.engine import make_engine
 from regionmesh.names import subscription_name
 from regionmesh.ops.devmesh import DevMesh
@@ -45,7 +45,7 @@ def mesh2() -> Iterator[tuple[DevMesh, MeshConfig, dict[str, Engine], list[Proxy
             proxy = Proxy(port)
             proxies.append(proxy)
             info = conninfo(config, pub, sub).replace(f"port={port}", f"port={proxy.port}")
-            repl.set_subscription_connection(engines[sub], subscription_name(sub, pub), info)
+            subscribing.set_subscription_connection(engines[sub], subscription_name(sub, pub), info)
         yield dev, config, engines, proxies
     finally:
         for proxy in proxies:

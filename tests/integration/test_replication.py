@@ -15,7 +15,7 @@ from sqlalchemy import Engine, text
 
 from bench.campaign_checker import scan_pg_logs
 from regionmesh.config import MeshConfig
-from regionmesh.models import replication as repl
+from regionmesh.models import link_health, publishing, subscribing
 from regionmesh.models.engine import make_engine
 from regionmesh.names import PUBLICATION, subscription_name, zoned_publication
 from regionmesh.replication.setup import conninfo, setup
@@ -79,7 +79,7 @@ def all_streaming(config: MeshConfig) -> bool:
 
 def test_publication_is_the_replicated_tables_only_without_truncate(mesh: Mesh, engines: dict[str, Engine]) -> None:
     for engine in engines.values():
-        tables = repl.publication_tables(engine, PUBLICATION)
+        tables = publishing.publication_tables(engine, PUBLICATION)
         assert "outbox" not in tables and "dead_letters" not in tables and "alembic_version" not in tables
         assert set(tables) == {"regions", "tenant_registry", "step_attempts", "heartbeats", "lease_grants",
                                "tenant_zones", "tenant_erasures", "erasure_confirmations", "run_summaries",
@@ -87,12 +87,12 @@ def test_publication_is_the_replicated_tables_only_without_truncate(mesh: Mesh, 
         # Payload tables go per destination, filtered on their zone (a mesh without zones: unzoned rows only).
         for dest in ("us-east", "eu-west", "ap-south"):
             if engine is not engines.get(dest):
-                filters = repl.publication_filters(engine, zoned_publication(dest))
+                filters = publishing.publication_filters(engine, zoned_publication(dest))
                 assert set(filters) == {"workflow_runs", "workflow_steps", "step_tasks"}
                 assert all(f is not None and "zone" in f for f in filters.values())
-        flags = repl.publication_flags(engine, PUBLICATION)
+        flags = publishing.publication_flags(engine, PUBLICATION)
         assert flags == {"puballtables": False, "pubinsert": True, "pubupdate": True, "pubdelete": True, "pubtruncate": False}
-    subs = {s["subname"]: s for s in repl.subscriptions(engines["us-east"])}
+    subs = {s["subname"]: s for s in link_health.subscriptions(engines["us-east"])}
     assert set(subs) == {"rm_us_east_from_eu_west", "rm_us_east_from_ap_south"}
     assert all(s["suborigin"] == "none" for s in subs.values())
     # The replication role reads the published tables and nothing else.
@@ -132,7 +132,7 @@ def test_rows_from_each_region_arrive_once_everywhere_and_nothing_echoes(mesh: M
 def _route_through(config: MeshConfig, engines: dict[str, Engine], sub: str, pub: str, proxy: Proxy) -> None:
     port = int(config.regions[pub].peer_conninfo.split("port=")[1].split()[0])
     info = conninfo(config, pub).replace(f"port={port}", f"port={proxy.port}")
-    repl.set_subscription_connection(engines[sub], subscription_name(sub, pub), info)
+    subscribing.set_subscription_connection(engines[sub], subscription_name(sub, pub), info)
 
 
 def test_partition_conflicts_converge_after_heal(mesh: Mesh, engines: dict[str, Engine]) -> None:
