@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -25,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from regionmesh.host import pid_alive
 from regionmesh.log import event
-from regionmesh.models import lease, runs
+from regionmesh.models import fencing, lease, runs
 from regionmesh.workers.definitions import RetryPolicy
 from regionmesh.workers.metrics import STEP_DURATION
 from regionmesh.workers.retry import backoff_s, should_retry
@@ -49,9 +50,33 @@ class StepTimeout(Exception):
     """The handler ran past its step's timeout."""
 
 
+# A fencing token is epoch * FENCE_EPOCH_FACTOR + the claim's stamp in microseconds since 1970
+# (below 10**16 until the year 2286).
+FENCE_EPOCH_FACTOR = 10**16
+
+
+def fencing_token(epoch: int, stamp_us: int) -> int:
+    """The token of a claim: ordered by the run's epoch, then by the claim's row version."""
+    return epoch * FENCE_EPOCH_FACTOR + stamp_us
+
+
 @dataclass(frozen=True)
 class StepContext:
-    """What a handler knows about the work it is doing."""
+    """What a handler knows about the work it is doing.
+
+    ``attempt``: this try's number (1 for the first; ``runs retry`` starts it over at 1).
+    ``epoch``: the run's owner epoch at the claim (it grows when another region adopts the run).
+    ``lease_until``: until when this region held its lease just after the claim (the database's
+    wall clock; None: it held none). A handler whose side effects must not outlive the lease
+    stops before it.
+    ``fencing_token``: an integer that only grows for a task, across retries, re-queues after a
+    lost worker, ``runs retry`` and adoptions by another region (``fencing_token()``:
+    epoch, then the claim's row version, ``models/fencing.py``). An external store that keeps the
+    largest token it has seen per idempotency key and refuses a write with a smaller one makes a
+    stale execution (a worker that ran on after its task was handed to another, the crash re-run
+    of the README's limits) harmless: its writes are refused. Compare as integers of any size
+    (PostgreSQL ``numeric``; a ``bigint`` overflows from epoch 923).
+    """
 
     run_id: uuid.UUID
     tenant_id: str
@@ -62,6 +87,9 @@ class StepContext:
     idempotency_key: str
     region: str
     engine: Engine
+    epoch: int = 0
+    lease_until: datetime | None = None
+    fencing_token: int = 0
 
 
 @contextmanager
@@ -138,10 +166,12 @@ def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool) -> tuple[s
     if handler is None:
         error = f"unknown handler {claim.handler!r} in region {rt.region}"
     else:
+        fence = fencing.claim_fence(rt.engine, task_id, claim.attempt, rt.worker_id, claim.epoch)
         ctx = StepContext(
             run_id=claim.run_id, tenant_id=claim.tenant_id, workflow=claim.workflow, step=claim.step_key,
             index=claim.index, attempt=claim.attempt, idempotency_key=claim.idempotency_key,
-            region=rt.region, engine=rt.engine,
+            region=rt.region, engine=rt.engine, epoch=claim.epoch, lease_until=fence.lease_until,
+            fencing_token=fencing_token(claim.epoch, fence.stamp_us),
         )
         began = time.perf_counter()
         try:
