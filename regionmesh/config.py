@@ -34,9 +34,9 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from regionmesh.errors import ConfigError
@@ -49,6 +49,8 @@ DEFAULT_CONFIG_PATH = ".regionmesh/mesh.toml"
 # at most 63 bytes for "rm_<a>_from_<b>") and metric labels.
 REGION_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+DEFAULT_SSLMODE = "prefer"  # libpq's own default
+DEFAULT_MAX_INPUT_BYTES = 1 << 20
 
 _REGION_KEYS = {
     "database_url",
@@ -72,40 +74,47 @@ class Setting:
     help: str
 
 
-SETTINGS: dict[str, Setting] = {
-    "workflows": Setting("REGIONMESH_WORKFLOWS", "regionmesh.workers.examples",
-                         "comma-separated modules that register workflows"),
-    "reconcile_interval_s": Setting("REGIONMESH_RECONCILE_INTERVAL_S", 1.0, "reconciler pass interval"),
-    "requeue_after_s": Setting("REGIONMESH_REQUEUE_AFTER_S", 30.0, "re-publish a queued task not started by then"),
-    "deadline_slack_s": Setting("REGIONMESH_DEADLINE_SLACK_S", 5.0, "grace past a step's timeout before re-queueing"),
-    "visibility_timeout_s": Setting("REGIONMESH_VISIBILITY_TIMEOUT_S", 3600,
-                                    "Redis unacked redelivery timeout; longer than any step"),
-    "forward_confirm_s": Setting("REGIONMESH_FORWARD_CONFIRM_S", 60.0, "re-send a forward whose run is not seen by then"),
-    "db_pool_size": Setting("REGIONMESH_DB_POOL_SIZE", 4, "connections per region engine per process"),
-    "lease_s": Setting("REGIONMESH_LEASE_S", 10.0, "L: how long a majority's acknowledgement of a beat lets a region work"),
-    "clock_drift": Setting("REGIONMESH_CLOCK_DRIFT", 0.01, "rho: bound on the clock rate difference between hosts"),
-    "lease_margin_s": Setting("REGIONMESH_LEASE_MARGIN_S", 1.0, "added to every grantor's promise"),
-}
+_T = TypeVar("_T", str, int, float)
+
+
+def _knob(env: str, default: _T, help: str) -> _T:
+    """A field of :class:`Settings`: its default, with its variable and meaning as field metadata."""
+    return field(default=default, metadata={"env": env, "help": help})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Tuning knobs, from ``REGIONMESH_*`` environment variables (see SETTINGS)."""
+    """Tuning knobs, from ``REGIONMESH_*`` environment variables: each field carries its default,
+    its variable and its meaning (SETTINGS lists them)."""
 
-    workflows: str = "regionmesh.workers.examples"
-    reconcile_interval_s: float = 1.0
-    requeue_after_s: float = 30.0
-    deadline_slack_s: float = 5.0
-    visibility_timeout_s: int = 3600
-    forward_confirm_s: float = 60.0
-    db_pool_size: int = 4
-    lease_s: float = 10.0
-    clock_drift: float = 0.01
-    lease_margin_s: float = 1.0
+    workflows: str = _knob("REGIONMESH_WORKFLOWS", "regionmesh.workers.examples",
+                           "comma-separated modules that register workflows")
+    reconcile_interval_s: float = _knob("REGIONMESH_RECONCILE_INTERVAL_S", 1.0, "reconciler pass interval")
+    requeue_after_s: float = _knob("REGIONMESH_REQUEUE_AFTER_S", 30.0, "re-publish a queued task not started by then")
+    deadline_slack_s: float = _knob("REGIONMESH_DEADLINE_SLACK_S", 5.0, "grace past a step's timeout before re-queueing")
+    visibility_timeout_s: int = _knob("REGIONMESH_VISIBILITY_TIMEOUT_S", 3600,
+                                      "Redis unacked redelivery timeout; longer than any step")
+    forward_confirm_s: float = _knob("REGIONMESH_FORWARD_CONFIRM_S", 60.0,
+                                     "re-send a forward whose run is not seen by then")
+    db_pool_size: int = _knob("REGIONMESH_DB_POOL_SIZE", 4, "connections per region engine per process")
+    lease_s: float = _knob("REGIONMESH_LEASE_S", 10.0,
+                           "L: how long a majority's acknowledgement of a beat lets a region work")
+    clock_drift: float = _knob("REGIONMESH_CLOCK_DRIFT", 0.01, "rho: bound on the clock rate difference between hosts")
+    lease_margin_s: float = _knob("REGIONMESH_LEASE_MARGIN_S", 1.0, "added to every grantor's promise")
 
     @property
     def workflow_modules(self) -> list[str]:
         return [n.strip() for n in self.workflows.split(",") if n.strip()]
+
+
+def _settings_table() -> dict[str, Setting]:
+    defaults = Settings()
+    return {f.name: Setting(f.metadata["env"], getattr(defaults, f.name), f.metadata["help"]) for f in fields(defaults)}
+
+
+# Every knob by field name (what settings_from_env reads, --help and the docs list), read off
+# Settings' fields so that each default is written once.
+SETTINGS: dict[str, Setting] = _settings_table()
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
@@ -139,7 +148,7 @@ class RegionConfig:
     database_url: str = field(repr=False)
     broker_url: str = field(repr=False)
     peer_conninfo: str
-    sslmode: str = "prefer"
+    sslmode: str = DEFAULT_SSLMODE
     ca_file: str | None = None  # the CA that signed this region's PostgreSQL and Redis certificates
 
     @property
@@ -161,7 +170,7 @@ class MeshConfig:
     local_region: str | None
     replication_user: str
     replication_password: str | None = field(repr=False)
-    max_input_bytes: int = 1 << 20
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     settings: Settings = field(default_factory=Settings)
     # A folder with one secret file per replication link role (only where subscriptions are set up).
     replication_link_dir: str | None = None
@@ -328,7 +337,7 @@ def _region(path: str, name: str, raw: Any, base: Path, environ: Mapping[str, st
             path, f"{key}.peer_conninfo", "conninfo carries a password",
             "remove it; peers use [mesh].replication_password",
         )
-    sslmode = raw.get("sslmode", "prefer")
+    sslmode = raw.get("sslmode", DEFAULT_SSLMODE)
     if sslmode not in SSLMODES:
         raise ConfigError(path, f"{key}.sslmode", f"unknown sslmode {sslmode!r}", f"use one of {', '.join(SSLMODES)}")
     db_password = (
@@ -341,7 +350,7 @@ def _region(path: str, name: str, raw: Any, base: Path, environ: Mapping[str, st
         if "broker_password" in raw
         else None
     )
-    if sslmode != "prefer" and "sslmode=" not in db_url:
+    if sslmode != DEFAULT_SSLMODE and "sslmode=" not in db_url:
         db_url += ("&" if "?" in db_url else "?") + f"sslmode={sslmode}"
     ca_file = raw.get("ca_file")
     if ca_file is not None:
@@ -393,7 +402,7 @@ def parse_config(
         raise ConfigError(path, "regions", "no regions defined", "add at least one [regions.<name>] table")
     regions = {name: _region(path, name, body, base, env) for name, body in regions_raw.items()}
     zones = _zones(path, raw.get("zones", {}), regions)
-    max_input = mesh.get("max_input_bytes", 1 << 20)
+    max_input = mesh.get("max_input_bytes", DEFAULT_MAX_INPUT_BYTES)
     if not isinstance(max_input, int) or isinstance(max_input, bool) or max_input <= 0:
         raise ConfigError(path, "mesh.max_input_bytes", "must be a positive integer", "e.g. max_input_bytes = 1048576")
     repl_user = mesh.get("replication_user", "rm_replicator")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from regionmesh.config import load_config, parse_config
+from regionmesh.config import SETTINGS, Settings, load_config, parse_config, settings_from_env
 from regionmesh.errors import ConfigError
 from regionmesh.ops.cli import main
 
@@ -156,3 +157,29 @@ def test_no_local_region_error_names_every_fix(tmp_path: Path) -> None:
         _ = cfg.local
     text = f"{info.value.problem} {info.value.fix}"
     assert "--region" in text and "REGIONMESH_REGION" in text and "default_region" in text
+
+
+def test_settings_table_and_fields_are_one_source() -> None:
+    """SETTINGS (what the environment is read by, --help and the docs) lists exactly Settings'
+    fields, each with the field's own default and a REGIONMESH_ variable named after it."""
+    assert list(SETTINGS) == [f.name for f in fields(Settings)]
+    defaults = Settings()
+    for name, setting in SETTINGS.items():
+        assert getattr(defaults, name) == setting.default
+        assert type(getattr(defaults, name)) is type(setting.default)
+        assert setting.env == "REGIONMESH_" + name.upper()
+        assert setting.help
+    assert settings_from_env({}) == defaults
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_each_setting_is_read_from_its_variable(name: str) -> None:
+    setting = SETTINGS[name]
+    raw = "a.b,c.d" if isinstance(setting.default, str) else "7"
+    value = getattr(settings_from_env({setting.env: raw}), name)
+    assert value == (raw if isinstance(setting.default, str) else type(setting.default)(7))
+    assert type(value) is type(setting.default)
+    if not isinstance(setting.default, str):
+        with pytest.raises(ConfigError) as info:
+            settings_from_env({setting.env: "0"})
+        assert info.value.key == setting.env and str(setting.default) in info.value.fix
