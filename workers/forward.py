@@ -39,6 +39,8 @@ OUTBOX_BACKOFF_MAX_S = 30.0
 MAX_SENDS = 10  # with forward_confirm_s = 60 s: ten minutes without the run arriving
 REASON_MAX = 2000
 PUBLISH_ERRORS = (KombuOperationalError, RedisError, OSError, TimeoutError)
+# A send to another region's broker: one quick retry, then the caller keeps or re-queues it.
+SEND_RETRY = {"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3}
 
 
 def publish_to(rt: Runtime, region: str, message: dict[str, Any]) -> None:
@@ -50,7 +52,7 @@ def publish_to(rt: Runtime, region: str, message: dict[str, Any]) -> None:
     publisher(rt.config.regions[region].broker_url, rt.config.settings).send_task(
         SUBMIT_TASK, kwargs=message, queue=queue, routing_key=queue, task_id=message.get("submission_id"),
         kwargsrepr=kwargs_summary(message),
-        retry=True, retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3},
+        retry=True, retry_policy=SEND_RETRY,
     )
 
 
@@ -61,28 +63,48 @@ def publish_local(rt: Runtime, message: dict[str, Any]) -> None:
                      task_id=message.get("submission_id"), kwargsrepr=kwargs_summary(message))
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A submission on its way from this region to its home: the message as sent (one hop more,
+    and who forwarded it) and the ids every log line about it carries."""
+
+    message: dict[str, Any]
+    log: dict[str, Any]
+
+
+def outgoing(message: dict[str, Any], here: str, home: str) -> Outgoing:
+    """What region ``here`` sends on to ``home`` for a submission it received. Pure."""
+    sent = dict(message, hops=int(message.get("hops", 0)) + 1, forwarded_by=here)
+    return Outgoing(sent, {"region": here, "tenant": sent.get("tenant_id"), "home": home,
+                           "submission": sent.get("submission_id")})
+
+
+def _publish_timed(rt: Runtime, home: str, message: dict[str, Any]) -> None:
+    """:func:`publish_to`, recording how long a successful send took."""
+    began = time.perf_counter()
+    publish_to(rt, home, message)
+    FORWARD_LATENCY.labels(rt.region, home).observe(time.perf_counter() - began)
+
+
 def forward(rt: Runtime, home: str, message: dict[str, Any], run_id: uuid.UUID) -> str:
     """Send to ``home`` and keep it until its run arrives here; if the home broker is
     unreachable keep it unsent. Returns 'forwarded' or 'outbox'."""
-    message = dict(message, hops=int(message.get("hops", 0)) + 1, forwarded_by=rt.region)
-    fields = {"region": rt.region, "tenant": message.get("tenant_id"), "home": home,
-              "submission": message.get("submission_id")}
-    began = time.perf_counter()
+    out = outgoing(message, rt.region, home)
     try:
-        publish_to(rt, home, message)
-        FORWARD_LATENCY.labels(rt.region, home).observe(time.perf_counter() - began)
+        _publish_timed(rt, home, out.message)
     except PUBLISH_ERRORS as exc:
         SUBMISSIONS.labels(rt.region, "outboxed").inc()
-        kept = outbox.put(rt.engine, submission_id=str(message["submission_id"]), run_id=run_id, target_region=home,
-                          task_name=SUBMIT_TASK, payload=message, error=f"{type(exc).__name__}: {exc}", sent=False)
+        kept = outbox.put(rt.engine, submission_id=str(out.message["submission_id"]), run_id=run_id,
+                          target_region=home, task_name=SUBMIT_TASK, payload=out.message,
+                          error=f"{type(exc).__name__}: {exc}", sent=False)
         # Not kept: this run (same tenant and key) is already kept here, and will be sent.
-        event(logging.WARNING, "submit.outboxed" if kept else "submit.already_kept", error=exc, **fields)
+        event(logging.WARNING, "submit.outboxed" if kept else "submit.already_kept", error=exc, **out.log)
         return "outbox"
-    kept = outbox.put(rt.engine, submission_id=str(message["submission_id"]), run_id=run_id, target_region=home,
-                      task_name=SUBMIT_TASK, payload=message, error=None, sent=True,
+    kept = outbox.put(rt.engine, submission_id=str(out.message["submission_id"]), run_id=run_id, target_region=home,
+                      task_name=SUBMIT_TASK, payload=out.message, error=None, sent=True,
                       confirm_within_s=rt.config.settings.forward_confirm_s)
     SUBMISSIONS.labels(rt.region, "forwarded").inc()
-    event(logging.INFO, "submit.forwarded" if kept else "submit.forwarded_again", **fields)
+    event(logging.INFO, "submit.forwarded" if kept else "submit.forwarded_again", **out.log)
     return "forwarded"
 
 
@@ -91,18 +113,14 @@ def pass_on(rt: Runtime, home: str, message: dict[str, Any]) -> str:
     without keeping it here: its input never touches this region's database (data residency).
     Returns 'forwarded', or 'waiting' when the home's broker is unreachable: the caller lets the
     message wait in this region's broker and come back (it is not acked)."""
-    message = dict(message, hops=int(message.get("hops", 0)) + 1, forwarded_by=rt.region)
-    fields = {"region": rt.region, "tenant": message.get("tenant_id"), "home": home,
-              "submission": message.get("submission_id")}
-    began = time.perf_counter()
+    out = outgoing(message, rt.region, home)
     try:
-        publish_to(rt, home, message)
+        _publish_timed(rt, home, out.message)
     except PUBLISH_ERRORS as exc:
-        event(logging.WARNING, "submit.zone_unreachable", error=type(exc).__name__, **fields)
+        event(logging.WARNING, "submit.zone_unreachable", error=type(exc).__name__, **out.log)
         return "waiting"
-    FORWARD_LATENCY.labels(rt.region, home).observe(time.perf_counter() - began)
     SUBMISSIONS.labels(rt.region, "forwarded").inc()
-    event(logging.INFO, "submit.passed_to_zone", **fields)
+    event(logging.INFO, "submit.passed_to_zone", **out.log)
     return "forwarded"
 
 
@@ -226,7 +244,7 @@ def notify_rejection(rt: Runtime, forwarder: str, notice: RejectionNotice) -> bo
     try:
         publisher(rt.config.regions[forwarder].broker_url, rt.config.settings).send_task(
             REJECTED_TASK, kwargs=notice.message(), queue=queue, routing_key=queue,
-            retry=True, retry_policy={"max_retries": 1, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.3},
+            retry=True, retry_policy=SEND_RETRY,
         )
     except PUBLISH_ERRORS as exc:
         event(logging.WARNING, "submit.rejection_not_sent", region=rt.region, tenant=notice.tenant_id,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from regionmesh.backoff import compute_backoff
 from regionmesh.errors import RejectedSubmission
 from regionmesh.workers.definitions import Registry, RetryPolicy, Step, Workflow
-from regionmesh.workers.forward import MAX_SENDS, RejectionNotice, next_action, parse_notice
+from regionmesh.workers.forward import MAX_SENDS, RejectionNotice, next_action, outgoing, parse_notice
 from regionmesh.workers.retry import backoff_s, should_retry
 from regionmesh.workers.submission import parse_submission, plan_run, run_id_for
 
@@ -40,6 +40,18 @@ def test_what_to_do_with_a_kept_entry(entry: dict[str, Any], target: str, down: 
 def test_a_sent_entry_is_never_sent_more_than_the_cap(sends: int, sent: bool, cap: int) -> None:
     action = next_action({"sent": sent, "sends": sends}, "eu-west", here="us-east", down=set(), max_sends=cap)
     assert (action == "give_up") == (sent and sends >= cap)
+
+
+@pytest.mark.parametrize(("hops", "sent_hops"), [(None, 1), (0, 1), (2, 3), ("4", 5)])
+def test_a_forwarded_message_counts_one_hop_more_and_names_the_forwarder(hops: Any, sent_hops: int) -> None:
+    received = {"tenant_id": "t1", "submission_id": "s-1", "workflow": "w", "input": {"a": 1}}
+    if hops is not None:
+        received["hops"] = hops
+    before = dict(received)
+    out = outgoing(received, "us-east", "eu-west")
+    assert out.message == {**received, "hops": sent_hops, "forwarded_by": "us-east"}
+    assert received == before  # the message as received is not changed
+    assert out.log == {"region": "us-east", "tenant": "t1", "home": "eu-west", "submission": "s-1"}
 
 
 def notice(**change: Any) -> dict[str, Any]:
