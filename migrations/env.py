@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 import regionmesh.models.tables  # noqa: F401  - registers the tables on the metadata
 from regionmesh.config import database_url_from_env
+from regionmesh.migrations.history import bind_legacy_revisions
 from regionmesh.models.base import Base
 from regionmesh.models.engine import make_engine
 
@@ -29,6 +30,8 @@ def _engine() -> Engine:
 
 
 def run_migrations_online() -> None:
+    # Revisions 0008-0017 apply models/sql files by name: they get those files as of 0017.
+    bind_legacy_revisions(context.script)
     with _engine().connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
         with context.begin_transaction():

@@ -10,12 +10,9 @@ from regionmesh.models.quoting import literal
 
 
 def primary_key(conn: Connection, table: str) -> list[str]:
-    return list(conn.execute(text(
-        """SELECT a.attname FROM pg_index i
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-            WHERE i.indrelid = CAST(:t AS regclass) AND i.indisprimary
-            ORDER BY array_position(i.indkey::int2[], a.attnum)"""
-    ), {"t": table}).scalars())
+    """The columns of ``table``'s primary key in key order ([] without one): ``rm_primary_key``
+    (conflicts.sql, from revision 0018), the lookup the conflict and delete generators key rows by."""
+    return list(conn.execute(text("SELECT rm_primary_key(CAST(:t AS regclass))"), {"t": table}).scalar() or [])
 
 
 def _key_expr(pk: list[str]) -> str:

@@ -12,23 +12,28 @@
 -- The generated functions depend on the table's columns: after changing a
 -- replicated table's columns, apply triggers.sql again.
 
+-- rm_primary_key(table): the columns of its primary key in key order, NULL if it has none.
+-- The one lookup behind the conflict and delete generators (here and deletes.sql) and
+-- verify's row keys (models/verify_hashes.py), so all three key a row the same way.
+CREATE OR REPLACE FUNCTION rm_primary_key(p_table regclass) RETURNS text[] LANGUAGE sql STABLE AS $$
+  SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+    FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+   WHERE i.indrelid = p_table AND i.indisprimary
+$$;
+
 CREATE OR REPLACE FUNCTION rm_install_conflict_triggers(p_table regclass) RETURNS void
 LANGUAGE plpgsql AS $gen$
 DECLARE
   tname text := (SELECT relname FROM pg_class WHERE oid = p_table);
   -- The apply worker runs with an empty search_path: the functions carry their own.
   nsp text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_table);
-  pk_cols text[];
+  pk_cols text[] := rm_primary_key(p_table);
   all_cols text[];
   col_list text;
   pk_list text;
   set_list text;
   pk_text text;
 BEGIN
-  SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
-    INTO pk_cols
-    FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-   WHERE i.indrelid = p_table AND i.indisprimary;
   IF pk_cols IS NULL THEN
     RAISE EXCEPTION 'table % has no primary key; replicated tables need one', tname;
   END IF;

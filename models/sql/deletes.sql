@@ -24,7 +24,7 @@
 --   * rm_no_truncate (always, BEFORE TRUNCATE): refused in every region, apply
 --     worker included; TRUNCATE is not published (rm_pub), so it would make
 --     this region silently differ from its peers.
--- Needs conflicts.sql and triggers.sql applied first: the rules go on every
+-- Needs conflicts.sql (rm_primary_key) and triggers.sql applied first: the rules go on every
 -- table that carries the replica conflict triggers, which is what marks a
 -- table as replicated.
 
@@ -63,15 +63,13 @@ LANGUAGE plpgsql AS $gen$
 DECLARE
   tname text := (SELECT relname FROM pg_class WHERE oid = p_table);
   nsp text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_table);
+  pk_cols text[] := rm_primary_key(p_table);
   pk_text text;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = p_table AND attname = 'deleted_at' AND NOT attisdropped) THEN
     RAISE EXCEPTION 'replicated table % has no deleted_at column; every replicated table needs one', tname;
   END IF;
-  SELECT string_agg(format('OLD.%I::text', a.attname), ' || '','' || ' ORDER BY array_position(i.indkey::int2[], a.attnum))
-    INTO pk_text
-    FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-   WHERE i.indrelid = p_table AND i.indisprimary;
+  SELECT string_agg(format('OLD.%I::text', c), ' || '','' || ') INTO pk_text FROM unnest(pk_cols) AS c;
   IF pk_text IS NULL THEN
     RAISE EXCEPTION 'table % has no primary key; replicated tables need one', tname;
   END IF;

@@ -45,3 +45,26 @@ def test_0008_sql_files_change_nothing_on_a_database_at_0007(new_database: Calla
     command.upgrade(cfg, "0008")
     assert catalog(engine) == at_0007
     assert at_0007.functions and at_0007.triggers
+
+
+def test_0018_changes_only_its_functions_and_goes_down_and_up_again(new_database: Callable[[str], Engine]) -> None:
+    engine = new_database("rm_sql_0018")
+    cfg = alembic_config(engine)
+    command.upgrade(cfg, "0017")
+    at_0017 = catalog(engine)
+    command.upgrade(cfg, "0018")
+    at_0018 = catalog(engine)
+    changed = {sig for sig in at_0017.functions.keys() | at_0018.functions.keys()
+               if at_0017.functions.get(sig) != at_0018.functions.get(sig)}
+    # The generated rm_conflict_*_<table> functions come out the same: 0018 does not touch them.
+    assert changed == {"rm_primary_key(regclass)", "rm_install_conflict_triggers(regclass)",
+                       "rm_install_delete_rules(regclass)"}
+    assert (at_0018.triggers, at_0018.tables) == (at_0017.triggers, at_0017.tables)
+    command.downgrade(cfg, "0017")
+    assert catalog(engine) == at_0017
+    command.upgrade(cfg, "0018")
+    assert catalog(engine) == at_0018
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT rm_primary_key('step_tasks'::regclass)").scalar() == ["id"]
+        assert conn.exec_driver_sql("SELECT rm_primary_key('replication_watch'::regclass)").scalar() == ["subid", "publisher"]
+        assert conn.exec_driver_sql("SELECT rm_primary_key('alembic_version'::regclass)").scalar() == ["version_num"]

@@ -1,0 +1,60 @@
+-- claims.sql: claiming a task for execution. rm_claim_task claims nothing while
+-- this region may not work (lease.sql: no lease, or fenced), nor a task of a run
+-- owned elsewhere or of an older epoch.
+-- rm_complete_and_claim completes a task and claims the next one it released
+-- in the same transaction (inline continuation). Called from models/runs.py.
+
+-- Claim a queued task (or one held by p_takeover: a dead worker on this host) for this
+-- region's worker; records the attempt. A running task past its deadline is not taken over
+-- here: the reconciler re-queues it once both the database's clock and its own monotonic
+-- clock say the deadline passed (workers/deadlines.py), so a wall clock that steps forward
+-- hands no live task to a second worker. NULL when it is not claimable here:
+-- the region is fenced, the run is not running or owned elsewhere, the task
+-- belongs to an older epoch of the run, or its backoff has not elapsed.
+CREATE OR REPLACE FUNCTION rm_claim_task(p_task uuid, p_region text, p_worker text, p_takeover text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+  c record;
+BEGIN
+  IF NOT rm_may_work() THEN
+    RETURN NULL;  -- no lease, or fenced: execute nothing
+  END IF;
+  UPDATE step_tasks t
+     SET status = 'running', attempt = t.attempt + 1, started_at = clock_timestamp(),
+         deadline_at = clock_timestamp() + make_interval(secs => s.timeout_s),
+         worker = p_worker, executed_region = p_region, not_before = NULL
+    FROM workflow_steps s, workflow_runs r
+   WHERE t.id = p_task AND s.id = t.step_id AND r.id = t.run_id
+     AND r.status = 'running' AND r.owner_region = p_region AND t.epoch = r.epoch
+     AND (t.status = 'queued' OR (t.status = 'running' AND t.worker = p_takeover))
+     AND (t.not_before IS NULL OR t.not_before <= clock_timestamp() + interval '200 milliseconds')
+  RETURNING t.id, t.run_id, t.attempt, t.input, t.idx, t.idempotency_key, s.step_key, s.handler,
+            s.max_attempts, s.backoff_base_s, s.backoff_max_s, s.timeout_s, r.tenant_id, r.workflow, r.epoch
+  INTO c;
+  IF c IS NULL THEN RETURN NULL; END IF;
+  INSERT INTO step_attempts (id, task_id, run_id, attempt, region, worker, epoch)
+  VALUES (md5(c.id::text || ':' || c.attempt || ':' || p_region || ':' || c.epoch)::uuid, c.id, c.run_id, c.attempt,
+          p_region, p_worker, c.epoch)
+  ON CONFLICT DO NOTHING;
+  RETURN to_jsonb(c);
+END $$;
+
+-- Complete a task and claim the first task it released, in one transaction.
+-- {"discarded": true} | {"released": [ids not claimed], "claim": {...} | null}
+CREATE OR REPLACE FUNCTION rm_complete_and_claim(p_task uuid, p_attempt int, p_output jsonb,
+                                                 p_region text, p_worker text, p_claim boolean)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+  released uuid[];
+  claimed jsonb;
+BEGIN
+  released := rm_complete_task(p_task, p_attempt, p_output);
+  IF released IS NULL THEN RETURN jsonb_build_object('discarded', true); END IF;
+  IF p_claim AND cardinality(released) > 0 THEN
+    claimed := rm_claim_task(released[1], p_region, p_worker, '');
+    IF claimed IS NOT NULL THEN
+      released := released[2:];
+    END IF;
+  END IF;
+  RETURN jsonb_build_object('discarded', false, 'released', to_jsonb(released), 'claim', claimed);
+END $$;
