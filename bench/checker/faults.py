@@ -1,0 +1,80 @@
+"""The fault log as the checker's independent clock: which regions a fault took the lease from
+(killed, or cut off from a majority), which processes it killed, and when an heir adopted.
+
+A driver that records only ``kind``, ``region``, ``t0``, ``t1`` and ``detail`` (the campaign as of
+issue 12) is read by ``normalized``: the cut's mode and the failover's heir are taken from the
+detail text it writes. Nothing here widens a bound to when a fault healed: ``healed`` (or ``t1``)
+only ends the window in which a cut-off region must not start work.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+
+from bench.checker.history import Fault
+
+# Faults that kill the processes running handlers, and nothing wider.
+PROCESS_KILLS = frozenset({"pool_kill", "worker_kill"})
+_PID = re.compile(r"\bpid (\d+)")
+_CUT = re.compile(r"^(isolated|deaf|unheard|pair) ")
+_FAILOVER = re.compile(r"failed over to (\S+) after ([\d.]+)s")
+
+
+def cut_off_from_majority(regions: Sequence[str], severed: set[tuple[str, str]]) -> tuple[str, ...]:
+    """The regions that cannot count a majority while ``severed`` (subscriber, publisher) links
+    are cut: a peer counts for R only if it hears R's beats and R hears its acknowledgement."""
+    need = len(regions) // 2 + 1
+    out = []
+    for r in regions:
+        peers = [p for p in regions if p != r and (p, r) not in severed and (r, p) not in severed]
+        if 1 + len(peers) < need:
+            out.append(r)
+    return tuple(out)
+
+
+def normalized(f: Fault, regions: Sequence[str]) -> Fault:
+    """``f`` with ``pids``, ``killed``, ``severed``, ``cut_off``, ``heir`` and ``adopted_at`` filled
+    in from what today's driver writes, when it did not set them itself."""
+    if f.kind == "pool_kill" and not f.pids and (m := _PID.search(f.detail)):
+        f = replace(f, pids=(int(m.group(1)),))
+    if f.kind == "region_failover" and f.region and not f.killed:
+        f = replace(f, killed=(f.region,))
+        if f.heir is None and (m := _FAILOVER.search(f.detail)):
+            f = replace(f, heir=m.group(1), adopted_at=f.t0 + float(m.group(2)))
+    if f.kind == "repl_cut" and not f.severed and f.cut_off is None and f.regions and (m := _CUT.match(f.detail)):
+        mode, region = m.group(1), f.regions[0]  # the driver's regions: (region,), or (region, peer) for a pair
+        others = [r for r in regions if r != region]
+        links = {"isolated": [(region, o) for o in others] + [(o, region) for o in others],
+                 "deaf": [(region, o) for o in others],
+                 "unheard": [(o, region) for o in others],
+                 "pair": [(region, p) for p in f.regions[1:]] + [(p, region) for p in f.regions[1:]]}[mode]
+        f = replace(f, severed=tuple(links))
+    if f.cut_off is None:
+        f = replace(f, cut_off=cut_off_from_majority(regions, set(f.severed)) if f.severed else ())
+    return f
+
+
+def lease_lost(f: Fault) -> tuple[str, ...]:
+    """The regions ``f`` took the lease from at ``f.t0`` (a normalized fault)."""
+    return tuple(dict.fromkeys((*f.killed, *(f.cut_off or ()))))
+
+
+def no_work_window(f: Fault, region: str, promise_s: float) -> tuple[float, float] | None:
+    """When ``region`` must start nothing because of ``f``: from L·(1+ρ)+margin after it lost its
+    lease until it could hold one again (healed; t1 for a driver that does not say)."""
+    if region not in lease_lost(f):
+        return None
+    return f.t0 + promise_s, f.healed if f.healed is not None else f.t1
+
+
+def killed_process(f: Fault, region: str, pid: int | None) -> bool:
+    """Whether ``f`` killed the process (``pid`` in ``region``) an execution ran in. Without a pid
+    on either side, a process kill in the region counts (today's driver names no pool pids for a
+    worker kill, and old ledger lines carry no pid)."""
+    if region in f.killed:
+        return True
+    if f.kind not in PROCESS_KILLS or f.region != region:
+        return False
+    return not f.pids or pid is None or pid in f.pids

@@ -1,0 +1,90 @@
+"""What the checker reads, with its own SQL (never regionmesh's repository functions) and its own
+ledger reader: every region's rows about the campaign's tenants, apply error counters, the ledger.
+The decisions are elsewhere (``evaluate``, ``compare``), pure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+# The rows the checker compares across regions: table -> (SQL giving key, value columns).
+COMPARED = {
+    "workflow_runs": "SELECT id::text, tenant_id, idempotency_key, status, owner_region, epoch, "
+                     "md5(coalesce(output::text, '')), deleted_at IS NOT NULL "
+                     "FROM workflow_runs WHERE tenant_id LIKE :p",
+    "workflow_steps": "SELECT s.id::text, s.run_id::text, s.step_key, s.status, s.epoch, "
+                      "md5(coalesce(s.output::text, '')), s.deleted_at IS NOT NULL FROM workflow_steps s "
+                      "JOIN workflow_runs w ON w.id = s.run_id WHERE w.tenant_id LIKE :p",
+    "step_tasks": "SELECT t.id::text, t.run_id::text, t.step_key, t.idx, t.status, t.attempt, t.epoch, "
+                  "md5(coalesce(t.output::text, '')), t.deleted_at IS NOT NULL FROM step_tasks t "
+                  "JOIN workflow_runs w ON w.id = t.run_id WHERE w.tenant_id LIKE :p",
+}
+
+
+def _engine(url: str) -> Any:
+    return create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1), connect_args={"connect_timeout": 5})
+
+
+def apply_error_counts(urls: dict[str, str]) -> dict[str, int]:
+    """subscription -> apply_error_count (reset by a crash restart: a delta is only a hint)."""
+    out: dict[str, int] = {}
+    for region, url in urls.items():
+        engine = _engine(url)
+        try:
+            with engine.connect() as conn:
+                for name, count in conn.execute(text(
+                        "SELECT subname, apply_error_count FROM pg_stat_subscription_stats")):
+                    out[f"{region}:{name}"] = int(count)
+        finally:
+            engine.dispose()
+    return out
+
+
+def read_ledger(folder: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(folder.glob("ledger-*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a torn line cannot be an effect anyone relies on
+    return out
+
+
+def gather(urls: dict[str, str], tenant_prefix: str) -> dict[str, Any]:
+    """Every region's rows about the campaign's tenants, read with plain SQL: ``runs``, ``tasks``
+    (succeeded), ``dead_letters``, ``outbox_rejected``, ``created`` and ``rows`` (the compared rows,
+    table -> region -> {key: value})."""
+    runs: dict[str, list[tuple[str, str, str, str]]] = {}
+    tasks: set[tuple[str, str, int | None]] = set()
+    dead: list[tuple[str, str | None, str | None]] = []
+    rejected: list[tuple[str, str, str | None]] = []
+    created: dict[tuple[str, str], float] = {}
+    rows: dict[str, dict[str, dict[Any, Any]]] = {table: {} for table in COMPARED}
+    like = tenant_prefix + "%"
+    for region, url in urls.items():
+        engine = _engine(url)
+        try:
+            with engine.connect() as conn:
+                got = conn.execute(text(
+                    "SELECT tenant_id, idempotency_key, id, status, extract(epoch FROM created_at) "
+                    "FROM workflow_runs WHERE tenant_id LIKE :p"), {"p": like}).all()
+                runs[region] = [(r[0], r[1], str(r[2]), r[3]) for r in got]
+                for r in got:
+                    created[(r[0], r[1])] = min(float(r[4]), created.get((r[0], r[1]), float("inf")))
+                tasks |= {(str(r[0]), r[1], r[2]) for r in conn.execute(text(
+                    "SELECT t.run_id, t.step_key, t.idx FROM step_tasks t JOIN workflow_runs w ON w.id = t.run_id "
+                    "WHERE w.tenant_id LIKE :p AND t.status = 'succeeded'"), {"p": like})}
+                dead += [(region, r[0], r[1]) for r in conn.execute(text(
+                    "SELECT submission_id, reason FROM dead_letters"))]
+                rejected += [(region, r[0], r[1]) for r in conn.execute(text(
+                    "SELECT submission_id, rejection FROM outbox WHERE rejected_at IS NOT NULL"))]
+                for table, sql in COMPARED.items():
+                    rows[table][region] = {r[0]: tuple(r[1:]) for r in conn.execute(text(sql), {"p": like})}
+        finally:
+            engine.dispose()
+    return {"runs": runs, "tasks": tasks, "dead_letters": dead, "outbox_rejected": rejected, "created": created,
+            "rows": rows}

@@ -1,0 +1,106 @@
+"""The checker's inputs, as plain values: what the producers were told, what the fault log says,
+what the ledger and each region's tables hold. Nothing here reads or decides.
+
+Times (``Ack.at``, ``Fault.t0`` …, the ledger's ``t``) are seconds on one clock, the host's wall
+clock by default (``History.clock = "t"``); a campaign whose fault log is kept on the host's
+monotonic clock sets ``clock = "mono"`` and the ledger's ``mono`` field is read instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The lease settings the campaign runs with: L (``lease_s``), ρ (``drift``) and the margin."""
+
+    lease_s: float
+    drift: float
+    margin_s: float
+
+    @property
+    def promise_s(self) -> float:
+        """L·(1+ρ)+margin: how long after a region was cut off from a majority it may still start
+        work, and how long its peers wait before they let an heir take its runs."""
+        return self.lease_s * (1 + self.drift) + self.margin_s
+
+
+@dataclass(frozen=True)
+class Ack:
+    """One acknowledged publish (the producer's publish returned), as its producer recorded it."""
+
+    path: str  # direct | forwarded | batch | raw
+    tenant: str
+    key: str
+    via: str  # the region whose broker it was published to
+    at: float
+    resent_at: float | None = None  # the producer's first re-send of this key (today's campaign)
+    sid: str = ""  # this publish's submission id: fresh for every re-send
+    first: bool = True  # the producer's first publish of (tenant, key), or a re-send of it
+    workflow: str = ""  # what was submitted: the checker's expectations come from these two
+    input: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected fault. ``kind``, ``region``, ``t0``, ``t1``, ``regions`` and ``detail`` are what
+    today's driver records; the fields after them are what the lease rule needs (a driver that does
+    not fill them in is read by ``bench.checker.faults.normalized``)."""
+
+    kind: str
+    region: str | None  # the region it hit (None: several, see regions)
+    t0: float  # when it began
+    t1: float  # when the driver saw the mesh healthy again (reported, never a bound)
+    regions: tuple[str, ...] = ()
+    detail: str = ""
+    pids: tuple[int, ...] = ()  # processes SIGKILLed at t0 (a pool process; a worker's main and pool)
+    killed: tuple[str, ...] = ()  # regions all of whose processes died at t0
+    severed: tuple[tuple[str, str], ...] = ()  # replication links cut at t0, as (subscriber, publisher)
+    cut_off: tuple[str, ...] | None = None  # regions left without a majority (None: derived from severed)
+    healed: float | None = None  # when the regions killed or cut off could first hold a lease again
+    heir: str | None = None  # a failover: the region that adopted the victim's runs …
+    adopted_at: float | None = None  # … and when the adoption had committed (the failover returned)
+
+    def hits(self, region: str) -> bool:
+        return region == self.region or region in self.regions
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    """The product's durable record of what one submission became, read from a region:
+    ``outcome`` is ``created`` (this submission created ``run_id``) or ``duplicate`` (it was found
+    to be ``run_id``, created by an earlier one)."""
+
+    region: str
+    submission_id: str
+    run_id: str
+    outcome: str
+
+
+@dataclass
+class History:
+    regions: list[str]
+    acks: list[Ack]
+    faults: list[Fault]
+    # region -> rows (tenant, key, run id, status) of every run of the campaign's tenants there
+    runs: dict[str, list[tuple[str, str, str, str]]]
+    tasks: set[tuple[str, str, int | None]]  # (run, step, index) of every step task the product says succeeded
+    ledger: list[dict[str, Any]]
+    identical: bool  # the product's verify
+    apply_errors: list[str]
+    apply_error_count_delta: dict[str, int]
+    dead_letters: list[tuple[str, str | None, str | None]]  # (region, submission id, reason)
+    valid_submission_ids: set[str]
+    outbox_rejected: list[tuple[str, str, str | None]]  # (region, submission id, rejection)
+    created: dict[tuple[str, str], float] = field(default_factory=dict)  # (tenant, key) -> run created (epoch s)
+    bounds: Bounds | None = None  # None: the lease rules cannot be applied (reported)
+    clock: str = "t"  # the ledger field on the fault log's clock: "t" (wall) or "mono"
+    # The product's record of every submission (None: it keeps none; the weaker key-based check runs).
+    submissions: list[SubmissionRecord] | None = None
+    waiting: dict[str, str] = field(default_factory=dict)  # submission id -> region whose broker holds it …
+    down_at_end: set[str] = field(default_factory=set)  # … while that broker was down at the end
+    # The checker's own read of the rows it compares: table -> region -> {key: value}
+    rows: dict[str, dict[str, dict[Any, Any]]] = field(default_factory=dict)
