@@ -71,15 +71,15 @@ def _effects(h: History, v: Verdict, faults: list[Any]) -> None:
     for rid, p in sorted(plans.items()):
         done = per_run.get(rid, {})
         check_order(rid, p, done, v)
-        for task in sorted(set(done) - p.tasks, key=str):
-            v.add(UNEXPECTED_EFFECT, f"{rid}/{task[0]}/{task[1]}: not a task of {p.workflow} for its input")
+        for extra in sorted(set(done) - p.tasks, key=str):
+            v.add(UNEXPECTED_EFFECT, f"{rid}/{extra[0]}/{extra[1]}: not a task of {p.workflow} for its input")
         if rid in succeeded:
             missing |= {(rid, s, i) for s, i in p.tasks
                         if not any(x.effect is not None for x in done.get((s, i), []))}
     # The product's own word too: a task it recorded done must have taken effect.
     missing |= {t for t in h.tasks if not any(x.effect is not None for x in per_run.get(t[0], {}).get((t[1], t[2]), []))}
-    for task in sorted(missing, key=str):
-        v.add(MISSING_EFFECT, f"{task}")
+    for gone in sorted(missing, key=str):
+        v.add(MISSING_EFFECT, f"{gone}")
     unplanned = {rid for rows in h.runs.values() for _, _, rid, _ in rows} - set(plans)
     if unplanned:
         v.notes.append(f"{len(unplanned)} runs without a known workflow and input: their expected effects and "
