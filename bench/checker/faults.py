@@ -20,6 +20,7 @@ PROCESS_KILLS = frozenset({"pool_kill", "worker_kill"})
 _PID = re.compile(r"\bpid (\d+)")
 _CUT = re.compile(r"^(isolated|deaf|unheard|pair) ")
 _FAILOVER = re.compile(r"failed over to (\S+) after ([\d.]+)s")
+_CUT_FOR = re.compile(r" for (\d+)s")
 
 
 def cut_off_from_majority(regions: Sequence[str], severed: set[tuple[str, str]]) -> tuple[str, ...]:
@@ -43,6 +44,10 @@ def normalized(f: Fault, regions: Sequence[str]) -> Fault:
         f = replace(f, killed=(f.region,))
         if f.heir is None and (m := _FAILOVER.search(f.detail)):
             f = replace(f, heir=m.group(1), adopted_at=f.t0 + float(m.group(2)))
+        if f.healed is None:
+            # t1 is after the restore and the wait for health, when the region may work again; the
+            # log does not say when the restore returned, so only the time it surely was dead counts.
+            f = replace(f, healed=f.adopted_at if f.adopted_at is not None else f.t0)
     if f.kind == "repl_cut" and not f.severed and f.cut_off is None and f.regions and (m := _CUT.match(f.detail)):
         mode, region = m.group(1), f.regions[0]  # the driver's regions: (region,), or (region, peer) for a pair
         others = [r for r in regions if r != region]
@@ -51,6 +56,10 @@ def normalized(f: Fault, regions: Sequence[str]) -> Fault:
                  "unheard": [(o, region) for o in others],
                  "pair": [(region, p) for p in f.regions[1:]] + [(p, region) for p in f.regions[1:]]}[mode]
         f = replace(f, severed=tuple(links))
+        if f.healed is None and (d := _CUT_FOR.search(f.detail)):
+            # The links were restored after the cut's length (rounded to seconds in the detail);
+            # t1 is later, after the wait for health, when the region may be working again.
+            f = replace(f, healed=f.t0 + int(d.group(1)) - 0.5)
     if f.cut_off is None:
         f = replace(f, cut_off=cut_off_from_majority(regions, set(f.severed)) if f.severed else ())
     return f

@@ -150,6 +150,7 @@ def test_todays_fault_log_is_read_for_the_lease_rule() -> None:
     deaf = normalized(Fault("repl_cut", None, 1.0, 60.0, regions=("us-east",), detail="deaf us-east for 30s"),
                       ["us-east", "eu-west", "ap-south"])
     assert deaf.cut_off == ("us-east",) and set(deaf.severed) == {("us-east", "eu-west"), ("us-east", "ap-south")}
+    assert deaf.healed == 30.5  # the links came back after the cut's length; t1 is later (the wait for health)
     pair = normalized(Fault("repl_cut", None, 1.0, 60.0, regions=("us-east", "eu-west"),
                             detail="pair us-east-eu-west for 30s"), ["us-east", "eu-west", "ap-south"])
     assert pair.cut_off == ()
@@ -159,6 +160,7 @@ def test_todays_fault_log_is_read_for_the_lease_rule() -> None:
                                 detail="killed, failed over to c after 7.5s (2 runs adopted), back and restored"),
                           REGIONS)
     assert (failover.killed, failover.heir, failover.adopted_at) == (("a",), "c", 17.5)
+    assert failover.healed == 17.5  # surely still dead then; when the restore returned is not logged
     # What a driver sets itself is kept.
     explicit = Fault("repl_cut", None, 1.0, 60.0, regions=("a",), detail="isolated a", cut_off=("b",))
     assert normalized(explicit, REGIONS).cut_off == ("b",)

@@ -195,6 +195,12 @@ def test_work_started_in_a_cut_off_region_is_bounded_by_the_lease_not_the_heal(s
     assert v.classes <= {LEASE_OVERRUN}
 
 
+def test_todays_fault_log_ends_the_no_work_window_at_the_heal_not_at_health() -> None:
+    cut = Fault("repl_cut", None, 100.0, 175.0, regions=("a",), detail="isolated a for 50s")
+    assert LEASE_OVERRUN in evaluate(history(ledger=with_d(execution("d", "a", 149.0, 149.5)), faults=[cut])).classes
+    assert evaluate(history(ledger=with_d(execution("d", "a", 151.0, 151.5)), faults=[cut])).ok
+
+
 def test_a_cut_that_leaves_a_majority_bounds_nothing() -> None:
     pair = Fault("repl_cut", None, 100.0, 160.0, regions=("a", "b"), detail="pair a-b for 50s")
     v = evaluate(history(ledger=with_d(execution("d", "a", 120.0, 121.0)), faults=[pair]))
