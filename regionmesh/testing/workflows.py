@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from celery import current_task
 from sqlalchemy import text
 
 from regionmesh.workers.definitions import RetryPolicy, Step, Workflow
@@ -106,12 +108,18 @@ def sleep(ctx: StepContext, payload: Any) -> dict[str, Any]:
 
 def ledger_write(ctx: StepContext, phase: str) -> None:
     """Append one line to the external effect ledger (a file per region under $RM_TEST_LEDGER, outside
-    the mesh: it survives SIGKILLs and partitions and no replication touches it)."""
+    the mesh: it survives SIGKILLs and partitions and no replication touches it). The line carries
+    what the campaign checker's rule needs; its fields are listed in ``regionmesh/testing/ledger.py``."""
     folder = os.environ.get("RM_TEST_LEDGER")
     if not folder:
         return
-    line = json.dumps({"run": str(ctx.run_id), "step": ctx.step, "idx": ctx.index, "region": ctx.region,
-                       "attempt": ctx.attempt, "key": ctx.idempotency_key, "phase": phase, "t": time.time()})
+    request = getattr(current_task, "request", None)
+    line = json.dumps({
+        "run": str(ctx.run_id), "step": ctx.step, "idx": ctx.index, "region": ctx.region, "attempt": ctx.attempt,
+        "key": ctx.idempotency_key, "phase": phase, "t": time.time(), "mono": time.monotonic(),
+        "host": socket.gethostname(), "pid": os.getpid(), "worker": getattr(request, "hostname", None),
+        "epoch": ctx.epoch, "lease_until": None if ctx.lease_until is None else ctx.lease_until.timestamp(),
+        "token": ctx.fencing_token})
     fd = os.open(os.path.join(folder, f"ledger-{ctx.region}.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (line + "\n").encode())  # one write with O_APPEND: whole lines, never interleaved
