@@ -1,5 +1,5 @@
 """The fault campaign in CI (issue 12): one seed for about two minutes on a three-region mesh of its
-own (bench/campaign.py: mixed load, seeded SIGKILLs, restarts, cuts, a failover and a move), judged
+own (bench/campaign/: mixed load, seeded SIGKILLs, restarts, cuts, a failover and a move), judged
 by the independent checker; and the checker shown to fail on planted histories."""
 
 from __future__ import annotations

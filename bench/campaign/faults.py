@@ -1,0 +1,183 @@
+"""The eight kinds of fault, one method each. A fault picks its target with the scheduler's seeded
+generator, injects, waits until the mesh can work again where that is part of the fault, and
+records itself (``Record.fault``: kind, region(s), start, end, detail) for the checker, which uses
+the times to tell a re-run a crash explains from a duplicate.
+
+- ``pool_kill``: SIGKILL of a pool process, preferably one running a step;
+- ``worker_kill``: SIGKILL of a worker's main process (then its pool), restarted;
+- ``redis_kill`` / ``pg_kill``: SIGKILL of Redis / of the postmaster and its backends, restarted;
+- ``repl_cut``: replication links cut through the proxies for 10-60 s (a region isolated, deaf,
+  unheard, or one pair of regions);
+- ``broker_cut``: the forwarders cannot reach one region's Redis for 10-60 s;
+- ``region_failover``: a region SIGKILLed, failed over once its lease expired, brought back and
+  restored;
+- ``move``: a graceful tenant move.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from bench.campaign.mesh import CampaignMesh
+from bench.campaign.record import Plan, Record
+from regionmesh.models import runs
+from regionmesh.ops.failover import FailoverRefused, failover, restore, set_intent
+
+KINDS = ["pool_kill", "worker_kill", "redis_kill", "pg_kill", "repl_cut", "broker_cut", "region_failover", "move"]
+
+
+class Faults:
+    def __init__(self, plan: Plan, mesh: CampaignMesh, record: Record, stop: threading.Event) -> None:
+        self.plan = plan
+        self.mesh = mesh
+        self.dev = mesh.dev
+        self.regions = mesh.regions
+        self.record = record
+        self.stop = stop
+
+    def inject(self, kind: str, rng: random.Random, seconds: float) -> None:
+        """Inject one fault of ``kind``; ``seconds`` is how long a cut lasts (other kinds ignore it)."""
+        if kind == "repl_cut":
+            self.repl_cut(rng, seconds)
+        elif kind == "broker_cut":
+            self.broker_cut(rng, seconds)
+        else:
+            {"pool_kill": self.pool_kill, "worker_kill": self.worker_kill, "redis_kill": self.redis_kill,
+             "pg_kill": self.pg_kill, "region_failover": self.region_failover, "move": self.move}[kind](rng)
+
+    def pool_kill(self, rng: random.Random) -> None:
+        region = rng.choice(self.regions)
+        pid = None
+        holder = runs.running_worker(self.mesh.engines[region], region)
+        mains = {w["pid"] for w in self.dev.workers(region)}
+        if holder and holder.rsplit(":", 1)[1].isdigit():
+            pid = int(holder.rsplit(":", 1)[1])
+            if pid in mains or not psutil.pid_exists(pid):
+                pid = None
+        what = "running a step"
+        if pid is None:
+            children = [c.pid for m in mains for c in psutil.Process(m).children()]
+            pid, what = (rng.choice(children), "idle or between steps") if children else (None, "")
+        if pid is None:
+            self.record.note(f"pool_kill: no pool process in {region}")
+            return
+        t0 = time.time()
+        psutil.Process(pid).kill()
+        self.record.fault("pool_kill", region, t0, t0 + 0.5, f"pid {pid} {what}")
+
+    def worker_kill(self, rng: random.Random) -> None:
+        region = rng.choice(self.regions)
+        worker = rng.choice(self.dev.workers(region))
+        t0 = time.time()
+        self.dev.stop_worker(region, worker["name"], kill=True)  # the main process first, then its pool
+        self.stop.wait(rng.uniform(1, 5))
+        self.dev.start_worker(region, extra_env=self.mesh.worker_env(region))
+        self.record.fault("worker_kill", region, t0, time.time(), f"main pid {worker['pid']}, restarted")
+
+    def redis_kill(self, rng: random.Random) -> None:
+        region = rng.choice(self.regions)
+        pid = self.dev.state.load()["regions"][region]["redis"]["pid"]
+        self.mesh.down.add(region)
+        t0 = time.time()
+        proc = psutil.Process(pid)
+        proc.kill()
+        proc.wait(10)
+        self.stop.wait(rng.uniform(1, 5))
+        self.mesh.restart_servers()
+        self.mesh.down.discard(region)
+        self.record.fault("redis_kill", region, t0, time.time(), f"pid {pid}, restarted")
+
+    def pg_kill(self, rng: random.Random) -> None:
+        region = rng.choice(self.regions)
+        datadir = Path(self.dev.state.load()["regions"][region]["pg"]["datadir"])
+        pid = int((datadir / "postmaster.pid").read_text().split()[0])
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        t0 = time.time()
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=10)
+        self.stop.wait(rng.uniform(2, 8))
+        self.mesh.restart_servers()
+        self.mesh.wait_healthy(60)
+        self.record.fault("pg_kill", region, t0, time.time(), f"postmaster {pid} and {len(procs) - 1} backends, restarted")
+
+    def repl_cut(self, rng: random.Random, seconds: float) -> None:
+        region = rng.choice(self.regions)
+        others = [r for r in self.regions if r != region]
+        mode = rng.choice(["isolated", "deaf", "unheard", "pair"])
+        links = {"isolated": [(region, o) for o in others] + [(o, region) for o in others],
+                 "deaf": [(region, o) for o in others],  # it hears no one
+                 "unheard": [(o, region) for o in others],  # no one hears it
+                 "pair": [(region, others[0]), (others[0], region)]}[mode]
+        t0 = time.time()
+        for link in links:
+            self.mesh.repl_proxies[link].sever()
+        self.stop.wait(seconds)
+        for link in links:
+            self.mesh.repl_proxies[link].heal()
+        self.mesh.wait_healthy(60)
+        hit = (region, others[0]) if mode == "pair" else (region,)
+        self.record.fault("repl_cut", None, t0, time.time(), f"{mode} {region}{'-' + others[0] if mode == 'pair' else ''} "
+                          f"for {seconds:.0f}s", regions=hit)
+
+    def broker_cut(self, rng: random.Random, seconds: float) -> None:
+        region = rng.choice(self.regions)
+        links = [(o, region) for o in self.regions if o != region]
+        t0 = time.time()
+        for link in links:
+            self.mesh.broker_proxies[link].sever()
+        self.stop.wait(seconds)
+        for link in links:
+            self.mesh.broker_proxies[link].heal()
+        self.record.fault("broker_cut", region, t0, time.time(), f"forwarders cannot reach {region}'s Redis for {seconds:.0f}s")
+
+    def region_failover(self, rng: random.Random) -> None:
+        config = self.mesh.config
+        victim = rng.choice(self.regions)
+        heir = rng.choice([r for r in self.regions if r != victim])
+        self.mesh.down.add(victim)
+        t0 = time.time()
+        self.dev.kill_region(victim)
+        report = None
+        deadline = time.monotonic() + 120
+        while report is None:
+            try:
+                report = failover(config, victim, heir, timeout_s=60)
+            except FailoverRefused as exc:
+                if time.monotonic() > deadline:
+                    raise
+                self.record.note(f"failover refused, retrying: {exc}")
+                time.sleep(1)
+        failed_over = time.time()
+        self.stop.wait(rng.uniform(5, 20))
+        self.mesh.restart_servers()
+        self.dev.start_worker(victim, extra_env=self.mesh.worker_env(victim))
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                restore(config, victim, timeout_s=20)
+                break
+            except Exception as exc:  # not caught up yet, or its database still starting
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"restore of {victim} kept failing: {exc}") from exc
+                time.sleep(1)
+        self.mesh.down.discard(victim)
+        self.mesh.wait_healthy(60)
+        self.record.fault("region_failover", victim, t0, time.time(),
+                          f"killed, failed over to {heir} after {failed_over - t0:.1f}s ({report.runs_adopted} runs adopted), "
+                          "back and restored")
+
+    def move(self, rng: random.Random) -> None:
+        tenant = rng.choice(self.plan.tenants)
+        to = rng.choice(self.regions)
+        t0 = time.time()
+        where, epoch = set_intent(self.mesh.config, tenant, to, "move", "campaign", rng.choice(self.regions))
+        self.record.fault("move", None, t0, time.time(), f"{tenant} to {to} (written at {where}, epoch {epoch})")

@@ -1,0 +1,147 @@
+"""The campaign's mesh: a scratch dev mesh whose replication links and cross-region broker links run
+through TCP proxies (so faults can cut them), its workers with the test workflows and short timers,
+and the questions the other parts ask of it (is every region healthy, which regions are down).
+
+Proxies: ``repl_proxies[(subscriber, publisher)]`` carries the subscriber's subscription to the
+publisher; ``broker_proxies[(region, other)]`` carries ``region``'s workers to ``other``'s Redis
+(each region's workers read a mesh file of their own, ``campaign-<region>.toml``, that says so).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from sqlalchemy import Engine
+
+from bench.campaign.record import Record
+from bench.common import ROOT
+from regionmesh.config import MeshConfig, load_config
+from regionmesh.models import subscribing
+from regionmesh.models.engine import make_engine
+from regionmesh.names import subscription_name
+from regionmesh.ops.devmesh import DevMesh
+from regionmesh.ops.failover import lease_status
+from regionmesh.replication.setup import conninfo
+from regionmesh.testing.proxy import Proxy
+
+LEASE_S, DRIFT, MARGIN_S = 4.0, 0.01, 1.0
+SETTINGS_ENV = {"REGIONMESH_RECONCILE_INTERVAL_S": "0.3", "REGIONMESH_LEASE_S": str(LEASE_S),
+                "REGIONMESH_CLOCK_DRIFT": str(DRIFT), "REGIONMESH_LEASE_MARGIN_S": str(MARGIN_S),
+                "REGIONMESH_FORWARD_CONFIRM_S": "5", "REGIONMESH_REQUEUE_AFTER_S": "5"}
+
+
+def _port(conninfo_or_url: str) -> int:
+    if "port=" in conninfo_or_url:
+        return int(conninfo_or_url.split("port=")[1].split()[0])
+    return int(conninfo_or_url.rsplit(":", 1)[1].split("/")[0])
+
+
+class CampaignMesh:
+    """A running campaign mesh (made by ``start``)."""
+
+    def __init__(self, dev: DevMesh, regions: list[str], config: MeshConfig, record: Record) -> None:
+        self.dev = dev
+        self.root = dev.root
+        self.regions = regions
+        self.config = config
+        self.record = record
+        self.ledger_dir = self.root / "ledger"
+        self.engines: dict[str, Engine] = {r: make_engine(config.regions[r].database_url, region=r) for r in regions}
+        self.repl_proxies: dict[tuple[str, str], Proxy] = {}  # (subscriber, publisher)
+        self.broker_proxies: dict[tuple[str, str], Proxy] = {}  # (from region, to region's broker)
+        self.down: set[str] = set()  # regions whose broker a producer should not try now
+
+    @classmethod
+    def start(cls, dev: DevMesh, regions: list[str], record: Record) -> CampaignMesh:
+        """Bring the mesh up without workers, route every link through a proxy, start one worker per
+        region and wait until every region holds its lease."""
+        os.environ.update(SETTINGS_ENV)  # the operator side (failover, restore) runs the same lease settings
+        ledger_dir = dev.root / "ledger"
+        ledger_dir.mkdir()
+        os.chmod(ledger_dir, 0o777)
+        mesh = cls(dev, regions, dev.up(regions, workers=0), record)
+        try:
+            mesh._route_through_proxies()
+            mesh._write_worker_mesh_files()
+            for r in regions:
+                dev.start_worker(r, extra_env=mesh.worker_env(r))
+            mesh.wait_healthy(90)
+        except BaseException:
+            mesh._close_links()
+            raise
+        return mesh
+
+    def _route_through_proxies(self) -> None:
+        for sub in self.regions:
+            for pub in self.regions:
+                if sub == pub:
+                    continue
+                port = _port(self.config.regions[pub].peer_conninfo)
+                proxy = self.repl_proxies[(sub, pub)] = Proxy(port)
+                info = conninfo(self.config, pub, sub).replace(f"port={port}", f"port={proxy.port}")
+                subscribing.set_subscription_connection(self.engines[sub], subscription_name(sub, pub), info)
+                self.broker_proxies[(sub, pub)] = Proxy(_port(self.config.regions[pub].broker_url))
+
+    def worker_env(self, region: str) -> dict[str, str]:
+        return SETTINGS_ENV | {"REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,regionmesh.testing.workflows",
+                               "PYTHONPATH": str(ROOT), "RM_TEST_LEDGER": str(self.ledger_dir),
+                               "REGIONMESH_CONFIG": str(self.root / f"campaign-{region}.toml")}
+
+    def _write_worker_mesh_files(self) -> None:
+        """mesh.toml as each region's workers see it: peers' brokers through this region's proxies."""
+        lines = self.dev.mesh_file.read_text().splitlines()
+        for me in self.regions:
+            out, section = [], None
+            for line in lines:
+                if line.startswith("[regions."):
+                    section = line[len("[regions."):-1]
+                if section and section != me and line.startswith("broker_url"):
+                    port = _port(line.split('"')[1])
+                    line = line.replace(f":{port}/", f":{self.broker_proxies[(me, section)].port}/")
+                out.append(line)
+            (self.root / f"campaign-{me}.toml").write_text("\n".join(out) + "\n")
+
+    def restart_servers(self) -> None:
+        """Start whatever server is down (PostgreSQL, Redis) without touching the subscriptions
+        (``up``'s migrate step would point them back at the direct addresses)."""
+        self.dev.up(migrate=False)
+        config = load_config(str(self.dev.mesh_file))
+        for (_sub, pub), proxy in self.repl_proxies.items():
+            proxy.target = (proxy.target[0], _port(config.regions[pub].peer_conninfo))
+        for (_frm, to), proxy in self.broker_proxies.items():
+            proxy.target = (proxy.target[0], _port(config.regions[to].broker_url))
+        for e in self.engines.values():
+            e.dispose()
+
+    def alive(self) -> list[str]:
+        """The regions a producer should try now (all of them if every one is down)."""
+        return [r for r in self.regions if r not in self.down] or list(self.regions)
+
+    def leases(self) -> dict[str, bool]:
+        return {s.region: s.held for s in lease_status(self.config)}
+
+    def wait_healthy(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if all(self.leases().values()) and all(self.dev.workers(r) for r in self.regions):
+                    return True
+            except Exception as exc:  # a region answering slowly: ask again
+                self.record.log(f"  (lease status: {type(exc).__name__})")
+            time.sleep(0.5)
+        self.record.note(f"mesh not healthy after {timeout:.0f}s: {self.leases()}")
+        return False
+
+    def _close_links(self) -> None:
+        for p in [*self.repl_proxies.values(), *self.broker_proxies.values()]:
+            p.close()
+        for e in self.engines.values():
+            e.dispose()
+
+    def close(self, keep: bool) -> None:
+        self._close_links()
+        self.dev.down(purge=not keep)  # stop every process either way; keep the folder on request
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)

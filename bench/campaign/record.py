@@ -1,0 +1,88 @@
+"""What the campaign is asked to do (``Plan``) and what it did and saw (``Record``): the acknowledged
+submissions, the faults, the notes. The producers, the fault injector, the scheduler, the re-sender
+and the verdict share one ``Record``; every list in it is appended to, never rewritten."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench.campaign_checker import Ack, Fault
+
+ALL_REGIONS = ["us-east", "eu-west", "ap-south", "sa-east", "af-south"]
+# A producer sends again what the region it was sent to does not hold after this long.
+RESEND_AFTER_S = 30.0
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The campaign's parameters and what follows from them alone."""
+
+    seed: int
+    minutes: float
+    regions: list[str]
+
+    @classmethod
+    def of(cls, seed: int, minutes: float, n_regions: int) -> Plan:
+        return cls(seed, minutes, ALL_REGIONS[:n_regions])
+
+    @property
+    def prefix(self) -> str:
+        """Every tenant of the campaign starts with it (the checker reads the runs by it)."""
+        return f"cmp{self.seed}-"
+
+    @property
+    def tenants(self) -> list[str]:
+        return [f"{self.prefix}{i}" for i in range(8 * len(self.regions))]
+
+
+@dataclass
+class Sent:
+    """A producer's record of one acknowledged submission (and how to send it again)."""
+
+    ack: Ack
+    sid: str
+    resend: Callable[[], None] | None  # publishes the same submission again; None: the journal does it
+    last_sent: float
+    sends: int = 1
+    held: bool = False
+    first_resend: float | None = None
+
+
+@dataclass
+class Stats:
+    refused: Counter[str] = field(default_factory=Counter)  # publishes that raised (not acknowledged), by path
+    resent: Counter[str] = field(default_factory=Counter)  # sent again by the producers, by path
+
+
+class Record:
+    """The campaign's shared log book (thread-safe where several threads append)."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.sent: list[Sent] = []
+        self.sent_lock = threading.Lock()
+        self.faults: list[Fault] = []
+        self.notes: list[str] = []
+        self.stats = Stats()
+        # Fault times are reported relative to this; run() resets it when the producers start.
+        self.started = time.time()
+
+    def add(self, sent: Sent) -> None:
+        with self.sent_lock:
+            self.sent.append(sent)
+
+    def note(self, text: str) -> None:
+        """Something the verdict's reader should know (a fault that could not be injected, a region
+        answering slowly), stamped with the wall clock."""
+        self.notes.append(f"{time.time():.1f}: {text}")
+
+    def fault(self, kind: str, region: str | None, t0: float, t1: float, detail: str = "",
+              regions: tuple[str, ...] = ()) -> None:
+        self.faults.append(Fault(kind, region, t0, t1, regions, detail))
+        self.log(f"  [{t0 - self.started:6.1f}s] {kind} {region or ','.join(regions)} ({t1 - t0:.1f}s) {detail}")

@@ -1,0 +1,70 @@
+"""One campaign from start to verdict: the mesh up, producers and faults for M minutes, the drain,
+the verdict; the mesh folder kept when the campaign failed or was asked to keep it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from bench.campaign.drain import drain
+from bench.campaign.faults import Faults
+from bench.campaign.mesh import CampaignMesh
+from bench.campaign.producers import Producers
+from bench.campaign.record import Log, Plan, Record
+from bench.campaign.resend import Resender
+from bench.campaign.schedule import schedule
+from bench.campaign.verdict import Baseline, judge, report
+from bench.campaign_checker import Verdict
+from bench.common import scratch_mesh
+
+
+def run(plan: Plan, mesh: CampaignMesh, record: Record, drain_s: float) -> tuple[Verdict, dict[str, Any]]:
+    """Load and faults until the campaign's end, then the drain and the verdict."""
+    baseline = Baseline.take(mesh)
+    stop = threading.Event()
+    producers = Producers(plan, mesh, record, stop)
+    faults = Faults(plan, mesh, record, stop)
+    record.started = time.time()
+    threads = producers.threads()
+    for t in threads:
+        t.start()
+    threading.Thread(target=Resender(mesh, record).loop, daemon=True).start()
+    try:
+        schedule(plan, mesh, faults, record, stop)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+    faults_end = time.time()
+    record.log(f"  faults stopped after {faults_end - record.started:.0f}s; {len(record.sent)} submissions "
+               f"acknowledged; draining (at most {drain_s:.0f}s)")
+    mesh.wait_healthy(120)
+    drained = drain(plan, mesh, producers, record, drain_s)
+    record.log(f"  drained: {drained} after {time.time() - faults_end:.0f}s")
+    return judge(plan, mesh, record, producers, baseline, faults_end=faults_end, drained=drained)
+
+
+def run_campaign(seed: int, minutes: float, *, n_regions: int = 3, drain_s: float = 300, keep: bool = False,
+                 out: str | None = None, log: Log = print) -> tuple[Verdict, dict[str, Any]]:
+    plan = Plan.of(seed, minutes, n_regions)
+    dev = scratch_mesh()
+    record = Record(log)
+    log(f"fault campaign: seed {seed}, {minutes:g} min, regions {plan.regions}, mesh in {dev.root}")
+    try:
+        mesh = CampaignMesh.start(dev, plan.regions, record)
+    except BaseException:
+        dev.down(purge=False)
+        log(f"campaign aborted (seed {seed}); mesh kept in {dev.root}")
+        raise
+    try:
+        verdict, extra = run(plan, mesh, record, drain_s)
+    except BaseException:
+        mesh.close(keep=True)
+        log(f"campaign aborted (seed {seed}); mesh kept in {dev.root}")
+        raise
+    # A failed campaign keeps its folder (logs, ledger, journals) for whoever looks into it.
+    mesh.close(keep or not verdict.ok)
+    extra["mesh_folder"] = str(dev.root) if keep or not verdict.ok else None
+    report(verdict, extra, seed, out)
+    return verdict, extra
