@@ -4,6 +4,10 @@ foundation (config, errors, wire names, log, backoff, host, extras) -> adapters 
 repository and migrations, broker, process supervisor, PostgreSQL binaries) -> services (engine,
 routing, replication, the producer client) -> operator surface (CLI, dev mesh, demo, operations)
 -> test kit (regionmesh.testing: what tests and benchmarks both use; nothing in the package imports it).
+
+Outside the package, one way: benchmarks (bench/) over the package, tests (tests/) over both. The
+tests may import bench (the campaign checker, the resync loader) and run the campaign; bench never
+imports tests. What both need lives in the test kit, which neither owns.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ PACKAGE_DIRS = {
     "regionmesh.replication": ROOT / "replication",
     "regionmesh.migrations": ROOT / "migrations",
 }
+# Outside the package: the folders that are not installed, each a layer above it.
+OUTSIDE_DIRS = {"bench": ROOT / "bench", "tests": ROOT / "tests"}
 FOUNDATION = {"regionmesh.config", "regionmesh.errors", "regionmesh.names", "regionmesh.log",
               "regionmesh.backoff", "regionmesh.host", "regionmesh.extras"}
 ADAPTERS_PREFIX = ("regionmesh.models", "regionmesh.migrations")
@@ -56,18 +62,22 @@ def layer(module: str) -> int:
         return 3
     if module.startswith(TESTING_PREFIX):
         return 4
+    if module == "bench" or module.startswith("bench."):
+        return 5
+    if module == "tests" or module.startswith("tests."):
+        return 6
     raise AssertionError(f"{module} is in no layer: add it to one in this test and the README")
 
 
-def modules() -> dict[str, Path]:
+def modules(dirs: dict[str, Path]) -> dict[str, Path]:
     found: dict[str, Path] = {}
-    for package, folder in PACKAGE_DIRS.items():
+    for package, folder in dirs.items():
         for path in folder.rglob("*.py"):
             rel = path.relative_to(folder).with_suffix("")
             parts = [p for p in rel.parts if p != "__init__"]
             name = ".".join([package, *parts])
             if any(name.startswith(other + ".") or name == other
-                   for other in PACKAGE_DIRS if other != package and other.startswith(package + ".")):
+                   for other in dirs if other != package and other.startswith(package + ".")):
                 continue  # a folder mapped to another package
             found[name] = path
     return found
@@ -120,11 +130,13 @@ def own(name: str, known: set[str]) -> str | None:
     return name or None
 
 
-MODULES = modules()
-GRAPH = {m: [(own(i, set(MODULES)), top, i) for i, top in imports(p, m)] for m, p in MODULES.items()}
+MODULES = modules(PACKAGE_DIRS)  # the installed package
+OUTSIDE = modules(OUTSIDE_DIRS)  # bench/ and tests/
+ALL = MODULES | OUTSIDE
+GRAPH = {m: [(own(i, set(ALL)), top, i) for i, top in imports(p, m)] for m, p in ALL.items()}
 
 
-@pytest.mark.parametrize("module", sorted(MODULES))
+@pytest.mark.parametrize("module", sorted(ALL))
 def test_imports_point_down(module: str) -> None:
     if module == "regionmesh":
         return  # the package root only re-exports the public API
@@ -147,7 +159,8 @@ def test_no_function_local_imports_of_ours(module: str) -> None:
 
 
 def test_no_import_cycles() -> None:
-    edges = {m: {t for t, top, _ in GRAPH[m] if t and t != m and top} for m in MODULES}
+    """Over the package, bench/ and tests/ together (module-level imports)."""
+    edges = {m: {t for t, top, _ in GRAPH[m] if t and t != m and top} for m in ALL}
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -171,6 +184,17 @@ def test_no_import_cycles() -> None:
 def test_every_module_is_in_a_layer_and_the_rule_sees_them() -> None:
     assert len(MODULES) > 40
     assert {layer(m) for m in MODULES if m != "regionmesh"} == {0, 1, 2, 3, 4}
+    assert {layer(m) for m in OUTSIDE} == {5, 6}
+    assert "bench.campaign_checker" in OUTSIDE and "tests.conftest" in OUTSIDE
+
+
+def test_bench_and_tests_import_one_way() -> None:
+    """Anywhere in a module, not only at its top: bench never imports tests, and nothing in the package
+    imports either (test_imports_point_down says so too; this names the pairs)."""
+    back = sorted((m, t) for m, edges in GRAPH.items() for t, _top, _raw in edges
+                  if t and ((m.split(".")[0], t.split(".")[0]) == ("bench", "tests")
+                            or (m.split(".")[0] == "regionmesh" and t.split(".")[0] in OUTSIDE_DIRS)))
+    assert not back, f"imports against the one-way rule: {back}"
 
 
 # Reads of the environment outside the typed config: only the variable an operator names on the
