@@ -34,7 +34,7 @@ from tests.conftest import down_and_leftovers, make_mesh_dir
 from tests.support.helpers import wait_until
 
 REGIONS = ("us-east", "eu-west", "ap-south")
-README = Path(__file__).resolve().parents[2] / "README.md"
+SCHEMA_PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "sql.md"
 
 
 class Ops:
@@ -135,12 +135,12 @@ class Writers:
         assert all(self.written.get(r, 0) > 5 for r in self.regions), self.written
 
 
-# -- the README and the publication ---------------------------------------------------------------
-def test_readme_lists_exactly_the_published_tables(ops: Ops) -> None:
-    schema = README.read_text(encoding="utf-8").split("## Schema", 1)[1].split("\n## ", 1)[0]
-    listed = re.search(r"Replicated tables — (.*?) — have", schema, re.S)
-    assert listed, "the README's Schema section no longer lists the replicated tables"
-    names = set(re.findall(r"`(\w+)`", listed.group(1)))
+# -- the docs' schema page and the publication ----------------------------------------------------
+def test_the_schema_page_lists_exactly_the_published_tables(ops: Ops) -> None:
+    page = SCHEMA_PAGE.read_text(encoding="utf-8")
+    listed = re.search(r"\n### Replicated tables \(publication `rm_pub`\)\n(.*?)\n#", page, re.S)
+    assert listed, "docs/reference/sql.md no longer has its 'Replicated tables (publication `rm_pub`)' section"
+    names = set(re.findall(r"^- `(\w+)`", listed.group(1), re.M))
     for engine in ops.engines.values():
         assert names == set(publishing.publication_tables(engine, PUBLICATION))
 
