@@ -1,11 +1,13 @@
 """The reference pages of the docs site are complete: every CLI command and option, every mesh-file
-key and every environment variable the code reads is documented. The sets come from the code (the
+key and every environment variable the code reads is documented; the figures page shows the
+committed benchmark results. The sets come from the code (the
 click tree, the config parser, config.py's source), never from a list kept here; each check is a
 function of a page's text, and a synthetic page with one item left out proves it can fail."""
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,3 +221,50 @@ def test_the_settings_check_fails_on_a_missing_variable(dropped: str) -> None:
     page = "".join(f"`{v}`\n: what it does.\n" for v in sorted(names))
     assert missing_variables(page, names) == []
     assert missing_variables(page.replace(f"`{dropped}`\n", "", 1), names) == [dropped]
+
+
+# -- the figures page -----------------------------------------------------------------------------
+RESULTS = ROOT / "bench" / "results"
+# (result file, path into it, how docs/results.md writes the number); a rerun that rewrites a file
+# makes this fail until the page shows the new figure.
+FIGURES: list[tuple[str, tuple[str, ...], str]] = [
+    ("throughput.json", ("baseline", "raw", "tasks_per_s"), "{:.0f} tasks/s"),
+    ("throughput.json", ("baseline", "canvas_chain", "tasks_per_s"), "{:.0f} tasks/s"),
+    ("throughput.json", ("regionmesh", "one_step", "runs_per_s"), "{:.0f} runs/s"),
+    ("throughput.json", ("regionmesh", "ten_step", "steps_per_s"), "{:.0f} steps/s"),
+    ("throughput.json", ("regionmesh", "latency_ms_bench_1", "p50"), "p50 {:.1f} ms"),
+    ("throughput.json", ("regionmesh", "latency_ms_bench_1", "p99"), "p99 {:.1f} ms"),
+    ("throughput.json", ("ratios", "ten_step_steps_vs_raw"), "({:.0%})"),
+    ("throughput.json", ("ratios", "lease_cost_one_step"), "**{:.1%}**"),
+    ("throughput-everysec.json", ("baseline", "raw", "tasks_per_s"), "{:.0f} tasks/s"),
+    ("throughput-everysec.json", ("regionmesh", "ten_step", "steps_per_s"), "{:.0f} steps/s"),
+    ("resync.json", ("resync_s",), "**{:.1f} s**"),
+    ("resync-wiped.json", ("resync_s",), "**{:.1f} s**"),
+    ("fuzz.json", ("publish_s",), "in {:.1f} s"),
+    ("fuzz.json", ("settle_s",), "{:.1f} s\nafter the first publish"),
+    ("failover-cut.json", ("check_cost", "lease_check_overhead_us"), "{:.0f}\nµs"),
+    ("zoned_lag.json", ("lag", "zoned run rows", "eu-central", "p99_ms"), "{:.1f} ms"),
+]
+
+
+def figure(file: str, path: tuple[str, ...], fmt: str) -> str:
+    value = json.loads((RESULTS / file).read_text(encoding="utf-8"))
+    for key in path:
+        value = value[key]
+    return fmt.format(value)
+
+
+def missing_figures(page: str) -> list[str]:
+    flat = re.sub(r"\s+", " ", page)
+    return [f"{file} {'.'.join(path)}: {figure(file, path, fmt)!r}" for file, path, fmt in FIGURES
+            if re.sub(r"\s+", " ", figure(file, path, fmt)) not in flat]
+
+
+def test_the_figures_page_shows_the_committed_results() -> None:
+    assert missing_figures((ROOT / "docs" / "results.md").read_text(encoding="utf-8")) == []
+
+
+def test_the_figures_check_fails_on_a_stale_figure() -> None:
+    page = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    stale = page.replace(figure(*FIGURES[2]), "999 runs/s")
+    assert missing_figures(stale) == [f"throughput.json regionmesh.one_step.runs_per_s: {figure(*FIGURES[2])!r}"]
