@@ -14,7 +14,7 @@ release = "0.1.0"
 extensions = ["myst_parser"]
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "README.md"]
+exclude_patterns = ["_build"]
 
 # Headings up to ### get anchors, so pages can link to one another's sections (`page.md#anchor`);
 # a broken link or anchor is a warning, and -W makes it an error.
