@@ -11,6 +11,10 @@ the times to tell a re-run a crash explains from a duplicate.
 - ``broker_cut``: the forwarders cannot reach one region's Redis for 10-60 s;
 - ``region_failover``: a region SIGKILLed, failed over once its lease expired, brought back and
   restored;
+- ``cutoff_failover``: a live region cut off from every peer (its replication links, both ways),
+  still taking load through its own broker, failed over with ``--even-if-reachable`` once its
+  lease expired, then healed and restored: the only fault in which a region that keeps running
+  without a lease gets the chance to misbehave;
 - ``move``: a graceful tenant move.
 """
 
@@ -26,9 +30,10 @@ import psutil
 from bench.campaign.mesh import CampaignMesh
 from bench.campaign.record import Plan, Record
 from regionmesh.models import runs
-from regionmesh.ops.failover import FailoverRefused, failover, restore, set_intent
+from regionmesh.ops.failover import FailoverRefused, FailoverReport, failover, restore, set_intent
 
-KINDS = ["pool_kill", "worker_kill", "redis_kill", "pg_kill", "repl_cut", "broker_cut", "region_failover", "move"]
+KINDS = ["pool_kill", "worker_kill", "redis_kill", "pg_kill", "repl_cut", "broker_cut", "region_failover",
+         "cutoff_failover", "move"]
 
 
 class Faults:
@@ -48,7 +53,8 @@ class Faults:
             self.broker_cut(rng, seconds)
         else:
             {"pool_kill": self.pool_kill, "worker_kill": self.worker_kill, "redis_kill": self.redis_kill,
-             "pg_kill": self.pg_kill, "region_failover": self.region_failover, "move": self.move}[kind](rng)
+             "pg_kill": self.pg_kill, "region_failover": self.region_failover,
+             "cutoff_failover": self.cutoff_failover, "move": self.move}[kind](rng)
 
     def pool_kill(self, rng: random.Random) -> None:
         region = rng.choice(self.regions)
@@ -140,40 +146,76 @@ class Faults:
         self.record.fault("broker_cut", region, t0, time.time(), f"forwarders cannot reach {region}'s Redis for {seconds:.0f}s")
 
     def region_failover(self, rng: random.Random) -> None:
-        config = self.mesh.config
         victim = rng.choice(self.regions)
         heir = rng.choice([r for r in self.regions if r != victim])
         self.mesh.down.add(victim)
         t0 = time.time()
         self.dev.kill_region(victim)
-        report = None
+        report, began = self._fail_over(victim, heir, even_if_reachable=False)
+        self.stop.wait(rng.uniform(5, 20))
+        self.mesh.restart_servers()
+        self.dev.start_worker(victim, extra_env=self.mesh.worker_env(victim))
+        self._restore(victim)
+        restored = time.time()
+        self.mesh.down.discard(victim)
+        self.mesh.wait_healthy(60)
+        # Back up but failed over, it grants itself no lease: it may work again once restored.
+        self.record.fault("region_failover", victim, t0, time.time(),
+                          f"killed, failed over to {heir} after {began - t0:.1f}s ({report.runs_adopted} runs adopted), "
+                          f"back and restored after {restored - t0:.1f}s", killed=(victim,), heir=heir, adopted_at=began,
+                          healed=restored)
+
+    def _fail_over(self, victim: str, heir: str, *, even_if_reachable: bool) -> tuple[FailoverReport, float]:
+        """Fail ``victim`` over to ``heir``, asking again while it is refused (the lease has not
+        run out yet). Returns the report and when the call that succeeded began: the adoption
+        committed after it, so a repeat in the heir at a higher epoch cannot start before it."""
         deadline = time.monotonic() + 120
-        while report is None:
+        while True:
+            began = time.time()
             try:
-                report = failover(config, victim, heir, timeout_s=60)
+                return failover(self.mesh.config, victim, heir, timeout_s=60, even_if_reachable=even_if_reachable), began
             except FailoverRefused as exc:
                 if time.monotonic() > deadline:
                     raise
                 self.record.note(f"failover refused, retrying: {exc}")
                 time.sleep(1)
-        failed_over = time.time()
-        self.stop.wait(rng.uniform(5, 20))
-        self.mesh.restart_servers()
-        self.dev.start_worker(victim, extra_env=self.mesh.worker_env(victim))
+
+    def _restore(self, victim: str) -> None:
         deadline = time.monotonic() + 180
         while True:
             try:
-                restore(config, victim, timeout_s=20)
-                break
+                restore(self.mesh.config, victim, timeout_s=20)
+                return
             except Exception as exc:  # not caught up yet, or its database still starting
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"restore of {victim} kept failing: {exc}") from exc
                 time.sleep(1)
-        self.mesh.down.discard(victim)
+
+    def cutoff_failover(self, rng: random.Random) -> None:
+        victim = rng.choice(self.regions)
+        heir = rng.choice([r for r in self.regions if r != victim])
+        others = [r for r in self.regions if r != victim]
+        links = [(victim, o) for o in others] + [(o, victim) for o in others]
+        t0 = time.time()
+        for link in links:
+            self.mesh.repl_proxies[link].sever()
+        try:
+            report, began = self._fail_over(victim, heir, even_if_reachable=True)
+            self.stop.wait(rng.uniform(5, 20))  # the victim keeps taking load through its own broker
+        finally:
+            for link in links:
+                self.mesh.repl_proxies[link].heal()
+        healed = time.time()
+        self._restore(victim)
+        restored = time.time()
         self.mesh.wait_healthy(60)
-        self.record.fault("region_failover", victim, t0, time.time(),
-                          f"killed, failed over to {heir} after {failed_over - t0:.1f}s ({report.runs_adopted} runs adopted), "
-                          "back and restored")
+        # The victim may hold a lease again only once it is restored (failed over, it grants itself
+        # nothing), so that ends its no-work window, not the heal of its links.
+        self.record.fault("cutoff_failover", victim, t0, time.time(),
+                          f"cut off (isolated) and failed over to {heir} after {began - t0:.1f}s "
+                          f"({report.runs_adopted} runs adopted) while running; links back after {healed - t0:.1f}s, "
+                          f"restored after {restored - t0:.1f}s",
+                          severed=tuple(links), heir=heir, adopted_at=began, healed=restored)
 
     def move(self, rng: random.Random) -> None:
         tenant = rng.choice(self.plan.tenants)

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.campaign_checker import Ack, Fault
 
@@ -83,6 +84,8 @@ class Record:
         self.notes.append(f"{time.time():.1f}: {text}")
 
     def fault(self, kind: str, region: str | None, t0: float, t1: float, detail: str = "",
-              regions: tuple[str, ...] = ()) -> None:
-        self.faults.append(Fault(kind, region, t0, t1, regions, detail))
+              regions: tuple[str, ...] = (), **known: Any) -> None:
+        """Record a fault; ``known`` fills the lease rule's fields of ``Fault`` (severed, killed,
+        heir, adopted_at, healed, pids) where the driver knows them better than its detail text."""
+        self.faults.append(Fault(kind, region, t0, t1, regions, detail, **known))
         self.log(f"  [{t0 - self.started:6.1f}s] {kind} {region or ','.join(regions)} ({t1 - t0:.1f}s) {detail}")
