@@ -46,9 +46,20 @@ class PgBin:
 
     def command(self, *args: str) -> list[str]:
         """``args`` as the server's user (prefixed with runuser when we are root)."""
-        if self.run_as is None:
-            return list(args)
-        return ["runuser", "-u", self.run_as, "--", *args]
+        return as_user(self.run_as, *args)
+
+    @classmethod
+    def recorded(cls, bindir: Path, run_as: str | None) -> PgBin:
+        """The installation a mesh recorded when it started its servers, to stop them (no search:
+        the servers run these binaries; ``major`` is 0 when they are gone)."""
+        return cls(bindir=bindir, major=_major(bindir / "pg_ctl") or 0, run_as=run_as)
+
+
+def as_user(user: str | None, *args: str) -> list[str]:
+    """The command ``args`` run as ``user`` (None: as we are)."""
+    if user is None:
+        return list(args)
+    return ["runuser", "-u", user, "--", *args]
 
 
 def _major(pg_ctl: Path) -> int | None:
@@ -87,7 +98,7 @@ def reachable_by(user: str | None, path: Path, *, write: bool = False) -> bool:
     flag = "-w" if write else "-x"
     try:
         return subprocess.run(
-            ["runuser", "-u", user, "--", "test", flag, str(path)], timeout=10, check=False
+            as_user(user, "test", flag, str(path)), timeout=10, check=False
         ).returncode == 0
     except OSError:
         return False

@@ -1,23 +1,21 @@
 """The local process supervisor: start, probe and stop the dev mesh's servers.
 
-Every process it starts is written to the state file *before* it is spawned
-(port, data folder, pid file), so a crash halfway through ``dev up`` leaves
-nothing that ``dev down`` cannot find and stop.
+Mechanism only: the dev mesh (``regionmesh.ops.devmesh``) records every process in its state
+file *before* it spawns it here (port, data folder, pid file), so a crash halfway through
+``dev up`` leaves nothing that ``dev down`` cannot find and stop.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from regionmesh.errors import DevMeshError
 from regionmesh.host import pid_alive
@@ -93,6 +91,36 @@ def terminate(pid: int | None, timeout: float = 15.0, *, group: bool = False) ->
         wait_for(gone, 10, f"pid {pid} to exit")
 
 
+def kill_tree(pid: int | None, timeout: float = 10.0) -> list[int]:
+    """SIGKILL ``pid`` and every process below it (a worker and its pool, a postmaster and its
+    backends), then wait until none is alive (a zombie counts as dead). Returns the pids killed.
+
+    Raises DevMeshError naming a process still alive after ``timeout``.
+    """
+    if not pid:
+        return []
+    try:
+        main = psutil.Process(pid)
+        procs = [main, *main.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    killed = []
+    for proc in procs:
+        try:
+            proc.kill()
+            killed.append(proc.pid)
+        except psutil.NoSuchProcess:
+            pass
+    for victim in killed:
+
+        def dead(victim: int = victim) -> bool:
+            _reap(victim)
+            return not pid_alive(victim)
+
+        wait_for(dead, timeout, f"pid {victim} to die")
+    return killed
+
+
 def _reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)
@@ -115,36 +143,3 @@ def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: str
             cwd=cwd,
         )
     return proc.pid
-
-
-class StateFile:
-    """``state.json`` in the mesh folder: what was started, written before it starts."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {"regions": {}}
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DevMeshError(f"{self.path} is unreadable ({exc}); remove it after stopping its processes") from exc
-        data.setdefault("regions", {})
-        return dict(data)
-
-    def save(self, data: dict[str, Any]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-        tmp.replace(self.path)
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """One ``up``/``down`` at a time per mesh folder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w", encoding="ascii") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)

@@ -170,7 +170,9 @@ def _kill_a_pool_process(dev: DevMesh, engines: dict[str, Any], regions: list[st
             return f"SIGKILLed worker process {pid} in {region} in the middle of a step"
     for region in regions:
         for w in dev.workers(region):
-            children = psutil.Process(w["pid"]).children()
+            if w.pid is None:
+                continue
+            children = psutil.Process(w.pid).children()
             if children:
                 children[0].kill()
                 return f"SIGKILLed pool process {children[0].pid} of {region}'s worker"

@@ -30,6 +30,7 @@ from regionmesh.client import Journal, confirm, submit
 from regionmesh.models.engine import make_engine
 from regionmesh.names import SUBMIT_TASK, submit_queue
 from regionmesh.routing.hashing import home_by_hash
+from regionmesh.supervisor import kill_tree
 from regionmesh.testing.workflows import TEST_TABLES
 from regionmesh.workers.submission import PROTOCOL_VERSION, run_id_for
 from tests.conftest import Mesh
@@ -63,7 +64,7 @@ def no_workers(mesh: Mesh) -> Iterator[None]:
     """Whatever a test starts in REGION is stopped after it, however it ends."""
     yield
     for w in mesh.dev.workers(REGION):
-        mesh.dev.stop_worker(REGION, w["name"], kill=True)
+        mesh.dev.stop_worker(REGION, w.name, kill=True)
 
 
 def local_tenants(mesh: Mesh, prefix: str, n: int) -> list[str]:
@@ -99,14 +100,6 @@ def stop_inside_brpop(client: redis.Redis, pid: int, timeout: float = 20) -> Non
     raise AssertionError(f"worker {pid} was never stopped inside BRPOP within {timeout}s")
 
 
-def kill_tree(pid: int) -> None:
-    main = psutil.Process(pid)
-    procs = [main, *main.children(recursive=True)]
-    for p in procs:
-        p.kill()
-    psutil.wait_procs(procs, timeout=10)
-
-
 def test_acknowledged_publishes_survive_a_redis_sigkill(mesh: Mesh, engine: Engine, broker: redis.Redis,
                                                          no_workers: None) -> None:
     assert broker.config_get("appendfsync")["appendfsync"] == "always"
@@ -117,12 +110,13 @@ def test_acknowledged_publishes_survive_a_redis_sigkill(mesh: Mesh, engine: Engi
     receipts = [submit(tenants[i % 20], "onboard", {"email": f"u{i}@example.com"}, f"dur-{tag}-{i}",
                        region=REGION, config=mesh.config, resolve_home=False) for i in range(300)]
     # Every publish above was acknowledged; the very next thing Redis gets is SIGKILL.
-    redis_pid = mesh.dev.state.load()["regions"][REGION]["redis"]["pid"]
+    redis_pid = mesh.dev.region(REGION).redis.pid
+    assert redis_pid is not None
     os.kill(redis_pid, signal.SIGKILL)
     wait_until(lambda: not psutil.pid_exists(redis_pid) or psutil.Process(redis_pid).status() == psutil.STATUS_ZOMBIE,
                10, "redis-server to die")
     mesh.dev.up(migrate=False)
-    assert mesh.dev.state.load()["regions"][REGION]["redis"]["pid"] != redis_pid
+    assert mesh.dev.region(REGION).redis.pid != redis_pid
     missing = {r.submission_id for r in receipts} - queued_task_ids(broker, queue)
     assert not missing, f"{len(missing)} acknowledged submissions lost by the Redis SIGKILL"
 
@@ -141,8 +135,8 @@ def test_messages_held_by_a_killed_worker_run_after_restart(mesh: Mesh, engine: 
     sids = {r.submission_id for r in receipts}
     # One submission runs its first step inline (4 s), maybe one more waits reserved: all unacked.
     held = wait_until(lambda: unacked_task_ids(broker) & sids, 30, "the worker to hold submissions")
-    kill_tree(record["pid"])
-    mesh.dev.stop_worker(REGION, record["name"])
+    kill_tree(record.pid)
+    mesh.dev.stop_worker(REGION, record.name)
     assert held <= unacked_task_ids(broker), "the killed worker's messages left unacked"
     ids = [r.run_id for r in receipts]
     assert succeeded(engine, ids) == 0
@@ -161,7 +155,7 @@ def test_a_worker_outlives_a_redis_sigkill_and_the_messages_it_held_run(
     broker.RecoveringChannel) and give them back once Redis answers (workers.app.restore_after_loss),
     not after the visibility timeout (an hour): every run is created and succeeds."""
     record = mesh.dev.start_worker(REGION, concurrency=1, extra_env=WORKER_ENV)
-    log = Path(record["log"])
+    log = record.log
     tag = uuid.uuid4().hex[:8]
     tenant = local_tenants(mesh, "dur-redis", 1)[0]
     warm = submit(tenant, "onboard", {"email": "w@example.com"}, f"rk-warm-{tag}", region=REGION,
@@ -179,14 +173,15 @@ def test_a_worker_outlives_a_redis_sigkill_and_the_messages_it_held_run(
         later.append(sid)
     wait_until(lambda: set(later) <= unacked_task_ids(broker), 30, "the worker to hold the not-yet-due messages")
     offset = log.stat().st_size
-    redis_pid = mesh.dev.state.load()["regions"][REGION]["redis"]["pid"]
+    redis_pid = mesh.dev.region(REGION).redis.pid
+    assert redis_pid is not None
     os.kill(redis_pid, signal.SIGKILL)
     wait_until(lambda: "Connection to broker lost" in log.read_bytes()[offset:].decode(errors="replace"), 30,
                "the worker to notice, with Redis still down")
     mesh.dev.up(migrate=False)
     ids = [run_id_for(tenant, sid) for sid in later]
     wait_until(lambda: succeeded(engine, ids) == len(ids), 60, "the held runs to be created and succeed")
-    assert psutil.Process(record["pid"]).is_running(), "the worker's main process died"
+    assert psutil.Process(record.pid).is_running(), "the worker's main process died"
     assert "Unrecoverable error" not in log.read_bytes()[offset:].decode(errors="replace")
 
 
@@ -202,13 +197,13 @@ def test_a_message_popped_by_a_worker_killed_before_recording_it_is_sent_again(
 
     # Stop the main process while it waits in BRPOP: Redis pops the next message into its socket
     # and nothing records it. This is the window a SIGKILL hits by chance under CPU load.
-    stop_inside_brpop(broker, record["pid"])
+    stop_inside_brpop(broker, record.pid)
     journal = Journal(tmp_path / "journal.jsonl")
     receipt = submit(tenant, "onboard", {"email": "p@example.com"}, f"pop-{uuid.uuid4().hex}", region=REGION,
                      config=mesh.config, resolve_home=False, journal=journal)
     wait_until(lambda: broker.llen(queue) == 0, 10, "Redis to hand the message to the stopped worker")
-    kill_tree(record["pid"])
-    mesh.dev.stop_worker(REGION, record["name"])
+    kill_tree(record.pid)
+    mesh.dev.stop_worker(REGION, record.name)
     mesh.dev.start_worker(REGION, concurrency=2, extra_env=WORKER_ENV)
     assert receipt.submission_id not in queued_task_ids(broker, queue) | unacked_task_ids(broker), \
         "the message survived in Redis: the test did not hit the pop window"

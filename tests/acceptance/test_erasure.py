@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,7 +44,7 @@ class World:
 
     def dump(self, region: str) -> str:
         """pg_dump of every table's data in the region's database (replicated and local tables)."""
-        bindir = Path(self.dev.state.load()["pg_bindir"])
+        bindir = self.dev.pg_bindir
         out = subprocess.run([str(bindir / "pg_dump"), "--data-only", "-d", self.dev.admin_url(region, DATABASE)],
                              capture_output=True, text=True, timeout=120, check=True)
         return out.stdout

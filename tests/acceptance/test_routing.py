@@ -103,7 +103,7 @@ def test_home_broker_down_fills_the_outbox_and_it_drains_once(mesh3: Mesh3) -> N
     dev = mesh3.mesh.dev
     home, via = "ap-south", "us-east"
     tenant = tenant_homed_in(home, "outbox")
-    redis_pid = dev.state.load()["regions"][home]["redis"]["pid"]
+    redis_pid = dev.region(home).redis.pid
     terminate(redis_pid)
     assert not pid_alive(redis_pid)
     ids = []

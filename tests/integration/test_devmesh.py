@@ -69,7 +69,8 @@ def test_three_region_mesh_up_status_down_leaves_nothing() -> None:
         assert sorted(dev.pids()) == pids_before
 
         # A region part down makes status fail.
-        redis_pid = dev.state.load()["regions"]["eu-west"]["redis"]["pid"]
+        redis_pid = dev.region("eu-west").redis.pid
+        assert redis_pid is not None
         os.kill(redis_pid, 9)
         down_status = _cli("dev", "status", "--dir", str(root))
         assert down_status.returncode == 1

@@ -12,7 +12,7 @@ import pytest
 
 from regionmesh import pgbin
 from regionmesh.errors import DevMeshError
-from regionmesh.ops import devmesh
+from regionmesh.ops.devmesh import pg as devmesh_pg
 from regionmesh.safefs import chown_nofollow, create_private_file, ensure_dir, uid_of, verify_dir
 from tests.conftest import Mesh
 
@@ -101,27 +101,26 @@ def test_a_data_root_under_a_shared_folder_is_fresh_and_verified(tmp_path: Path,
     """The mesh folder unreachable by the server user: the clusters go to a new, randomly named
     folder under the shared data folder, and a recorded one is checked again on every use."""
     shared = tmp_path / "regionmesh-data"
-    monkeypatch.setattr(devmesh, "SHARED_DATA", shared)
-    monkeypatch.setattr(devmesh, "reachable_by", lambda user, path, write=False: False)
+    monkeypatch.setattr(devmesh_pg, "SHARED_DATA", shared)
+    monkeypatch.setattr(devmesh_pg, "reachable_by", lambda user, path, write=False: False)
     pg = pgbin.PgBin(bindir=tmp_path, major=16, run_as="postgres")
-    mesh = devmesh.DevMesh(tmp_path / "mesh")
-    first = mesh._pg_root(pg, {})
-    second = mesh._pg_root(pg, {})
+    mesh = tmp_path / "mesh"
+    first = devmesh_pg.pg_root(mesh, pg, None)
+    second = devmesh_pg.pg_root(mesh, pg, None)
     assert first != second and first.parent.parent == second.parent.parent == shared
     st = os.lstat(first)
     assert st.st_uid == uid_of("postgres") and stat.S_IMODE(st.st_mode) == 0o700
-    assert mesh._pg_root(pg, {"pg_root": str(first)}) == first
+    assert devmesh_pg.pg_root(mesh, pg, first) == first
     # Swapped for a symlink to somewhere else: refused.
     elsewhere = ensure_dir(tmp_path / "elsewhere", owner=uid_of("postgres"), mode=0o700)
     os.rmdir(first)
     first.symlink_to(elsewhere)
     with pytest.raises(DevMeshError, match="symlink"):
-        mesh._pg_root(pg, {"pg_root": str(first)})
+        devmesh_pg.pg_root(mesh, pg, first)
 
 
 def test_the_tls_mesh_files_are_private(tls_mesh: Mesh) -> None:
     root = tls_mesh.dev.root
-    state = tls_mesh.dev.state.load()
     logs = list((root / "logs").iterdir())
     assert {p.name for p in logs} >= {f"{kind}-{r}.log" for kind in ("pg", "redis") for r in tls_mesh.config.regions}
     for log in logs:
@@ -132,10 +131,10 @@ def test_the_tls_mesh_files_are_private(tls_mesh: Mesh) -> None:
     for path in [root / "secrets", *secrets, root / "tls", root / "tls" / "ca.key"]:
         st = os.lstat(path)
         assert not st.st_mode & 0o077 and st.st_uid == os.geteuid(), f"{path} is {stat.S_IMODE(st.st_mode):o}"
-    run_as = state["regions"]["us-east"]["pg"]["run_as"]
+    run_as = tls_mesh.dev.region("us-east").pg.run_as
     for region in tls_mesh.config.regions:
-        datadir = Path(state["regions"][region]["pg"]["datadir"])
+        datadir = tls_mesh.dev.region(region).pg.datadir
         key = os.lstat(datadir / "server.key")
         assert stat.S_IMODE(key.st_mode) == 0o600 and key.st_uid == uid_of(run_as)
         assert stat.S_IMODE(os.lstat(root / "redis" / region / "redis.key").st_mode) == 0o600
-        assert not list(Path(state["pg_root"]).glob(".pw-*"))  # initdb's password file is gone
+        assert not list(tls_mesh.dev.pg_root.glob(".pw-*"))  # initdb's password file is gone

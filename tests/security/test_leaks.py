@@ -50,7 +50,7 @@ def test_no_secret_leaks_anywhere(tls_mesh: Mesh, demo_on_tls: DemoResult) -> No
     secrets = _secrets(root)
     sub, pub = "us-east", "eu-west"
     role, name = link_role(sub, pub), subscription_name(sub, pub)
-    sub_log = Path(dev.state.load()["regions"][sub]["pg"]["log"])
+    sub_log = dev.region(sub).pg.log
 
     # 1. A failing subscription: the publisher no longer accepts the link's password.
     admin_pub = make_engine(dev.admin_url(pub, "regionmesh"), pool_size=1)
@@ -66,7 +66,7 @@ def test_no_secret_leaks_anywhere(tls_mesh: Mesh, demo_on_tls: DemoResult) -> No
     # 2. A failing subscription statement, as the operator would see it.
     engine = engine_for(config, sub)
     closed = free_port()
-    info = conninfo(config, pub, sub).replace(f"port={dev.state.load()['regions'][pub]['pg']['port']}", f"port={closed}")
+    info = conninfo(config, pub, sub).replace(f"port={dev.region(pub).pg.port}", f"port={closed}")
     try:
         with pytest.raises(subscribing.SubscriptionError) as caught:
             subscribing.ensure_subscription(engine, "rm_leak_probe", info, PUBLICATION)
@@ -82,7 +82,7 @@ def test_no_secret_leaks_anywhere(tls_mesh: Mesh, demo_on_tls: DemoResult) -> No
     assert status.stdout.strip(), status.stderr
     metrics = ""
     for region in config.regions:
-        port = next(w["port"] for w in dev.state.load()["regions"][region]["workers"] if w["name"] == "metrics")
+        port = next(w.port for w in dev.region(region).workers if w.name == "metrics")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             metrics += resp.read().decode()
     assert "regionmesh_replication_lag_bytes" in metrics

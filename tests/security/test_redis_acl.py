@@ -88,7 +88,7 @@ def test_flower_reads_but_writes_no_queue(tls_mesh: Mesh) -> None:
 
 def test_the_default_user_is_off(tls_mesh: Mesh) -> None:
     region = "us-east"
-    port = int(tls_mesh.dev.state.load()["regions"][region]["redis"]["port"])
+    port = int(tls_mesh.dev.region(region).redis.port or 0)
     secret = (tls_mesh.dev.root / "secrets" / "redis").read_text().strip()
     client = redis.Redis(host="127.0.0.1", port=port, password=secret, ssl=True, ssl_cert_reqs="required",
                          ssl_ca_certs=str(tls_mesh.dev.ca_file()), socket_timeout=5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -28,7 +27,7 @@ HBA_REFUSED = "pg_hba.conf rejects connection|no pg_hba.conf entry"
 
 
 def _connect(mesh: Mesh, publisher: str, user: str, password: str, dbname: str = "regionmesh", **kw: Any) -> Any:
-    port = int(mesh.dev.state.load()["regions"][publisher]["pg"]["port"])
+    port = int(mesh.dev.region(publisher).pg.port or 0)
     return psycopg2.connect(host=HOST, port=port, user=user, password=password, dbname=dbname,
                             sslmode="verify-full", sslrootcert=str(mesh.dev.ca_file()), connect_timeout=5, **kw)
 
@@ -140,7 +139,7 @@ def test_what_the_replication_attribute_still_allows(tls_mesh: Mesh) -> None:
 
 
 def test_the_catalog_holds_no_replication_password(tls_mesh: Mesh) -> None:
-    state = tls_mesh.dev.state.load()
+    pg_root = tls_mesh.dev.pg_root
     for region in tls_mesh.config.regions:
         engine = make_engine(tls_mesh.dev.admin_url(region, "regionmesh"), pool_size=1)
         with engine.connect() as conn:
@@ -151,9 +150,9 @@ def test_the_catalog_holds_no_replication_password(tls_mesh: Mesh) -> None:
             assert "password" not in info.replace("passfile", ""), (name, info)
             pub = next(p for p in tls_mesh.config.regions if subscription_name(region, p) == name)
             assert f"user={link_role(region, pub)}" in info and "passfile=" in info
-        passfile = Path(state["pg_root"]) / f"{region}.pgpass"
+        passfile = pg_root / f"{region}.pgpass"
         st = os.lstat(passfile)
-        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == uid_of(state["regions"][region]["pg"]["run_as"])
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == uid_of(tls_mesh.dev.region(region).pg.run_as)
 
 
 def _admin_scalar(mesh: Mesh, region: str, sql: str, **params: Any) -> Any:

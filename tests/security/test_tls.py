@@ -23,11 +23,11 @@ HOST = "127.0.0.1"
 
 
 def _pg_port(mesh: Mesh, region: str) -> int:
-    return int(mesh.dev.state.load()["regions"][region]["pg"]["port"])
+    return int(mesh.dev.region(region).pg.port or 0)
 
 
 def _redis_port(mesh: Mesh, region: str) -> int:
-    return int(mesh.dev.state.load()["regions"][region]["redis"]["port"])
+    return int(mesh.dev.region(region).redis.port or 0)
 
 
 def _secret(mesh: Mesh, name: str) -> str:
@@ -123,12 +123,12 @@ def _get(url: str, auth: str | None = None) -> tuple[int, str]:
 
 def test_metrics_and_flower_reach_tls_servers(tls_mesh: Mesh, demo_on_tls: DemoResult) -> None:
     for region in tls_mesh.config.regions:
-        procs = {w["name"]: w for w in tls_mesh.dev.state.load()["regions"][region]["workers"]}
-        status, body = _get(f"http://{HOST}:{procs['metrics']['port']}/metrics")
+        procs = {w.name: w for w in tls_mesh.dev.region(region).workers}
+        status, body = _get(f"http://{HOST}:{procs['metrics'].port}/metrics")
         assert status == 200
         up = {line for line in body.splitlines() if line.startswith("regionmesh_up{")}
         assert up == {f'regionmesh_up{{part="{part}",region="{region}"}} 1.0' for part in ("postgres", "redis")}, up
-        flower = f"http://{HOST}:{procs['flower']['port']}"
+        flower = f"http://{HOST}:{procs['flower'].port}"
         assert _get(f"{flower}/api/tasks")[0] == 401  # no auth, no answer
         # Flower follows the workers' events over TLS as its read-only Redis user.
         auth = f"admin:{_secret(tls_mesh, 'flower')}"

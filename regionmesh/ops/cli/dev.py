@@ -61,11 +61,11 @@ def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, 
         )
     console.print(table)
     for name in config.regions:
-        for w in mesh.state.load()["regions"][name].get("workers", []):
-            if w.get("name") == "flower":
-                console.print(f"flower {name}: http://127.0.0.1:{w['port']} (user admin, password in {mesh.root}/secrets/flower)")
-            if w.get("name") == "metrics":
-                console.print(f"metrics {name}: http://127.0.0.1:{w['port']}/metrics")
+        for w in mesh.region(name).workers:
+            if w.name == "flower":
+                console.print(f"flower {name}: http://127.0.0.1:{w.port} (user admin, password in {mesh.root}/secrets/flower)")
+            if w.name == "metrics":
+                console.print(f"metrics {name}: http://127.0.0.1:{w.port}/metrics")
     console.print(f"export {ENV_CONFIG}={mesh.mesh_file}")
 
 
