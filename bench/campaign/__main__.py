@@ -1,13 +1,39 @@
 """``python -m bench.campaign --seed S --minutes M [--regions 3] [--drain 300] [--keep] [--out FILE]``;
-exit 1 on any violation, printing the seed."""
+exit 1 on any violation, printing the seed.
+
+``--mutant NAME`` runs the same campaign against a deliberately broken build (bench/mutants.py) and
+exits 1 unless the checker reports the violation class that mutant must cause; ``--mutants all``
+(or a comma-separated list) runs one campaign per mutant, prints the matrix and writes
+bench/results/mutants.json, exit 1 if any mutant went uncaught."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from typing import Any
 
 import bench.campaign
+from bench import mutants
 from bench.campaign.run import run_campaign
+from bench.common import RESULTS, write_json
+
+
+def _matrix(args: argparse.Namespace, chosen: list[mutants.Mutant]) -> int:
+    rows: list[dict[str, Any]] = []
+    for m in chosen:
+        began = time.monotonic()
+        verdict, _ = run_campaign(args.seed, args.minutes, n_regions=args.regions, drain_s=args.drain,
+                                  keep=args.keep, mutant=m)
+        rows.append({"mutant": m.name, "breaks": m.breaks, "must_report": m.catches,
+                     "caught": m.catches in verdict.classes, "reported": sorted(verdict.classes),
+                     "seconds": round(time.monotonic() - began)})
+    print(f"\n{'mutant':30} {'must report':22} {'caught':7} reported")
+    for r in rows:
+        print(f"{r['mutant']:30} {r['must_report']:22} {'yes' if r['caught'] else 'NO':7} {', '.join(r['reported'])}")
+    write_json(str(RESULTS / "mutants.json"), {"seed": args.seed, "minutes": args.minutes, "regions": args.regions,
+                                               "mutants": rows})
+    return 0 if all(r["caught"] for r in rows) else 1
 
 
 def main() -> None:
@@ -19,9 +45,20 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=300, help="seconds allowed for everything to finish")
     parser.add_argument("--keep", action="store_true", help="keep the mesh folder (logs, ledger) for inspection")
     parser.add_argument("--out", default=None)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--mutant", default=None, help=f"one planted bug: {', '.join(mutants.MUTANTS)}")
+    group.add_argument("--mutants", default=None, help="'all' or a comma-separated list: one campaign per mutant")
     args = parser.parse_args()
+    if args.mutants:
+        sys.exit(_matrix(args, mutants.select(args.mutants)))
+    mutant = mutants.select(args.mutant)[0] if args.mutant else None
     verdict, _ = run_campaign(args.seed, args.minutes, n_regions=args.regions, drain_s=args.drain, keep=args.keep,
-                              out=args.out)
+                              out=args.out, mutant=mutant)
+    if mutant is not None:
+        caught = mutant.catches in verdict.classes
+        print(f"mutant {mutant.name}: {'caught' if caught else 'NOT caught'} "
+              f"(must report {mutant.catches}; reported {sorted(verdict.classes) or 'nothing'})")
+        sys.exit(0 if caught else 1)
     if not verdict.ok:
         print(f"campaign FAILED (seed {args.seed}): {len(verdict.violations)} violation(s)")
         sys.exit(1)

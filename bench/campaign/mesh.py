@@ -15,8 +15,10 @@ import time
 
 from sqlalchemy import Engine
 
+from bench import mutants
 from bench.campaign.record import Record
 from bench.common import ROOT
+from bench.mutants import Mutant
 from regionmesh.config import MeshConfig, load_config
 from regionmesh.models import subscribing
 from regionmesh.models.engine import make_engine
@@ -26,6 +28,7 @@ from regionmesh.ops.failover import lease_status
 from regionmesh.replication.setup import conninfo
 from regionmesh.testing.proxy import Proxy
 
+WORKFLOWS = "regionmesh.workers.examples,regionmesh.testing.workflows"
 LEASE_S, DRIFT, MARGIN_S = 4.0, 0.01, 1.0
 SETTINGS_ENV = {"REGIONMESH_RECONCILE_INTERVAL_S": "0.3", "REGIONMESH_LEASE_S": str(LEASE_S),
                 "REGIONMESH_CLOCK_DRIFT": str(DRIFT), "REGIONMESH_LEASE_MARGIN_S": str(MARGIN_S),
@@ -41,8 +44,10 @@ def _port(conninfo_or_url: str) -> int:
 class CampaignMesh:
     """A running campaign mesh (made by ``start``)."""
 
-    def __init__(self, dev: DevMesh, regions: list[str], config: MeshConfig, record: Record) -> None:
+    def __init__(self, dev: DevMesh, regions: list[str], config: MeshConfig, record: Record,
+                 mutant: Mutant | None = None) -> None:
         self.dev = dev
+        self.mutant = mutant
         self.root = dev.root
         self.regions = regions
         self.config = config
@@ -54,15 +59,21 @@ class CampaignMesh:
         self.down: set[str] = set()  # regions whose broker a producer should not try now
 
     @classmethod
-    def start(cls, dev: DevMesh, regions: list[str], record: Record) -> CampaignMesh:
-        """Bring the mesh up without workers, route every link through a proxy, start one worker per
-        region and wait until every region holds its lease."""
+    def start(cls, dev: DevMesh, regions: list[str], record: Record, mutant: Mutant | None = None) -> CampaignMesh:
+        """Bring the mesh up without workers, route every link through a proxy, plant ``mutant`` (its
+        SQL in every region's database, after migrate; its Python through the workers' workflow
+        modules), start one worker per region and wait until every region holds its lease."""
         os.environ.update(SETTINGS_ENV)  # the operator side (failover, restore) runs the same lease settings
         ledger_dir = dev.root / "ledger"
         ledger_dir.mkdir()
         os.chmod(ledger_dir, 0o777)
-        mesh = cls(dev, regions, dev.up(regions, workers=0), record)
+        mesh = cls(dev, regions, dev.up(regions, workers=0), record, mutant)
         try:
+            if mutant is not None:
+                for r in regions:
+                    with mesh.engines[r].begin() as conn:
+                        planted = mutants.apply_sql(conn, mutant)
+                record.log(f"  mutant {mutant.name} planted: {', '.join(planted) or 'python: ' + mutants.PATCH_MODULE}")
             mesh._route_through_proxies()
             mesh._write_worker_mesh_files()
             for r in regions:
@@ -85,9 +96,9 @@ class CampaignMesh:
                 self.broker_proxies[(sub, pub)] = Proxy(_port(self.config.regions[pub].broker_url))
 
     def worker_env(self, region: str) -> dict[str, str]:
-        return SETTINGS_ENV | {"REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,regionmesh.testing.workflows",
-                               "PYTHONPATH": str(ROOT), "RM_TEST_LEDGER": str(self.ledger_dir),
-                               "REGIONMESH_CONFIG": str(self.root / f"campaign-{region}.toml")}
+        return SETTINGS_ENV | mutants.worker_env(self.mutant, WORKFLOWS) | {
+            "PYTHONPATH": str(ROOT), "RM_TEST_LEDGER": str(self.ledger_dir),
+            "REGIONMESH_CONFIG": str(self.root / f"campaign-{region}.toml")}
 
     def _write_worker_mesh_files(self) -> None:
         """mesh.toml as each region's workers see it: peers' brokers through this region's proxies."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.campaign_checker import Ack, Fault
+from bench.mutants import Mutant
 
 ALL_REGIONS = ["us-east", "eu-west", "ap-south", "sa-east", "af-south"]
 # A producer sends again what the region it was sent to does not hold after this long.
@@ -27,10 +28,11 @@ class Plan:
     seed: int
     minutes: float
     regions: list[str]
+    mutant: Mutant | None = None  # a planted bug (bench/mutants.py) the checker must catch
 
     @classmethod
-    def of(cls, seed: int, minutes: float, n_regions: int) -> Plan:
-        return cls(seed, minutes, ALL_REGIONS[:n_regions])
+    def of(cls, seed: int, minutes: float, n_regions: int, mutant: Mutant | None = None) -> Plan:
+        return cls(seed, minutes, ALL_REGIONS[:n_regions], mutant)
 
     @property
     def prefix(self) -> str:

@@ -16,7 +16,8 @@ from bench.campaign.resend import Resender
 from bench.campaign.schedule import schedule
 from bench.campaign.verdict import Baseline, judge, report
 from bench.campaign_checker import Verdict
-from bench.common import scratch_mesh
+from bench.common import RESULTS, scratch_mesh
+from bench.mutants import Mutant
 
 
 def run(plan: Plan, mesh: CampaignMesh, record: Record, drain_s: float) -> tuple[Verdict, dict[str, Any]]:
@@ -46,13 +47,14 @@ def run(plan: Plan, mesh: CampaignMesh, record: Record, drain_s: float) -> tuple
 
 
 def run_campaign(seed: int, minutes: float, *, n_regions: int = 3, drain_s: float = 300, keep: bool = False,
-                 out: str | None = None, log: Log = print) -> tuple[Verdict, dict[str, Any]]:
-    plan = Plan.of(seed, minutes, n_regions)
+                 out: str | None = None, log: Log = print, mutant: Mutant | None = None) -> tuple[Verdict, dict[str, Any]]:
+    plan = Plan.of(seed, minutes, n_regions, mutant)
     dev = scratch_mesh()
     record = Record(log)
-    log(f"fault campaign: seed {seed}, {minutes:g} min, regions {plan.regions}, mesh in {dev.root}")
+    log(f"fault campaign: seed {seed}, {minutes:g} min, regions {plan.regions}, mesh in {dev.root}"
+        + (f", mutant {mutant.name} ({mutant.breaks})" if mutant else ""))
     try:
-        mesh = CampaignMesh.start(dev, plan.regions, record)
+        mesh = CampaignMesh.start(dev, plan.regions, record, mutant)
     except BaseException:
         dev.down(purge=False)
         log(f"campaign aborted (seed {seed}); mesh kept in {dev.root}")
@@ -63,8 +65,13 @@ def run_campaign(seed: int, minutes: float, *, n_regions: int = 3, drain_s: floa
         mesh.close(keep=True)
         log(f"campaign aborted (seed {seed}); mesh kept in {dev.root}")
         raise
-    # A failed campaign keeps its folder (logs, ledger, journals) for whoever looks into it.
-    mesh.close(keep or not verdict.ok)
-    extra["mesh_folder"] = str(dev.root) if keep or not verdict.ok else None
-    report(verdict, extra, seed, out)
+    # A failed campaign keeps its folder (logs, ledger, journals) for whoever looks into it; with a
+    # mutant, failing is the checker missing the planted bug.
+    failed = not verdict.ok if mutant is None else mutant.catches not in verdict.classes
+    mesh.close(keep or failed)
+    extra["mesh_folder"] = str(dev.root) if keep or failed else None
+    if mutant is not None:
+        extra["mutant"] = {"name": mutant.name, "breaks": mutant.breaks, "catches": mutant.catches,
+                           "caught": not failed}
+    report(verdict, extra, seed, out or (str(RESULTS / f"campaign-{seed}-{mutant.name}.json") if mutant else None))
     return verdict, extra

@@ -18,6 +18,9 @@ def schedule(plan: Plan, mesh: CampaignMesh, faults: Faults, record: Record, sto
     rng = random.Random(plan.seed * 7919 + 1)
     order = KINDS[:]
     rng.shuffle(order)
+    if plan.mutant and plan.mutant.needs in order:  # the fault without which the mutant cannot show
+        order.remove(plan.mutant.needs)
+        order.insert(0, plan.mutant.needs)
     end = record.started + plan.minutes * 60
     while (time.time() < end or order) and not stop.is_set():
         mesh.wait_healthy(90)
