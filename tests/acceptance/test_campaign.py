@@ -30,7 +30,7 @@ def test_short_campaign_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> 
     assert res.returncode == 0, f"seed {SEED}: {v['violations']}"
     # The campaign did what it claims: every kind of fault and every producer path at least once.
     assert set(v["faults"]) == {"pool_kill", "worker_kill", "redis_kill", "pg_kill", "repl_cut", "broker_cut",
-                                "region_failover", "move"}, v["faults"]
+                                "region_failover", "cutoff_failover", "move"}, v["faults"]
     assert all(v["submissions"].get(p, 0) > 0 for p in ("direct", "forwarded", "batch", "raw")), v["submissions"]
     assert v["runs"] >= sum(v["submissions"].values()) * 0.9
 
