@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 
 def beat(engine: Engine, region: str) -> int:
@@ -34,13 +34,29 @@ def view(engine: Engine, region: str) -> dict[str, Any]:
             "fence_reason": fence[2] if fence else None}
 
 
-def write_grant(engine: Engine, holder: str, grantor: str, seq: int, state: str) -> None:
-    """This region's (the grantor's) row about ``holder``."""
-    with engine.begin() as conn:
-        conn.execute(text(
-            """INSERT INTO lease_grants (holder, grantor, seq, state) VALUES (:h, :g, :s, :st)
-               ON CONFLICT (holder, grantor) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state"""
-        ), {"h": holder, "g": grantor, "s": seq, "st": state})
+# Whether this session holds the session-level advisory lock pg_try_advisory_lock(hashtext(:lock))
+# took: pg_locks shows a one-bigint key as classid (high 32 bits) and objid (low 32 bits), objsubid 1.
+_HOLDS_LOCK = """EXISTS (SELECT 1 FROM pg_locks
+                          WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() AND objsubid = 1
+                            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                            AND classid::bigint = ((hashtext(:lock)::bigint >> 32) & 4294967295)
+                            AND objid::bigint = (hashtext(:lock)::bigint & 4294967295))"""
+
+
+def write_grant(lock_conn: Connection, holder: str, grantor: str, seq: int, state: str, lock: str) -> bool:
+    """This region's (the grantor's) row about ``holder``, written on ``lock_conn``, the session that
+    holds the keeper's advisory lock ``lock``, and only while it holds it (checked in the same
+    transaction). A session-level lock is released only when its session ends (or unlocks it), and
+    a session that ends takes its open transaction with it; so a write that commits was made by the
+    holder, never by a keeper that lost the lock before it committed. Checking the lock from any
+    other session would prove nothing at commit time. Returns False when the session does not hold
+    the lock (nothing written)."""
+    result = lock_conn.execute(text(
+        f"""INSERT INTO lease_grants (holder, grantor, seq, state) SELECT :h, :g, :s, :st WHERE {_HOLDS_LOCK}
+            ON CONFLICT (holder, grantor) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state"""
+    ), {"h": holder, "g": grantor, "s": seq, "st": state, "lock": lock})
+    lock_conn.commit()
+    return bool(result.rowcount)
 
 
 def db_now(engine: Engine) -> datetime:

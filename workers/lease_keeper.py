@@ -7,6 +7,13 @@ being failed over, in which case it withholds and, once its promise ran out, say
 when a majority acknowledged a beat it sent, and publishes that (in its database's clock, on the
 early side) to ``local_lease``, which ``rm_may_work()`` reads in every claim, completion and
 creation. The rules are in ``workers/lease.py``; the argument is in the README.
+
+A keeper object lives for one tenure of the region's advisory lock: ``LeaseLoop`` builds a fresh
+one each time it acquires the lock, so a process that lost the lock and took it back never times a
+promise from a grant it remembers while another process granted since (it counts every standing
+grant row from when it took over). Every grant is written on the session that holds the lock and
+only while it holds it (``models/lease.write_grant``): a keeper that lost the lock mid-pass cannot
+overwrite what the new holder wrote.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sqlalchemy import Connection
+
+from regionmesh.errors import RegionmeshError
 from regionmesh.log import event
 from regionmesh.models import lease as repo
 from regionmesh.workers.lease import LeaseParams, lease_end, promise_over, should_grant
@@ -26,9 +36,25 @@ from regionmesh.workers.singleton import SingletonLoop
 KEEP_BEATS = 256  # send times kept; beats older than the lease are useless anyway
 
 
+LOCK_NAME = "regionmesh.lease"
+
+
+class LeaseLockLost(RegionmeshError):
+    """The keeper's session no longer holds the region's lease lock: its pass stops unwritten."""
+
+    def __init__(self, region: str, holder: str) -> None:
+        self.region = region
+        self.holder = holder
+        super().__init__(f"{region}: the lease keeper's session lost the lock 'regionmesh.lease:{region}' "
+                         f"while granting {holder}; another process keeps the lease now")
+
+
 @dataclass
 class LeaseKeeper:
+    """One tenure of the region's lease lock: ``conn`` is the session holding it."""
+
     rt: Runtime
+    conn: Connection
     clock: Callable[[], float] = time.monotonic
     sent_at: dict[int, float] = field(default_factory=dict)
     last_grant: dict[str, float] = field(default_factory=dict)  # holder -> when my last grant committed
@@ -67,7 +93,7 @@ class LeaseKeeper:
         self._publish(end, granted_by, reason)
 
     def _grant(self, holder: str, status: str | None, view: dict[str, object], params: LeaseParams) -> None:
-        rt, me = self.rt, self.rt.region
+        me = self.rt.region
         mine: dict[str, tuple[int, str]] = view["mine"]  # type: ignore[assignment]
         beats: dict[str, int] = view["beats"]  # type: ignore[assignment]
         row = mine.get(holder)
@@ -77,17 +103,22 @@ class LeaseKeeper:
         if should_grant(status):
             seq = beats.get(holder)
             if seq is not None and row != (seq, "granting"):
-                repo.write_grant(rt.engine, holder, me, seq, "granting")
+                self._write(holder, seq, "granting")
                 self.last_grant[holder] = self.clock()  # after it committed: the promise starts now
             return
         if row is None:
-            repo.write_grant(rt.engine, holder, me, 0, "expired")  # never granted: nothing to wait out
+            self._write(holder, 0, "expired")  # never granted: nothing to wait out
         elif row[1] == "granting":
-            repo.write_grant(rt.engine, holder, me, row[0], "withheld")
+            self._write(holder, row[0], "withheld")
             event(logging.WARNING, "lease.withheld", region=me, holder=holder, status=status)
         elif row[1] == "withheld" and promise_over(self.last_grant[holder], self.clock(), params):
-            repo.write_grant(rt.engine, holder, me, row[0], "expired")
+            self._write(holder, row[0], "expired")
             event(logging.WARNING, "lease.promise_expired", region=me, holder=holder)
+
+    def _write(self, holder: str, seq: int, state: str) -> None:
+        me = self.rt.region
+        if not repo.write_grant(self.conn, holder, me, seq, state, f"{LOCK_NAME}:{me}"):
+            raise LeaseLockLost(me, holder)
 
     def _publish(self, end: float | None, granted_by: list[str], reason: str | None) -> None:
         rt = self.rt
@@ -111,9 +142,17 @@ class LeaseLoop(SingletonLoop):
     """The keeper's loop: one per region (advisory lock ``regionmesh.lease``), in every worker's
     main process or in ``regionmesh lease keep``."""
 
-    def __init__(self, rt: Runtime, interval_s: float) -> None:
-        super().__init__(rt, "regionmesh.lease", interval_s)
-        self.keeper = LeaseKeeper(rt)
+    def __init__(self, rt: Runtime, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(rt, LOCK_NAME, interval_s)
+        self.clock = clock
+        self.keeper: LeaseKeeper | None = None
 
     def step(self) -> None:
+        conn = self._lock_conn
+        if conn is None:  # run() steps only while it holds the lock
+            return
+        if self.keeper is None or self.keeper.conn is not conn:
+            # The lock was (re)acquired: start fresh. What an earlier tenure remembers of its own
+            # grants says nothing of what the holders in between granted.
+            self.keeper = LeaseKeeper(self.rt, conn, clock=self.clock)
         self.keeper()

@@ -14,7 +14,7 @@ import pytest
 
 from regionmesh.config import Settings
 from regionmesh.workers import lease_keeper
-from regionmesh.workers.lease_keeper import LeaseKeeper
+from regionmesh.workers.lease_keeper import LeaseKeeper, LeaseLoop
 
 REGIONS = ("a", "b", "c")
 SETTINGS = Settings(lease_s=10.0, clock_drift=0.01, lease_margin_s=1.0)  # promise 11.1 s
@@ -42,8 +42,9 @@ class FakeRepo:
                 "mine": {h: v for (h, g), v in self.grants.items() if g == region},
                 "fenced": self.manual, "manual": self.manual, "fence_reason": self.fence_reason}
 
-    def write_grant(self, _engine: Any, holder: str, grantor: str, seq: int, state: str) -> None:
+    def write_grant(self, _conn: Any, holder: str, grantor: str, seq: int, state: str, *_: Any) -> bool:
         self.grants[(holder, grantor)] = (seq, state)
+        return True
 
     def db_now(self, _engine: Any) -> datetime:
         return datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,14 +65,20 @@ class Clock:
         return self.now
 
 
+SESSION: Any = object()  # stands for the session holding the lease lock; the fake repo ignores it
+
+
+def runtime() -> Any:
+    return SimpleNamespace(region="a", engine=None, worker_id="host:1",
+                           config=SimpleNamespace(regions=dict.fromkeys(REGIONS), settings=SETTINGS))
+
+
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> tuple[LeaseKeeper, FakeRepo, Clock]:
     repo = FakeRepo()
     monkeypatch.setattr(lease_keeper, "repo", repo)
-    rt = SimpleNamespace(region="a", engine=None,
-                         config=SimpleNamespace(regions=dict.fromkeys(REGIONS), settings=SETTINGS))
     clock = Clock()
-    return LeaseKeeper(rt, clock=clock), repo, clock  # type: ignore[arg-type]
+    return LeaseKeeper(runtime(), SESSION, clock=clock), repo, clock
 
 
 def ack(repo: FakeRepo, grantor: str, holder: str = "a", state: str = "granting") -> None:
@@ -185,3 +192,38 @@ def test_failed_over_regions_do_not_vote(world: tuple[LeaseKeeper, FakeRepo, Clo
     clock.now += 1
     keeper()
     assert repo.lease[0] is None  # self alone is not a majority of two, c's grant notwithstanding
+
+
+def test_a_keeper_that_takes_the_lock_back_counts_the_promise_from_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21, item 1: in region a, process P1 grants b at t=100; the lock moves to P2, which
+    grants b until t=130; P2 dies and P1 takes the lock back while b is being failed over. P2's
+    promise runs to 130 + 11.1: P1 may not write b's expiry before then, whatever it remembers
+    of its own last grant (t=100)."""
+    repo = FakeRepo()
+    monkeypatch.setattr(lease_keeper, "repo", repo)
+    clock = Clock()
+    p1, p2 = LeaseLoop(runtime(), 1.0, clock=clock), LeaseLoop(runtime(), 1.0, clock=clock)
+    repo.beats["b"] = 5
+    p1._lock_conn = object()  # type: ignore[assignment]  # P1 holds the advisory lock (a session of its own)
+    p1.step()
+    assert repo.grants[("b", "a")] == (5, "granting")
+    p1._lock_conn = None  # a blip: P1's session is gone, and its lock with it
+    p2._lock_conn = object()  # type: ignore[assignment]
+    while clock.now < 130.0:
+        clock.now += 1.0
+        repo.beats["b"] += 1
+        p2.step()
+    assert repo.grants[("b", "a")] == (repo.beats["b"], "granting")  # P2's last grant, at t=130
+    p2._lock_conn = None  # P2 dies
+    p1._lock_conn = object()  # type: ignore[assignment]  # P1 takes the lock back
+    repo.statuses["b"] = "failing_over"
+    clock.now = 130.5
+    p1.step()
+    assert repo.grants[("b", "a")][1] == "withheld"
+    while clock.now < 130.0 + SETTINGS.lease_s * (1 + SETTINGS.clock_drift) + SETTINGS.lease_margin_s:
+        assert repo.grants[("b", "a")][1] == "withheld", f"expired at t={clock.now} before P2's promise ran out"
+        clock.now += 0.5
+        p1.step()
+    clock.now += 1.0
+    p1.step()
+    assert repo.grants[("b", "a")][1] == "expired"
