@@ -125,7 +125,7 @@ def bind_legacy_revisions(script: ScriptDirectory) -> list[str]:
             continue
         if Path(rev.path).resolve().parent != shipped or not hasattr(rev.module, "schema_sql"):
             continue
-        rev.module.schema_sql = LEGACY
+        vars(rev.module)["schema_sql"] = LEGACY  # the name their upgrade() looks up when it runs
         bound.append(rev.revision)
     return bound
 
