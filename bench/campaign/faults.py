@@ -23,7 +23,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from pathlib import Path
 
 import psutil
 
@@ -31,6 +30,7 @@ from bench.campaign.mesh import CampaignMesh
 from bench.campaign.record import Plan, Record
 from regionmesh.models import runs
 from regionmesh.ops.failover import FailoverRefused, FailoverReport, failover, restore, set_intent
+from regionmesh.supervisor import kill_tree
 
 KINDS = ["pool_kill", "worker_kill", "redis_kill", "pg_kill", "repl_cut", "broker_cut", "region_failover",
          "cutoff_failover", "move"]
@@ -60,7 +60,7 @@ class Faults:
         region = rng.choice(self.regions)
         pid = None
         holder = runs.running_worker(self.mesh.engines[region], region)
-        mains = {w["pid"] for w in self.dev.workers(region)}
+        mains = {w.pid for w in self.dev.workers(region) if w.pid is not None}
         if holder and holder.rsplit(":", 1)[1].isdigit():
             pid = int(holder.rsplit(":", 1)[1])
             if pid in mains or not psutil.pid_exists(pid):
@@ -80,19 +80,17 @@ class Faults:
         region = rng.choice(self.regions)
         worker = rng.choice(self.dev.workers(region))
         t0 = time.time()
-        self.dev.stop_worker(region, worker["name"], kill=True)  # the main process first, then its pool
+        self.dev.stop_worker(region, worker.name, kill=True)  # the main process first, then its pool
         self.stop.wait(rng.uniform(1, 5))
         self.dev.start_worker(region, extra_env=self.mesh.worker_env(region))
-        self.record.fault("worker_kill", region, t0, time.time(), f"main pid {worker['pid']}, restarted")
+        self.record.fault("worker_kill", region, t0, time.time(), f"main pid {worker.pid}, restarted")
 
     def redis_kill(self, rng: random.Random) -> None:
         region = rng.choice(self.regions)
-        pid = self.dev.state.load()["regions"][region]["redis"]["pid"]
+        pid = self.dev.region(region).redis.pid
         self.mesh.down.add(region)
         t0 = time.time()
-        proc = psutil.Process(pid)
-        proc.kill()
-        proc.wait(10)
+        kill_tree(pid)
         self.stop.wait(rng.uniform(1, 5))
         self.mesh.restart_servers()
         self.mesh.down.discard(region)
@@ -100,16 +98,10 @@ class Faults:
 
     def pg_kill(self, rng: random.Random) -> None:
         region = rng.choice(self.regions)
-        datadir = Path(self.dev.state.load()["regions"][region]["pg"]["datadir"])
+        datadir = self.dev.region(region).pg.datadir
         pid = int((datadir / "postmaster.pid").read_text().split()[0])
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
         t0 = time.time()
-        for p in procs:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(procs, timeout=10)
+        procs = kill_tree(pid)
         self.stop.wait(rng.uniform(2, 8))
         self.mesh.restart_servers()
         self.mesh.wait_healthy(60)

@@ -102,17 +102,10 @@ class CampaignMesh:
 
     def _write_worker_mesh_files(self) -> None:
         """mesh.toml as each region's workers see it: peers' brokers through this region's proxies."""
-        lines = self.dev.mesh_file.read_text().splitlines()
         for me in self.regions:
-            out, section = [], None
-            for line in lines:
-                if line.startswith("[regions."):
-                    section = line[len("[regions."):-1]
-                if section and section != me and line.startswith("broker_url"):
-                    port = _port(line.split('"')[1])
-                    line = line.replace(f":{port}/", f":{self.broker_proxies[(me, section)].port}/")
-                out.append(line)
-            (self.root / f"campaign-{me}.toml").write_text("\n".join(out) + "\n")
+            self.dev.write_mesh_file(self.root / f"campaign-{me}.toml", broker_urls={
+                peer: self.dev.broker_url(peer, port=self.broker_proxies[(me, peer)].port)
+                for peer in self.regions if peer != me})
 
     def restart_servers(self) -> None:
         """Start whatever server is down (PostgreSQL, Redis) without touching the subscriptions
