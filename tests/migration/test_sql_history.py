@@ -7,6 +7,8 @@ No database: these run in seconds (they read files and, where the clone has it, 
 from __future__ import annotations
 
 import ast
+import configparser
+import fnmatch
 import hashlib
 import re
 import shutil
@@ -188,3 +190,13 @@ def test_the_signature_check_sees_a_changed_signature() -> None:
     assert history.signature(before) == "rm_claim_task(p_task uuid, p_region text) RETURNS jsonb"
     assert history.signature(after) != history.signature(before)
     assert history.signature(before.replace("RETURNS jsonb", "RETURNS SETOF uuid")) != history.signature(before)
+
+
+def test_the_wheel_ships_every_migration_sql_file() -> None:
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg", encoding="utf-8")
+    patterns = [p.strip() for p in cfg["options.package_data"]["regionmesh.migrations"].replace("\n", ",").split(",")]
+    shipped = {str(p.relative_to(ROOT / "migrations")) for p in SQL.rglob("*") if p.is_file()}
+    missing = sorted(f for f in shipped if not any(fnmatch.fnmatchcase(f, pat) and f.count("/") == pat.count("/")
+                                                    for pat in patterns if pat))
+    assert missing == [], f"{missing}: not in setup.cfg's [options.package_data] regionmesh.migrations"
