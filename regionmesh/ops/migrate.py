@@ -23,7 +23,9 @@ conflict function whose column list is older than its table fails every insert. 
 The pause lasts from the first DISABLE to the last ENABLE and is reported. Expand
 and contract: a migration only adds (nullable or defaulted columns, tables) while
 any worker may run the older code, and removes a column or table only in a later
-release, after no running code reads or writes it (README, "Upgrades").
+release, after no running code reads or writes it (docs/howto/upgrade.md). The previous
+release's workers run on head meanwhile: a function whose signature or meaning changes gets a
+new versioned name (docs/howto/migrations.md, which also says how a revision is written).
 """
 
 from __future__ import annotations
