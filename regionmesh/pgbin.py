@@ -33,7 +33,7 @@ class PgBin:
     """A PostgreSQL installation's bin folder and who runs its server."""
 
     bindir: Path
-    major: int
+    major: int | None  # None: not asked (an installation a mesh recorded, see recorded())
     run_as: str | None  # None: the current user
 
     def exe(self, name: str) -> str:
@@ -50,9 +50,9 @@ class PgBin:
 
     @classmethod
     def recorded(cls, bindir: Path, run_as: str | None) -> PgBin:
-        """The installation a mesh recorded when it started its servers, to stop them (no search:
-        the servers run these binaries; ``major`` is 0 when they are gone)."""
-        return cls(bindir=bindir, major=_major(bindir / "pg_ctl") or 0, run_as=run_as)
+        """The installation a mesh recorded when it started its servers, to stop them: no search
+        and nothing run to ask its version (the servers run these binaries, as ``run_as``)."""
+        return cls(bindir=bindir, major=None, run_as=run_as)
 
 
 def as_user(user: str | None, *args: str) -> list[str]:

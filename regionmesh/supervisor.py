@@ -91,19 +91,20 @@ def terminate(pid: int | None, timeout: float = 15.0, *, group: bool = False) ->
         wait_for(gone, 10, f"pid {pid} to exit")
 
 
-def kill_tree(pid: int | None, timeout: float = 10.0) -> list[int]:
-    """SIGKILL ``pid`` and every process below it (a worker and its pool, a postmaster and its
-    backends), then wait until none is alive (a zombie counts as dead). Returns the pids killed.
+def kill_tree(*pids: int | None, timeout: float = 10.0) -> list[int]:
+    """SIGKILL each of ``pids`` and every process below it (a worker and its pool, a postmaster
+    and its backends), all before waiting, then wait until none is alive (a zombie counts as
+    dead). Returns the pids killed.
 
     Raises DevMeshError naming a process still alive after ``timeout``.
     """
-    if not pid:
-        return []
-    try:
-        main = psutil.Process(pid)
-        procs = [main, *main.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
+    procs: list[psutil.Process] = []
+    for pid in filter(None, pids):
+        try:
+            main = psutil.Process(pid)
+            procs += [main, *main.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
     killed = []
     for proc in procs:
         try:

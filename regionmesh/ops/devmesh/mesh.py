@@ -143,8 +143,7 @@ class DevMesh:
         """SIGKILL everything of ``region``: workers (and their pools), Redis, PostgreSQL (every
         backend). ``up`` restarts its servers; workers are started again by the caller."""
         entry = self.region(region)
-        roots = [w.pid for w in entry.workers] + [entry.redis.pid, pg.postmaster_pid(entry.pg)]
-        killed = [pid for root in roots for pid in kill_tree(root)]
+        killed = kill_tree(*(w.pid for w in entry.workers), entry.redis.pid, pg.postmaster_pid(entry.pg))
         with self.state.locked():
             state = self.state.load()
             state.region(region).workers = []
