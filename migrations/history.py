@@ -49,6 +49,8 @@ RETIRED: dict[str, str] = {}
 
 _REVISION_FILE = re.compile(r"^(\d{4})_\w+\.sql$")
 _CREATE_FUNCTION = re.compile(r"^CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+(?:\w+\.)?(\w+)\s*\(", re.IGNORECASE)
+_DROP_FUNCTION = re.compile(r"^DROP\s+FUNCTION\s+(?:IF\s+EXISTS\s+)?(.*?)(?:\s+(?:CASCADE|RESTRICT))?$",
+                            re.IGNORECASE | re.DOTALL)
 
 
 def sql_dir() -> Traversable:
@@ -177,28 +179,47 @@ def _strip_leading_comments(statement: str) -> str:
     return "\n".join(lines).strip()
 
 
-def functions_defined(sql: str) -> dict[str, str]:
-    """Function name -> its top-level ``CREATE [OR REPLACE] FUNCTION`` statement in ``sql`` (the
-    last one, if several). Functions created inside a ``DO`` block or a generator's ``format()``
-    are not top-level and not listed. Names are unique: a changed signature gets a new name."""
-    out: dict[str, str] = {}
+def function_events(sql: str) -> dict[str, str | None]:
+    """Function name -> its last top-level ``CREATE [OR REPLACE] FUNCTION`` statement in ``sql``,
+    or None where the last word on it is a ``DROP FUNCTION``. Functions created inside a ``DO``
+    block or a generator's ``format()`` are not top-level and not listed."""
+    out: dict[str, str | None] = {}
     for statement in statements(sql):
-        match = _CREATE_FUNCTION.match(statement)
-        if match:
-            out[match.group(1)] = statement + ";\n"
+        created = _CREATE_FUNCTION.match(statement)
+        if created:
+            out[created.group(1)] = statement + ";\n"
+            continue
+        dropped = _DROP_FUNCTION.match(statement)
+        if dropped:
+            for name in re.findall(r"(?:^|,)\s*(?:\w+\.)?(\w+)", re.sub(r"\([^)]*\)", "", dropped.group(1))):
+                out[name] = None
     return out
+
+
+def functions_defined(sql: str) -> dict[str, str]:
+    """Function name -> the ``CREATE`` statement ``sql`` leaves it with (see :func:`function_events`).
+    Names are unique: a changed signature gets a new name."""
+    return {name: body for name, body in function_events(sql).items() if body is not None}
+
+
+def functions_dropped(sql: str) -> list[str]:
+    """The functions ``sql`` drops (and does not create again after)."""
+    return [name for name, body in function_events(sql).items() if body is None]
 
 
 def definition(function: str, as_of: str) -> str:
     """The ``CREATE`` statement of ``function`` as revision ``as_of`` (0017 or later) left it.
 
-    Raises LookupError if no SQL file up to ``as_of`` defines it (it did not exist then, or it is
-    older than 0017 and not in the 0017 view), ValueError for a revision before 0017."""
+    Raises LookupError if it did not exist then (no SQL file up to ``as_of`` defines it, or the
+    newest one that mentions it drops it), ValueError for a revision before 0017."""
     if not (as_of.isdigit() and as_of >= LEGACY_LAST):
         raise ValueError(f"definitions are kept by revision from {LEGACY_LAST} on, not as of {as_of!r}")
-    for revision, _ in reversed([(r, f) for r, f in revision_files().items() if r <= as_of]):
-        found = functions_defined(revision_sql(revision)).get(function)
-        if found:
+    for revision in reversed([r for r in revision_files() if r <= as_of]):
+        events = function_events(revision_sql(revision))
+        if function in events:
+            found = events[function]
+            if found is None:
+                raise LookupError(f"function {function} was dropped by revision {revision}")
             return found
     for name in reversed(LEGACY.FILES):
         found = functions_defined(LEGACY.load(name)).get(function)
@@ -208,12 +229,12 @@ def definition(function: str, as_of: str) -> str:
 
 
 def revert_functions(conn: Connection, revision: str, previous: str) -> list[str]:
-    """Undo the functions ``revision``'s SQL file defines: each one that existed as of
-    ``previous`` gets that definition back, the others are dropped. What else the file does
-    (tables, triggers, calls) the revision's ``downgrade()`` undoes itself. Returns the
-    dropped functions."""
+    """Undo what ``revision``'s SQL file does to functions: each one it defines or drops that
+    existed as of ``previous`` gets that definition back, the ones it added are dropped. What
+    else the file does (tables, triggers, calls) the revision's ``downgrade()`` undoes itself.
+    Returns the dropped functions."""
     dropped = []
-    for function in functions_defined(revision_sql(revision)):
+    for function in function_events(revision_sql(revision)):
         try:
             run_sql(conn, definition(function, previous))
         except LookupError:

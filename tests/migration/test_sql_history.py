@@ -138,22 +138,40 @@ def view_functions() -> dict[str, str]:
             for name, body in history.functions_defined(schema_sql.load(file)).items()}
 
 
+def ever_defined() -> set[str]:
+    """Every function the 0017 view or a revision file from 0018 on defines."""
+    known = {f for r in history.revision_files() for f in history.functions_defined(history.revision_sql(r))}
+    return known | {f for name in history.LEGACY.FILES for f in history.functions_defined(history.LEGACY.load(name))}
+
+
 def test_replaying_the_sql_files_gives_the_view_function_by_function() -> None:
     # The textual twin of tests/migration/test_sql_files.py (which compares databases): the newest
     # definition of every function in the migration files is the view's, byte for byte.
     head = max(history.revision_files())
     view = view_functions()
-    known = set(view) | {f for r in history.revision_files() for f in history.functions_defined(history.revision_sql(r))}
-    known |= {f for name in history.LEGACY.FILES for f in history.functions_defined(history.LEGACY.load(name))}
-    replayed = {}
-    for function in known:
-        try:
-            replayed[function] = history.definition(function, head)
-        except LookupError:
-            continue
-    dropped = {f for f in known - set(view) if f in replayed}
-    assert dropped <= set(history.RETIRED), f"{dropped}: gone from models/sql but still defined by the migrations"
-    assert {f: replayed.get(f) for f in view} == view
+    assert {f: history.definition(f, head) for f in view} == view
+    for function in ever_defined() - set(view):
+        with pytest.raises(LookupError, match="dropped"):
+            history.definition(function, head)
+
+
+def test_every_function_gone_from_the_view_was_dropped_by_the_revision_retired_names() -> None:
+    gone = ever_defined() - set(view_functions())
+    assert gone == set(history.RETIRED), "history.RETIRED lists exactly the functions a revision dropped"
+    for function, revision in history.RETIRED.items():
+        assert function in history.functions_dropped(history.revision_sql(revision)), (function, revision)
+
+
+def test_function_events_follow_creates_and_drops_in_order() -> None:
+    sql = ("CREATE OR REPLACE FUNCTION rm_a() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;\n"
+           "DROP FUNCTION rm_b(uuid, text), public.rm_c() CASCADE;\n"
+           "DROP FUNCTION IF EXISTS rm_a;\n"
+           "CREATE FUNCTION rm_a_v2(p int) RETURNS int LANGUAGE sql AS $$ SELECT p $$;")
+    events = history.function_events(sql)
+    assert events == {"rm_a": None, "rm_b": None, "rm_c": None,
+                      "rm_a_v2": "CREATE FUNCTION rm_a_v2(p int) RETURNS int LANGUAGE sql AS $$ SELECT p $$;\n"}
+    assert history.functions_dropped(sql) == ["rm_a", "rm_b", "rm_c"]
+    assert list(history.functions_defined(sql)) == ["rm_a_v2"]
 
 
 def called_by(commit: str) -> set[str]:
