@@ -13,13 +13,16 @@ nothing else runs twice. Read from the ledger and the fault log (B = L·(1+ρ)+m
 * **Across regions**: two executions may overlap, and a second effect is forgiven, only when the
   earlier one's region was killed or cut off from a majority at t0 while it ran (it started by t0,
   or by t0 + B for a cut; it had not taken effect before t0 − S), and the later one ran in the
-  heir, started after the heir adopted the run (``adopted_at``) and at a higher run epoch.
+  heir after t0, after the heir adopted the run: at a higher run epoch (a ledger without epochs:
+  after the fault log's ``adopted_at``).
 * **In one region**, a second effect is forgiven only when the earlier execution's process was
   killed while it ran, or its region lost its lease while it ran, and the repeat started after
   that fault (at a higher attempt or epoch, when the ledger says).
 * **Lease overrun**: an execution that starts in a region more than B after a fault cut it off
   (or killed it), before the region could hold a lease again, is a violation whatever the product's
-  tables say; so is a claim there that saw its lease end past t0 + B.
+  tables say; so is a claim there that saw its lease end past t0 + B, and a repeat at a higher
+  epoch in another region that started before the lease the first execution saw had ended (the
+  heir adopted while the old owner still held its lease).
 * **Order**: every execution starts after an effect of each task it depends on.
 
 S covers the time from a handler's effect to its completion being durable in its region (the
@@ -110,13 +113,27 @@ def _higher(a: int | None, b: int | None) -> bool:
 
 
 def forgiven_across(first: Execution, then: Execution, faults: Sequence[Fault], promise_s: float) -> str | None:
-    """The rule that lets ``then`` (another region) repeat ``first``, or None."""
+    """The rule that lets ``then`` (another region) repeat ``first``, or None. The run's epoch in
+    the ledger is the evidence of the adoption (a claim at a higher epoch comes after it); a ledger
+    without epochs falls back on the fault log's ``adopted_at``."""
     for f in faults:
-        if (_ran_through(first, f, promise_s) and f.heir == then.region and f.adopted_at is not None
-                and then.start >= f.adopted_at and _higher(first.epoch, then.epoch)):
+        if not _ran_through(first, f, promise_s) or f.heir not in (None, then.region) or then.start < f.t0:
+            continue
+        if first.epoch is not None and then.epoch is not None:
+            adopted = then.epoch > first.epoch
+        else:
+            adopted = f.heir == then.region and f.adopted_at is not None and then.start >= f.adopted_at
+        if adopted:
             how = "region died" if first.region in f.killed else "lease lost"
             return f"{how}, heir adopted at a higher epoch ({f.kind})"
     return None
+
+
+def heir_within_lease(first: Execution, then: Execution) -> bool:
+    """Whether ``then`` ran at a higher epoch in another region before the lease ``first``'s region
+    read at its claim had ended: the heir adopted while the old owner still held its lease."""
+    return (first.lease_until is not None and first.region != then.region and then.start < first.lease_until
+            and first.epoch is not None and then.epoch is not None and then.epoch > first.epoch)
 
 
 def forgiven_in_region(first: Execution, then: Execution, faults: Sequence[Fault], promise_s: float) -> str | None:
@@ -155,6 +172,11 @@ def judge(task: TaskId, execs: list[Execution], faults: Sequence[Fault], promise
                 v.add(OVERLAP_IN_REGION, f"{name}: {a} | {b}")
             elif forgiven_across(a, b, faults, promise) is None:
                 v.add(OVERLAP_ACROSS, f"{name}: {a} | {b}")
+    for i, a in enumerate(execs):
+        for b in execs[i + 1:]:
+            if heir_within_lease(a, b):
+                v.add(LEASE_OVERRUN, f"{name}: {b.region} started it at epoch {b.epoch} at {b.start:.3f}, before the "
+                                     f"lease {a.region} saw at its claim ended ({a.lease_until:.3f}): {a} | {b}")
     with_effect = [i for i, x in enumerate(execs) if x.effect is not None]
     for i in with_effect[:-1]:  # superseded by a later execution that took effect too
         a, b = execs[i], execs[i + 1]

@@ -144,7 +144,7 @@ def test_the_documented_rerun_after_a_live_region_was_cut_off_may_overlap_its_he
 
 
 @pytest.mark.parametrize(("what", "d_in_a", "d_in_b", "fault", "classes"), [
-    ("repeat before the adoption", (103.0, 112.0), (106.0, 107.0, 2),
+    ("repeat before the cut", (103.0, 112.0), (99.0, 113.0, 2),
      isolated("a", 100.0, healed=140.0, heir="b", adopted_at=107.0), {DUPLICATE_EFFECT, OVERLAP_ACROSS}),
     ("repeat at the same epoch", (103.0, 104.0), (108.0, 109.0, 1),
      isolated("a", 100.0, healed=140.0, heir="b", adopted_at=107.0), {DUPLICATE_EFFECT}),
@@ -154,7 +154,7 @@ def test_the_documented_rerun_after_a_live_region_was_cut_off_may_overlap_its_he
      isolated("a", 100.0, healed=140.0, heir="b", adopted_at=107.0), {DUPLICATE_EFFECT, LEASE_OVERRUN}),
     ("effect long before the cut", (94.0, 95.0), (118.0, 119.0, 2),
      isolated("a", 110.0, healed=150.0, heir="b", adopted_at=117.0), {DUPLICATE_EFFECT}),
-    ("no failover: nobody adopted", (103.0, 104.0), (108.0, 109.0, 2),
+    ("no failover: nobody adopted", (103.0, 104.0), (108.0, 109.0, 1),
      isolated("a", 100.0, healed=140.0), {DUPLICATE_EFFECT}),
     # Issue 12's planted re-run: a pool kill in a never makes b run the step again.
     ("pool kill in the first region", (94.0, 95.0), (110.0, 111.0, 1),
@@ -169,13 +169,27 @@ def test_a_repeat_in_another_region_is_forgiven_only_by_the_rule(what: str, d_in
     assert v.classes == classes, (what, v.violations)
 
 
-def test_a_failover_in_todays_fault_log_names_its_heir_in_the_detail() -> None:
+def test_without_epochs_in_the_ledger_the_adoption_is_read_from_todays_fault_log() -> None:
     death = Fault("region_failover", "a", 100.0, 200.0,
                   detail="killed, failed over to b after 8.0s (3 runs adopted), back and restored")
-    ledger = with_d(execution("d", "a", 98.0, 99.5), execution("d", "b", 109.0, 110.0, epoch=2))
+
+    def old(entries: list[dict[str, object]]) -> list[dict[str, object]]:  # lines written before issue 20
+        return [{k: e[k] for k in ("run", "step", "idx", "region", "attempt", "key", "phase", "t")} for e in entries]
+
+    ledger = old(with_d(execution("d", "a", 98.0, 99.5), execution("d", "b", 109.0, 110.0)))
     assert evaluate(history(ledger=ledger, faults=[death])).ok
-    ledger = with_d(execution("d", "a", 98.0, 99.5), execution("d", "b", 107.0, 108.0, epoch=2))  # before 108
+    ledger = old(with_d(execution("d", "a", 98.0, 99.5), execution("d", "b", 107.0, 108.0)))  # before 108
     assert evaluate(history(ledger=ledger, faults=[death])).classes == {DUPLICATE_EFFECT}
+
+
+def test_an_heir_that_started_before_the_old_owners_lease_ended_is_a_lease_overrun() -> None:
+    # a, cut off at 100, claimed d at 101 seeing its lease until 104.5; b (the heir, epoch 2) started at 103.
+    cut = isolated("a", 100.0, healed=140.0, heir="b")
+    ledger = with_d(execution("d", "a", 101.0, 102.0, lease_until=104.5), execution("d", "b", 103.0, 106.0, epoch=2))
+    v = evaluate(history(ledger=ledger, faults=[cut]))
+    assert v.classes == {LEASE_OVERRUN} and "before the lease a saw at its claim ended" in v.of(LEASE_OVERRUN)[0]
+    ledger = with_d(execution("d", "a", 101.0, 102.0, lease_until=104.5), execution("d", "b", 105.0, 106.0, epoch=2))
+    assert evaluate(history(ledger=ledger, faults=[cut])).ok
 
 
 # --- lease overrun: the fault log's clock ------------------------------------------------------------
