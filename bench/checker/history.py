@@ -62,7 +62,7 @@ class Fault:
     cut_off: tuple[str, ...] | None = None  # regions left without a majority (None: derived from severed)
     healed: float | None = None  # when the regions killed or cut off could first hold a lease again
     heir: str | None = None  # a failover: the region that adopted the victim's runs …
-    adopted_at: float | None = None  # … and when the failover returned (read only for ledgers without epochs)
+    adopted_at: float | None = None  # … no later than its adoption committed (read only for ledgers without epochs)
 
     def hits(self, region: str) -> bool:
         return region == self.region or region in self.regions
