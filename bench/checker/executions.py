@@ -11,8 +11,8 @@ nothing else runs twice. Read from the ledger and the fault log (B = L·(1+ρ)+m
 * **Overlap in a region**: two executions of one task in one region whose intervals overlap are
   always a violation.
 * **Across regions**: two executions may overlap, and a second effect is forgiven, only when the
-  earlier one's region was killed or cut off from a majority at t0 while it ran (it started by t0,
-  or by t0 + B for a cut; it had not taken effect before t0 − S), and the later one ran in the
+  earlier one's region was killed or cut off from a majority at t0 while it ran (it started by
+  t0 + B and had not taken effect before t0 − S), and the later one ran in the
   heir after t0, after the heir adopted the run: at a higher run epoch (a ledger without epochs:
   after the fault log's ``adopted_at``).
 * **In one region**, a second effect is forgiven only when the earlier execution's process was
@@ -103,8 +103,9 @@ def _ran_through(ex: Execution, f: Fault, promise_s: float) -> bool:
     """Whether ``ex`` was running when ``f`` took its region's lease (killed or cut off)."""
     if ex.region not in lease_lost(f):
         return False
-    latest_start = f.t0 if ex.region in f.killed else f.t0 + promise_s
-    return ex.start <= latest_start and (ex.effect is None or ex.effect >= f.t0 - EFFECT_TO_COMPLETION_S)
+    # Killing a region takes a moment after t0 (one process after another), and killed or cut off, it
+    # holds its lease until that ends: either way it may have started work until t0 + B.
+    return ex.start <= f.t0 + promise_s and (ex.effect is None or ex.effect >= f.t0 - EFFECT_TO_COMPLETION_S)
 
 
 def _higher(a: int | None, b: int | None) -> bool:

@@ -133,6 +133,15 @@ def test_the_documented_rerun_after_a_region_died_is_forgiven() -> None:
     assert v.crash_reruns == {"region died, heir adopted at a higher epoch (region_failover)": 1}
 
 
+def test_a_handler_that_started_while_its_region_was_being_killed_is_the_documented_rerun() -> None:
+    # The driver logs t0 before it kills the region's processes one by one; the lease ends within B anyway.
+    death = Fault("region_failover", "a", 100.0, 200.0, killed=("a",), heir="b", adopted_at=101.0, healed=190.0)
+    ledger = with_d(execution("d", "a", 100.05, 100.08), execution("d", "b", 108.0, 109.0, epoch=2))
+    assert evaluate(history(ledger=ledger, faults=[death])).ok
+    ledger = with_d(execution("d", "a", 106.0, 106.5), execution("d", "b", 108.0, 109.0, epoch=2))
+    assert evaluate(history(ledger=ledger, faults=[death])).classes == {DUPLICATE_EFFECT, LEASE_OVERRUN}
+
+
 def test_the_documented_rerun_after_a_live_region_was_cut_off_may_overlap_its_heir() -> None:
     # a cut off at 100 and failed over while reachable; its handler started at 103 (within the bound,
     # 105.04) and its effect lands at 112, after b adopted at 107 and started again at 108.
