@@ -8,6 +8,7 @@ monotonic clock sets ``clock = "mono"`` and the ledger's ``mono`` field is read 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,17 @@ class Bounds:
         """L·(1+ρ)+margin: how long after a region was cut off from a majority it may still start
         work, and how long its peers wait before they let an heir take its runs."""
         return self.lease_s * (1 + self.drift) + self.margin_s
+
+    @classmethod
+    def from_env(cls) -> Bounds | None:
+        """The bounds the mesh was started with, from the variables the campaign sets for it
+        (``REGIONMESH_LEASE_S``, ``REGIONMESH_CLOCK_DRIFT``, ``REGIONMESH_LEASE_MARGIN_S``); None
+        unless all three are set."""
+        names = ("REGIONMESH_LEASE_S", "REGIONMESH_CLOCK_DRIFT", "REGIONMESH_LEASE_MARGIN_S")
+        values = [os.environ.get(n) for n in names]
+        if any(v is None for v in values):
+            return None
+        return cls(*(float(v) for v in values if v is not None))
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,9 @@ class History:
     valid_submission_ids: set[str]
     outbox_rejected: list[tuple[str, str, str | None]]  # (region, submission id, rejection)
     created: dict[tuple[str, str], float] = field(default_factory=dict)  # (tenant, key) -> run created (epoch s)
-    bounds: Bounds | None = None  # None: the lease rules cannot be applied (reported)
+    # The lease settings (default: the ones the campaign put in the environment for its mesh); None:
+    # lease overruns are not checked and only work started before a cut-off is forgiven (reported).
+    bounds: Bounds | None = field(default_factory=Bounds.from_env)
     clock: str = "t"  # the ledger field on the fault log's clock: "t" (wall) or "mono"
     # The product's record of every submission (None: it keeps none; the weaker key-based check runs).
     submissions: list[SubmissionRecord] | None = None

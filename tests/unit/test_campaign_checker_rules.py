@@ -8,7 +8,7 @@ import importlib
 
 import pytest
 
-from bench.campaign_checker import Ack, Fault, evaluate, plan, run_id
+from bench.campaign_checker import Ack, Bounds, Fault, History, evaluate, plan, run_id
 from bench.checker.verdict import (
     DUPLICATE_EFFECT,
     LEASE_OVERRUN,
@@ -299,3 +299,15 @@ def test_run_ids_are_derived_from_tenant_and_key_as_documented() -> None:
     from regionmesh.workers.submission import run_id_for
 
     assert run_id("t1", "k1") == str(run_id_for("t1", "k1"))
+
+
+def test_the_lease_bounds_default_to_the_settings_the_campaign_gave_its_mesh(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REGIONMESH_LEASE_S", "REGIONMESH_CLOCK_DRIFT", "REGIONMESH_LEASE_MARGIN_S"):
+        monkeypatch.delenv(name, raising=False)
+    assert Bounds.from_env() is None
+    monkeypatch.setenv("REGIONMESH_LEASE_S", "4.0")
+    monkeypatch.setenv("REGIONMESH_CLOCK_DRIFT", "0.01")
+    assert Bounds.from_env() is None  # all three or none
+    monkeypatch.setenv("REGIONMESH_LEASE_MARGIN_S", "1.0")
+    assert Bounds.from_env() == Bounds(4.0, 0.01, 1.0)
+    assert History([], [], [], {}, set(), [], True, [], {}, [], set(), []).bounds == Bounds(4.0, 0.01, 1.0)
