@@ -32,7 +32,9 @@ def hand_off(ack: Ack, created_in: str | None, until: float, faults: Sequence[Fa
     """Where a publish acknowledged at ``ack.at`` was most likely lost, from the fault log: a worker
     main process or region killed in the region it was sent to before ``until`` (the pop window);
     that region's Redis killed (the broker); sent to a region other than where its run was created
-    (a forward); else unexplained."""
+    (a forward); else unexplained. A submit task's own retry (a new message, the old one acked,
+    waiting in a worker's memory until due) is lost the same way as the pop window, by a killed
+    worker, and the fault log cannot tell the two apart."""
     hit = [f for f in faults if ack.at <= f.t0 <= until and (f.hits(ack.via) or ack.via in f.killed)]
     if any(f.kind in _POP_WINDOW or ack.via in f.killed for f in hit):
         return "pop window"
