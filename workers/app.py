@@ -26,6 +26,7 @@ from regionmesh.workers.lease_keeper import LeaseLoop
 from regionmesh.workers.reconciler import Reconciler, ReconcilerSettings
 from regionmesh.workers.registry import default_registry
 from regionmesh.workers.runtime import Runtime
+from regionmesh.workers.step_limit import allow_process_end
 from regionmesh.workers.tasks import register_tasks
 
 
@@ -92,6 +93,12 @@ def create_app(config: MeshConfig | None = None, registry: Registry | None = Non
 def _wire_reconciler(app: Celery, rt: Runtime) -> None:
     holder: dict[str, Any] = {}
     settings = rt.config.settings
+
+    @signals.worker_process_init.connect(weak=False)
+    def arm_step_ends(**_: Any) -> None:
+        # A prefork pool process: a handler that swallows its step's timeout ends the process
+        # (workers/step_limit.py). Never armed in a solo or threads worker.
+        allow_process_end()
 
     @signals.worker_init.connect(weak=False)
     def fence_first(sender: Any = None, **_: Any) -> None:

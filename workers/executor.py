@@ -2,7 +2,8 @@
 
 The claim and the outcome are each one transaction; the handler runs between
 them, outside any transaction. Publishing what an outcome released follows
-its commit.
+its commit. The time limit (``workers/step_limit.py``) is counted from just before
+the claim and ends the pool process of a handler that swallows it.
 """
 
 from __future__ import annotations
@@ -10,13 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import random
-import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +29,9 @@ from regionmesh.workers.definitions import RetryPolicy
 from regionmesh.workers.metrics import STEP_DURATION
 from regionmesh.workers.retry import backoff_s, should_retry
 from regionmesh.workers.runtime import Runtime
+from regionmesh.workers.step_limit import OVERRUN_RETRY_GUARD_S, StepLimit, StepTimeout, process_end_allowed
+
+__all__ = ["StepContext", "StepTimeout", "execute", "fencing_token"]
 
 # Retries sooner than this ride on a broker countdown; later ones wait in
 # PostgreSQL (not_before) for the reconciler, so no message sits in a worker's
@@ -44,10 +45,6 @@ MAX_INLINE_STEPS = 100
 # up to this many tries in all; then it fails (a message that kills its worker every time).
 MIN_WORKER_LOST_TRIES = 3
 INLINE_BUDGET_S = 2.0
-
-
-class StepTimeout(Exception):
-    """The handler ran past its step's timeout."""
 
 
 # A fencing token is epoch * FENCE_EPOCH_FACTOR + the claim's stamp in microseconds since 1970
@@ -92,26 +89,6 @@ class StepContext:
     fencing_token: int = 0
 
 
-@contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise StepTimeout in the handler after ``seconds`` (main thread only; elsewhere
-    the deadline in PostgreSQL and the reconciler bound it)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise StepTimeout(f"timed out after {seconds:g}s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _dead_local_holder(worker: str | None) -> bool:
     if not worker or ":" not in worker:
         return False
@@ -119,12 +96,16 @@ def _dead_local_holder(worker: str | None) -> bool:
     return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
 
 
-def execute(rt: Runtime, task_id: uuid.UUID, claim: runs.Claim | None = None) -> str:
-    """Run one step task (``claim``: already claimed), then (inline continuation) the tasks
-    it releases, within a budget.
+def execute(rt: Runtime, task_id: uuid.UUID, claim: runs.Claim | None = None,
+            claimed_from: float | None = None) -> str:
+    """Run one step task (``claim``: already claimed, by a transaction that started after the
+    monotonic reading ``claimed_from``), then (inline continuation) the tasks it releases, within a
+    budget. Each step's time limit counts from just before its claim.
 
     Returns the first task's outcome: succeeded, retry, failed, discarded or skipped.
     """
+    if claim is None or claimed_from is None:
+        claimed_from = time.monotonic()
     if claim is None:
         claim = runs.claim_task(rt.engine, task_id, region=rt.region, worker=rt.worker_id)
     if claim is None:
@@ -142,13 +123,15 @@ def execute(rt: Runtime, task_id: uuid.UUID, claim: runs.Claim | None = None) ->
     while current is not None:
         steps += 1
         keep_going = steps < MAX_INLINE_STEPS and time.monotonic() < budget_end
-        outcome, current = _run_claimed(rt, current, claim_next=keep_going)
+        outcome, current, claimed_from = _run_claimed(rt, current, claim_next=keep_going, claimed_from=claimed_from)
         first = first or outcome
     return first or "skipped"
 
 
-def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool) -> tuple[str, runs.Claim | None]:
-    """Run a claimed task and record its outcome. Returns (outcome, next claimed task or None)."""
+def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool,
+                 claimed_from: float) -> tuple[str, runs.Claim | None, float]:
+    """Run a claimed task and record its outcome. Returns (outcome, next claimed task or None,
+    the monotonic reading from before the next task's claim)."""
     task_id = claim.task_id
     fields = {"region": rt.region, "tenant": claim.tenant_id, "run": claim.run_id,
               "step": claim.step_key if claim.index is None else f"{claim.step_key}[{claim.index}]",
@@ -160,7 +143,7 @@ def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool) -> tuple[s
             f"worker lost on each of {claim.attempt - 1} attempts; not retried", None,
         )
         event(logging.ERROR, "step.gave_up", **fields)
-        return outcome, None
+        return outcome, None, claimed_from
     handler = rt.registry.handlers.get(claim.handler)
     error: str
     if handler is None:
@@ -174,9 +157,13 @@ def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool) -> tuple[s
             fencing_token=fencing_token(claim.epoch, fence.stamp_us),
         )
         began = time.perf_counter()
+        limit = StepLimit(claim.timeout_s, started=claimed_from, grace_s=rt.config.settings.deadline_slack_s / 2,
+                          on_overrun=(lambda: _overran(rt, claim, fields)) if process_end_allowed() else None)
         try:
-            with time_limit(claim.timeout_s):
+            with limit:
                 output = handler(ctx, claim.payload)
+            if limit.fired:  # the handler caught StepTimeout and returned all the same
+                raise StepTimeout(f"timed out after {claim.timeout_s:g}s (the handler caught the timeout)")
             json.dumps(output)
         except StepTimeout as exc:
             error = str(exc)
@@ -186,15 +173,14 @@ def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool) -> tuple[s
             STEP_DURATION.labels(rt.region, "error").observe(time.perf_counter() - began)
         else:
             STEP_DURATION.labels(rt.region, "ok").observe(time.perf_counter() - began)
-            done = _complete(rt, claim, output, claim_next=claim_next,
-                             until=time.monotonic() + max(0.0, claim.timeout_s - (time.perf_counter() - began)),
-                             fields=fields)
+            next_from = time.monotonic()  # before the completion that claims the next task
+            done = _complete(rt, claim, output, claim_next=claim_next, until=limit.soft_at, fields=fields)
             if done.discarded:
                 event(logging.INFO, "step.discarded", **fields)
-                return "discarded", None
+                return "discarded", None, next_from
             _publish(rt, done.released)
             event(logging.INFO, "step.succeeded", released=len(done.released) + (done.next_claim is not None), **fields)
-            return "succeeded", done.next_claim
+            return "succeeded", done.next_claim, next_from
     policy = RetryPolicy(claim.max_attempts, claim.backoff_base_s, claim.backoff_max_s)
     retry_in = backoff_s(policy, claim.attempt, random.random()) if should_retry(policy, claim.attempt) else None
     if handler is None:
@@ -203,7 +189,21 @@ def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool) -> tuple[s
     event(logging.WARNING, f"step.{outcome}", error=error[:200], retry_in=retry_in and round(retry_in, 3), **fields)
     if outcome == "retry" and retry_in is not None and retry_in <= MAX_COUNTDOWN_S:
         _publish(rt, [task_id], countdown=retry_in)
-    return outcome, None
+    return outcome, None, time.monotonic()
+
+
+def _overran(rt: Runtime, claim: runs.Claim, fields: dict[str, Any]) -> None:
+    """Record a handler that ran past its timeout plus the grace as a timed-out attempt, retried per
+    its policy (called by the step limit's watchdog, which then ends this process)."""
+    policy = RetryPolicy(claim.max_attempts, claim.backoff_base_s, claim.backoff_max_s)
+    retry_in = None
+    if should_retry(policy, claim.attempt):
+        retry_in = max(OVERRUN_RETRY_GUARD_S, backoff_s(policy, claim.attempt, random.random()))
+    error = f"timed out after {claim.timeout_s:g}s; the handler ran on past it and its process was ended"
+    outcome = runs.fail_task(rt.engine, claim.task_id, claim.attempt, error, retry_in)
+    event(logging.ERROR, "step.overran", outcome=outcome, retry_in=retry_in and round(retry_in, 3), **fields)
+    if outcome == "retry" and retry_in is not None and retry_in <= MAX_COUNTDOWN_S:
+        _publish(rt, [claim.task_id], countdown=retry_in)
 
 
 def _complete(rt: Runtime, claim: runs.Claim, output: Any, *, claim_next: bool, until: float,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ class Started:
     inline: runs.Claim | None = None  # a ready task claimed for the caller to run
     home: str | None = None  # where it went instead, when it was forwarded or kept
     outcome: str = "started"  # started | duplicate | no_lease | forwarded | outbox
+    claimed_from: float = 0.0  # monotonic, taken before the transaction that claimed ``inline``
 
 
 def route(placed_at: str, me: str, hops: int) -> str:
@@ -64,6 +66,7 @@ def accept(rt: Runtime, sub: Submission, *, hops: int, message: dict[str, object
                                          f"forwarded {hops} times; regions disagree about the home for now"))
             return Started(sub.run_id, False, "forwarded", home=placement.region, outcome=outcome)
         run, steps = plan_run(sub, rt.registry, region=rt.region, epoch=placement.epoch)
+        claimed_from = time.monotonic()  # the inline claim's time limit counts from here
         placed = runs.place_run(rt.engine, run, steps, version=placement.version,
                                 claim_for=(rt.region, rt.worker_id) if keep_first else None)
         if placed.status == "moved":
@@ -79,7 +82,7 @@ def accept(rt: Runtime, sub: Submission, *, hops: int, message: dict[str, object
         event(logging.INFO, "run.created", region=rt.region, tenant=sub.tenant_id, run=sub.run_id,
               workflow=sub.workflow, steps=len(steps), status=run["status"], epoch=placement.epoch,
               error=run.get("error"))
-        return Started(sub.run_id, True, str(run["status"]), placed.claim)
+        return Started(sub.run_id, True, str(run["status"]), placed.claim, claimed_from=claimed_from)
     # The placement changed twice while we looked: let the message come back later.
     return Started(sub.run_id, False, "no_lease", outcome="no_lease")
 

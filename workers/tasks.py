@@ -156,7 +156,7 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
                            sub.submission_id if sub else None, sub.tenant_id if sub else None)
         if started.inline is not None:
             try:
-                executor.execute(rt, started.inline.task_id, started.inline)
+                executor.execute(rt, started.inline.task_id, started.inline, started.claimed_from)
             except Exception as exc:  # the task is queued in PostgreSQL; the reconciler has it
                 event(logging.WARNING, "step.inline_failed", region=rt.region, run=started.run_id,
                       error=type(exc).__name__)
