@@ -10,16 +10,18 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-# The rows the checker compares across regions: table -> (SQL giving key, value columns).
+# The rows the checker compares across regions: table -> SQL giving the key, then the values. Payloads
+# (outputs) are compared as hashes, and only for rows outside a zone: a zoned tenant's payloads
+# replicate only inside its zone, so other regions rightly hold none.
+_OUTPUT = "CASE WHEN {t}.zone = '' THEN md5(coalesce({t}.output::text, '')) END"
 COMPARED = {
-    "workflow_runs": "SELECT id::text, tenant_id, idempotency_key, status, owner_region, epoch, "
-                     "md5(coalesce(output::text, '')), deleted_at IS NOT NULL "
-                     "FROM workflow_runs WHERE tenant_id LIKE :p",
+    "workflow_runs": "SELECT r.id::text, r.tenant_id, r.idempotency_key, r.status, r.owner_region, r.epoch, "
+                     f"{_OUTPUT.format(t='r')}, r.deleted_at IS NOT NULL FROM workflow_runs r WHERE r.tenant_id LIKE :p",
     "workflow_steps": "SELECT s.id::text, s.run_id::text, s.step_key, s.status, s.epoch, "
-                      "md5(coalesce(s.output::text, '')), s.deleted_at IS NOT NULL FROM workflow_steps s "
+                      f"{_OUTPUT.format(t='s')}, s.deleted_at IS NOT NULL FROM workflow_steps s "
                       "JOIN workflow_runs w ON w.id = s.run_id WHERE w.tenant_id LIKE :p",
     "step_tasks": "SELECT t.id::text, t.run_id::text, t.step_key, t.idx, t.status, t.attempt, t.epoch, "
-                  "md5(coalesce(t.output::text, '')), t.deleted_at IS NOT NULL FROM step_tasks t "
+                  f"{_OUTPUT.format(t='t')}, t.deleted_at IS NOT NULL FROM step_tasks t "
                   "JOIN workflow_runs w ON w.id = t.run_id WHERE w.tenant_id LIKE :p",
 }
 
