@@ -22,8 +22,8 @@ from sqlalchemy import Connection, text
 
 Rows = Sequence[tuple[str, str]]
 # A run's rows, children first (the order of removal); the summary every region holds of a zoned run.
-RUN_ROWS: Rows = (("step_attempts", "run_id"), ("step_tasks", "run_id"), ("workflow_steps", "run_id"),
-                  ("workflow_runs", "id"))
+RUN_ROWS: Rows = (("duplicate_submissions", "run_id"), ("step_attempts", "run_id"), ("step_tasks", "run_id"),
+                  ("workflow_steps", "run_id"), ("workflow_runs", "id"))
 SUMMARY_ROWS: Rows = (("run_summaries", "run_id"),)
 # The replicated tables keyed by tenant.
 TENANT_ROWS: Rows = (("tenant_registry", "tenant_id"), ("tenant_registry_history", "tenant_id"),

@@ -363,3 +363,28 @@ def duplicate_keys(engine: Engine, keys: list[tuple[str, str]]) -> int:
                  JOIN unnest(CAST(:t AS text[]), CAST(:k AS text[])) AS x(t, k) ON r.tenant_id = x.t AND r.idempotency_key = x.k
                 GROUP BY r.tenant_id, r.idempotency_key HAVING count(*) > 1) d"""
         ), {"t": [k[0] for k in keys], "k": [k[1] for k in keys]}).scalar_one())
+
+
+def submission_fates(engine: Engine, submission_ids: list[str]) -> dict[str, list[tuple[str, uuid.UUID | None, str]]]:
+    """What each submission id became, as this region's copy holds it: ``("created", run, region)``
+    for the submission that created a run, ``("duplicate", run, region)`` for one found to be an
+    existing run (``duplicate_submissions``), ``("dead_letter", run or None, region)`` for one refused
+    (its reason is in ``dead_letters``); an empty list for an id this region has no record of yet."""
+    out: dict[str, list[tuple[str, uuid.UUID | None, str]]] = {sid: [] for sid in submission_ids}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                """SELECT 'created', id, submission_id, owner_region FROM workflow_runs
+                    WHERE submission_id = ANY(:s) AND deleted_at IS NULL
+                   UNION ALL
+                   SELECT 'duplicate', run_id, submission_id, region FROM duplicate_submissions
+                    WHERE submission_id = ANY(:s) AND deleted_at IS NULL
+                   UNION ALL
+                   SELECT 'dead_letter', NULL, submission_id, region FROM dead_letters WHERE submission_id = ANY(:s)
+                   ORDER BY 1, 4"""
+            ),
+            {"s": submission_ids},
+        ).all()
+    for outcome, run_id, sid, region in rows:
+        out[sid].append((outcome, run_id, region))
+    return out

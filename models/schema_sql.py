@@ -26,22 +26,18 @@ payload.sql     zone stamps of payload rows and run_summaries, the metadata of
 history.sql     the triggers of tenant_registry_history (0014)
 watch.sql       ``rm_watch_beat``: heartbeat jumps a subscriber received, the
                 sign of a slot moved by someone else (0015)
+submissions.sql the triggers of duplicate_submissions (0019)
 ==============  ===============================================================
 
-How migrations use these files. Revisions 0002, 0003, 0004 and 0006 created the
-functions from SQL literals of their own; those are history and stay as they are.
-0008 applies every file; a database at 0007 already had exactly what they define.
-
-To change a function, edit its SQL file and add a migration that calls
-``apply(...)`` for that file. Two things keep every revision meaning what it
-meant: before editing, replace the ``apply(...)`` of that file in the migration
-that applies it now with the file's current text as a literal (that migration is
-history from then on), and give the new migration a downgrade that executes that
-same text (as 0006 does for ``rm_claim_task``). A new file is appended to
-``FILES`` and applied by the migration that creates what it needs.
-``tests/migration`` fails if head differs from the files, or if a downgrade does
-not restore the schema of the revision below it (which is what a forgotten
-freeze looks like: the older revision would now create the new text).
+How migrations use these files. They are the current view; migrations do not
+apply them. Revisions 0002-0007 created functions from SQL literals of their own,
+and 0008-0017 apply these files by name, bound by ``migrations/env.py`` to the
+files as of 0017 (``migrations/sql/0017_view``), so they keep meaning what they
+meant. From 0018 on a revision runs its own immutable
+``migrations/sql/NNNN_<name>.sql`` (exactly what it changes) and its downgrade
+finds the earlier text by revision (``regionmesh.migrations.history``).
+``tests/migration`` proves that every revision from zero gives exactly this
+view; ``docs/howto/migrations.md`` has the procedure.
 """
 
 from __future__ import annotations
@@ -52,7 +48,7 @@ from sqlalchemy import Connection
 
 # In dependency order: triggers.sql attaches functions the files before it define.
 FILES: tuple[str, ...] = ("stamp.sql", "lease.sql", "engine.sql", "claims.sql", "conflicts.sql", "triggers.sql",
-                         "deletes.sql", "residency.sql", "payload.sql", "history.sql", "watch.sql")
+                         "deletes.sql", "residency.sql", "payload.sql", "history.sql", "watch.sql", "submissions.sql")
 
 
 def load(name: str) -> str:

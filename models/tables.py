@@ -72,6 +72,21 @@ class TenantRegistryHistory(Replicated, Base):
     note: Mapped[str | None] = mapped_column(Text)
 
 
+class DuplicateSubmission(Replicated, Base):
+    """A later submission found to be an existing run (same tenant and idempotency key): which
+    submission, which run, in which region and when (rm_place_run writes it in the transaction that
+    found the duplicate). The submission that created a run is ``workflow_runs.submission_id``;
+    together they answer "what became of submission X" for every accepted submission."""
+
+    __tablename__ = "duplicate_submissions"
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    submission_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    region: Mapped[str] = mapped_column(Text, nullable=False)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    __table_args__ = (Index("ix_duplicate_submissions_submission_id", "submission_id"),)
+
+
 class TenantZone(Replicated, Base):
     """A tenant's data-residency zone (a registry fact of its own: pins are ``tenant_registry``).
     ``epoch`` only grows; it is part of the tenant's placement version."""
@@ -388,6 +403,7 @@ REPLICATED_TABLES = (
     "erasure_confirmations",
     "run_summaries",
     "tenant_registry_history",
+    "duplicate_submissions",
 )
 # Tables holding payloads: published per destination, filtered on zone (payload.sql).
 ZONED_TABLES = ("workflow_runs", "workflow_steps", "step_tasks")

@@ -260,10 +260,22 @@ BEGIN
   RETURN ready || extra;
 END $$;
 
+-- A later submission found to be the run ``p_run`` names (same tenant and idempotency key):
+-- recorded once per submission id, where it was found. The submission that created the run
+-- (workflow_runs.submission_id) and one without an id are not recorded.
+CREATE OR REPLACE FUNCTION rm_record_duplicate(p_run jsonb) RETURNS void LANGUAGE sql AS $$
+  INSERT INTO duplicate_submissions (run_id, submission_id, tenant_id, region)
+  SELECT r.id, p_run->>'submission_id', r.tenant_id, current_setting('regionmesh.region', true)
+    FROM workflow_runs r
+   WHERE r.tenant_id = p_run->>'tenant_id' AND r.idempotency_key = p_run->>'idempotency_key'
+     AND p_run->>'submission_id' IS NOT NULL AND r.submission_id IS DISTINCT FROM p_run->>'submission_id'
+  ON CONFLICT DO NOTHING
+$$;
+
 -- Create a run where its tenant is placed, once: only while this region may work
 -- (rm_may_work) and the placement inputs are still those the caller computed
 -- the placement from (p_version, see rm_placement_version). Serialized with
--- placement writers by rm_lock_placement.
+-- placement writers by rm_lock_placement. A duplicate is recorded (rm_record_duplicate).
 -- {"status": "created", "ready": [...]} | {"status": "duplicate"}
 -- | {"status": "no_lease"} | {"status": "moved", "version": ...}
 CREATE OR REPLACE FUNCTION rm_place_run(p_run jsonb, p_steps jsonb, p_version text) RETURNS jsonb
@@ -279,6 +291,9 @@ BEGIN
     RETURN jsonb_build_object('status', 'moved', 'version', v_now);
   END IF;
   ready := rm_create_run(p_run, p_steps);
-  IF ready IS NULL THEN RETURN jsonb_build_object('status', 'duplicate'); END IF;
+  IF ready IS NULL THEN
+    PERFORM rm_record_duplicate(p_run);
+    RETURN jsonb_build_object('status', 'duplicate');
+  END IF;
   RETURN jsonb_build_object('status', 'created', 'ready', to_jsonb(ready));
 END $$;

@@ -189,3 +189,24 @@ def test_a_task_row_of_the_old_epoch_arriving_after_adoption_is_replaced_when_it
     assert (d["status"], d["epoch"], d["worker"], d["attempt"]) == ("queued", 2, None, 0)
     run_and_complete(db, d_id)
     assert runs.run_status(db, run_id) == "succeeded"
+
+
+def test_a_later_submission_of_a_key_is_recorded_as_a_duplicate_of_its_run_once(db: Engine) -> None:
+    key = uuid.uuid4().hex
+    run_id, _ = place(db, "diamond", key)  # created by submission `key`
+
+    def again(submission_id: str) -> str:
+        sub = parse_submission({"v": 1, "tenant_id": "t1", "workflow": "diamond", "input": {}, "idempotency_key": key,
+                                "submission_id": submission_id, "submitted_region": REGION}, max_input_bytes=10_000)
+        run, steps = plan_run(sub, registry, region=REGION)
+        with db.connect() as conn:
+            version = conn.execute(text("SELECT rm_placement_version('t1')")).scalar_one()
+        return runs.place_run(db, run, steps, version=version).status
+
+    assert again("resend-1") == "duplicate"
+    assert again("resend-1") == "duplicate"  # a transport redelivery of the re-send: still one record
+    assert again(key) == "duplicate"  # the creating submission delivered again: it created the run
+    fates = runs.submission_fates(db, ["resend-1", key, "never-seen"])
+    assert fates["resend-1"] == [("duplicate", run_id, REGION)]
+    assert fates[key] == [("created", run_id, REGION)]
+    assert fates["never-seen"] == []
