@@ -19,7 +19,7 @@ from regionmesh.client import submit as do_submit
 from regionmesh.errors import RunNotFound
 from regionmesh.models.residency import run_summary
 from regionmesh.models.runs import dead_letters as fetch
-from regionmesh.models.runs import get_run, list_runs, statuses
+from regionmesh.models.runs import get_run, list_runs, statuses, submission_fates
 from regionmesh.ops.cli.base import Context, _engine_for, _needs, cli, console, pass_ctx
 from regionmesh.replication.retention import prune
 from regionmesh.workers.definitions import Registry
@@ -102,6 +102,27 @@ def runs_list(ctx: Context, tenant: str, region: str | None, limit: int) -> None
         table.add_column(col)
     for r in rows:
         table.add_row(str(r["id"]), r["workflow"], r["status"], r["owner_region"], str(r["epoch"]), str(r["created_at"])[:19])
+    console.print(table)
+
+
+@runs.command("submission")
+@click.argument("submission_ids", nargs=-1, required=True)
+@click.option("--region", "region", default=None, help="Read this region's copy (default: the local region).")
+@pass_ctx
+def runs_submission(ctx: Context, submission_ids: tuple[str, ...], region: str | None) -> None:
+    """What became of each submission id: the run it created, the run it was found to duplicate,
+    or its dead letter; 'no record' while this region has none (it may still be in a broker or an
+    outbox, or not replicated here yet)."""
+
+    engine = _engine_for(ctx, region)
+    fates = submission_fates(engine, list(submission_ids))
+    engine.dispose()
+    table = Table(title="submissions")
+    for col in ("submission", "became", "run", "region"):
+        table.add_column(col)
+    for sid in submission_ids:
+        for outcome, run_id, where in fates[sid] or [("no record", None, "")]:
+            table.add_row(sid, outcome, str(run_id or ""), where)
     console.print(table)
 
 
