@@ -15,6 +15,7 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 
+from regionmesh.config import Settings
 from regionmesh.models import lease, runs
 from regionmesh.models.engine import make_engine
 from regionmesh.models.failover import adopt_runs
@@ -63,6 +64,7 @@ def db(mesh: Mesh) -> Iterator[Engine]:
 def runtime(engine: Engine) -> Any:
     """What the executor reads of a Runtime; publishing is a no-op (no broker here)."""
     return SimpleNamespace(engine=engine, region=REGION, worker_id=WORKER, registry=registry,
+                           config=SimpleNamespace(settings=Settings()),
                            publish_steps=lambda ids, countdown=None: len(list(ids)))
 
 
