@@ -9,8 +9,10 @@ It does not yet mean the mesh holds the run: a worker pops a message (BRPOP) and
 it in kombu's ``unacked`` hash, so a worker SIGKILLed or a machine lost between the two loses a
 message no part of the mesh ever saw (regionmesh.broker). A producer that must not lose one
 passes a ``Journal``: the submission is written there (fsynced) before it is published, and
-``confirm`` sends again, with the same task id and run id, whatever its region does not hold
-after a while. A second send is never a second run.
+``confirm`` sends again whatever its region does not hold after a while: the same message with
+the same idempotency key (so the same run id) under a fresh submission id (``<id>.r<n>``), so the
+region records the re-send as a duplicate of the run if the first one arrived after all
+(``regionmesh runs submission``). A second send is never a second run.
 """
 
 from __future__ import annotations
@@ -180,10 +182,12 @@ class Journal:
         for e in entries:
             self._apply(e)
 
-    def record(self, region: str, kwargs: dict[str, Any], *, at: float | None = None) -> None:
-        """Note a send of ``kwargs`` (a submission message) to ``region``."""
-        self._append([{"op": "sent", "sid": kwargs["submission_id"], "region": region, "kwargs": kwargs,
-                       "at": time.time() if at is None else at}])
+    def record(self, region: str, kwargs: dict[str, Any], *, at: float | None = None, sent_as: str | None = None) -> None:
+        """Note a send of ``kwargs`` (a submission message, kept under its first submission id) to
+        ``region``; ``sent_as``: the fresh submission id a re-send went out under."""
+        entry = {"op": "sent", "sid": kwargs["submission_id"], "region": region, "kwargs": kwargs,
+                 "at": time.time() if at is None else at}
+        self._append([entry | {"as": sent_as} if sent_as else entry])
 
     def settle(self, outcomes: dict[str, str]) -> None:
         self._append([{"op": op, "sid": sid} for sid, op in outcomes.items()])
@@ -204,11 +208,19 @@ class Journal:
         tmp.replace(self.path)
 
 
+def resend_kwargs(kwargs: dict[str, Any], n: int) -> dict[str, Any]:
+    """The message of the ``n``-th re-send of ``kwargs``: a fresh submission id derived from the
+    first (at most 128 characters), the idempotency key pinned to what the first one meant (its
+    submission id when it had none), so the run id stays the same."""
+    sid = str(kwargs["submission_id"])
+    return kwargs | {"submission_id": f"{sid[:100]}.r{n}", "idempotency_key": kwargs.get("idempotency_key") or sid}
+
+
 @dataclass(frozen=True)
 class Confirmation:
     held: int  # runs now in their region's database: the mesh has them
     dead_lettered: int  # refused by the region, with a reason in its dead_letters
-    resent: int  # absent after resend_after_s: published again (same task id, same run id)
+    resent: int  # absent after resend_after_s: published again (a fresh submission id, the same run id)
     waiting: int  # younger than resend_after_s, or the region is unreachable
     given_up: int  # sent max_sends times and never held: needs a person (see the region's outbox)
 
@@ -244,9 +256,10 @@ def confirm(journal: Journal, config: MeshConfig, *, resend_after_s: float = 30.
             elif p.sends >= max_sends:
                 outcomes[p.submission_id] = "given_up"
             else:
-                journal.record(region, p.kwargs, at=now)
+                again = resend_kwargs(p.kwargs, p.sends)
+                journal.record(region, p.kwargs, at=now, sent_as=again["submission_id"])
                 try:
-                    _publish(config, region, p.kwargs)
+                    _publish(config, region, again)
                     resent += 1
                 except OperationalError:  # the broker is away: the journal keeps it for the next pass
                     waiting += 1

@@ -26,7 +26,8 @@ import redis
 from sqlalchemy import Engine, text
 
 from regionmesh.broker import publisher
-from regionmesh.client import Journal, confirm, submit
+from regionmesh.client import Journal, confirm, resend_kwargs, submit
+from regionmesh.models import runs
 from regionmesh.models.engine import make_engine
 from regionmesh.names import SUBMIT_TASK, submit_queue
 from regionmesh.routing.hashing import home_by_hash
@@ -209,10 +210,14 @@ def test_a_message_popped_by_a_worker_killed_before_recording_it_is_sent_again(
         "the message survived in Redis: the test did not hit the pop window"
     assert succeeded(engine, [receipt.run_id]) == 0
 
-    # The producer's journal: nothing held it -> sent again, same task id and run id.
+    # The producer's journal: nothing held it -> sent again under a fresh submission id, same run id.
     first = confirm(journal, mesh.config, resend_after_s=0)
     assert (first.resent, first.held) == (1, 0), first
     wait_until(lambda: succeeded(engine, [receipt.run_id]) == 1, 30, "the re-sent submission to run")
+    # The product's record tells the lost first publish from a delayed one: the re-send created the run.
+    resent_as = resend_kwargs({"submission_id": receipt.submission_id, "idempotency_key": None}, 1)["submission_id"]
+    fates = runs.submission_fates(engine, [receipt.submission_id, resent_as])
+    assert fates == {receipt.submission_id: [], resent_as: [("created", receipt.run_id, REGION)]}, fates
     last = confirm(journal, mesh.config, resend_after_s=0)
     assert (last.held, last.resent, journal.pending()) == (1, 0, []), last
     with engine.connect() as conn:
@@ -233,3 +238,12 @@ def test_journal_survives_its_process(tmp_path: Path) -> None:
     assert [(p.submission_id, p.first_sent, p.sends) for p in again.pending()] == [("s1", 100.0, 1)]
     again.compact()
     assert [p.submission_id for p in Journal(path).pending()] == ["s1"]
+
+
+def test_a_resend_goes_out_under_a_fresh_submission_id_for_the_same_run() -> None:
+    first: dict[str, Any] = {"tenant_id": "t", "idempotency_key": None, "submission_id": "s" * 128}
+    again = resend_kwargs(first, 1)
+    assert again["submission_id"] != first["submission_id"] and len(again["submission_id"]) <= 128
+    assert again["idempotency_key"] == first["submission_id"]  # the key the first one meant: same run id
+    keyed = resend_kwargs({"tenant_id": "t", "idempotency_key": "k", "submission_id": "s1"}, 2)
+    assert (keyed["submission_id"], keyed["idempotency_key"]) == ("s1.r2", "k")
