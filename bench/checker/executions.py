@@ -12,9 +12,9 @@ nothing else runs twice. Read from the ledger and the fault log (B = L·(1+ρ)+m
   always a violation.
 * **Across regions**: two executions may overlap, and a second effect is forgiven, only when the
   earlier one's region was killed or cut off from a majority at t0 while it ran (it started by
-  t0 + B and had not taken effect before t0 − S), and the later one ran in the
-  heir after t0, after the heir adopted the run: at a higher run epoch (a ledger without epochs:
-  after the fault log's ``adopted_at``).
+  t0 + B and had not taken effect before t0 − S), and the later one started after t0 in the heir of
+  a failover of that region (that fault or a later one), after the heir adopted the run: at a
+  higher run epoch (a ledger without epochs: after the fault log's ``adopted_at``).
 * **In one region**, a second effect is forgiven only when the earlier execution's process was
   killed while it ran, or its region lost its lease while it ran, and the repeat started after
   that fault (at a higher attempt or epoch, when the ledger says).
@@ -114,19 +114,27 @@ def _higher(a: int | None, b: int | None) -> bool:
 
 
 def forgiven_across(first: Execution, then: Execution, faults: Sequence[Fault], promise_s: float) -> str | None:
-    """The rule that lets ``then`` (another region) repeat ``first``, or None. The run's epoch in
-    the ledger is the evidence of the adoption (a claim at a higher epoch comes after it); a ledger
-    without epochs falls back on the fault log's ``adopted_at``."""
-    for f in faults:
-        if not _ran_through(first, f, promise_s) or f.heir not in (None, then.region) or then.start < f.t0:
+    """The rule that lets ``then`` (another region) repeat ``first``, or None: ``first``'s region
+    lost its lease (killed or cut off) while it ran, and ``then`` started after that, in the heir of
+    a failover of ``first``'s region, after that heir adopted the run. The fault that took the lease
+    and the failover may be two faults (a region cut off, restored with the task still waiting for
+    its deadline, then killed and failed over). The run's epoch in the ledger is the evidence of the
+    adoption (a claim at a higher epoch comes after it); a ledger without epochs falls back on the
+    fault log's ``adopted_at``."""
+    lost = [f for f in faults if _ran_through(first, f, promise_s) and then.start >= f.t0]
+    if not lost:
+        return None
+    epochs = first.epoch is not None and then.epoch is not None
+    if epochs and not _higher(first.epoch, then.epoch):
+        return None
+    for g in faults:
+        if (g.heir != then.region or first.region not in (g.region, *lease_lost(g)) or g.t0 < min(f.t0 for f in lost)
+                or (g.adopted_at is None and not epochs) or (g.adopted_at is not None and then.start < g.adopted_at)):
             continue
-        if first.epoch is not None and then.epoch is not None:
-            adopted = then.epoch > first.epoch
-        else:
-            adopted = f.heir == then.region and f.adopted_at is not None and then.start >= f.adopted_at
-        if adopted:
-            how = "region died" if first.region in f.killed else "lease lost"
-            return f"{how}, heir adopted at a higher epoch ({f.kind})"
+        f = next(f for f in lost if f.t0 <= g.t0)
+        how = "region died" if first.region in f.killed else "lease lost"
+        kinds = f.kind if f is g else f"{f.kind}, then {g.kind}"
+        return f"{how}, heir adopted at a higher epoch ({kinds})"
     return None
 
 

@@ -178,6 +178,24 @@ def test_a_repeat_in_another_region_is_forgiven_only_by_the_rule(what: str, d_in
     assert v.classes == classes, (what, v.violations)
 
 
+def test_a_rerun_by_the_heir_of_a_later_failover_of_the_region_is_the_documented_rerun() -> None:
+    # a, cut off at 100, ran d from 103 to 104; its completion was refused and the run (created in a's
+    # last lease window) was not adopted by b; a was restored, the task waited for its deadline, and a
+    # was killed at 150 and failed over to c, which re-ran d at epoch 2.
+    cut = isolated("a", 100.0, healed=130.0, heir="b", adopted_at=100.0)
+    death = Fault("region_failover", "a", 150.0, 200.0, killed=("a",), heir="c", adopted_at=151.0, healed=190.0)
+    ledger = with_d(execution("d", "a", 103.0, 104.0), execution("d", "c", 155.0, 156.0, epoch=2))
+    v = evaluate(history(ledger=ledger, faults=[cut, death]))
+    assert v.ok, v.violations
+    assert v.crash_reruns == {"lease lost, heir adopted at a higher epoch (repl_cut, then region_failover)": 1}
+    # c as the heir of another region's failover adopted nothing of a's.
+    other = Fault("region_failover", "b", 150.0, 200.0, killed=("b",), heir="c", adopted_at=151.0, healed=190.0)
+    assert evaluate(history(ledger=ledger, faults=[cut, other])).classes == {DUPLICATE_EFFECT}
+    # A failover of a before the cut that took the lease adopted nothing d was running then.
+    early = Fault("region_failover", "a", 50.0, 90.0, killed=("a",), heir="c", adopted_at=51.0, healed=80.0)
+    assert evaluate(history(ledger=ledger, faults=[early, cut])).classes == {DUPLICATE_EFFECT}
+
+
 def test_without_epochs_in_the_ledger_the_adoption_is_read_from_todays_fault_log() -> None:
     death = Fault("region_failover", "a", 100.0, 200.0,
                   detail="killed, failed over to b after 8.0s (3 runs adopted), back and restored")
