@@ -16,7 +16,8 @@ Two ends, both counted from just before the step was claimed (so no later than t
   worker (which would allow ``MIN_WORKER_LOST_TRIES`` tries whatever the policy), and because the
   process is gone before ``timeout + deadline_slack_s``, the reconciler never re-queues a task
   whose handler still runs. If the record cannot be made within ``KILL_BUDGET_S`` (the database is
-  away) the process is ended anyway and the attempt is a lost worker's.
+  away) or is refused (this region lost its lease meanwhile), the process is ended anyway and the
+  attempt is a lost worker's, as before.
 
 The hard end is armed only in a prefork pool process (``allow_process_end``, called on Celery's
 ``worker_process_init``): ending a solo or threads worker would end every task it runs, so there
