@@ -85,6 +85,9 @@ class RedisState:
         )
 
 
+SERVICES = ("flower", "metrics")  # a region's HTTP side processes; every other process is a celery worker
+
+
 @dataclass
 class ProcessState:
     """A process of a region besides its servers: a celery worker (``env``: what its caller added
@@ -121,8 +124,6 @@ class ProcessState:
         return self.to_json()[key]
 
 
-SERVICES = ("flower", "metrics")
-
 
 @dataclass
 class RegionState:
@@ -132,9 +133,6 @@ class RegionState:
     redis: RedisState
     workers: list[ProcessState] = field(default_factory=list)  # celery workers, Flower and metrics
     joined: bool = False
-
-    def process(self, name: str) -> ProcessState | None:
-        return next((p for p in self.workers if p.name == name), None)
 
     def to_json(self) -> dict[str, Any]:
         return {"pg": self.pg.to_json(), "redis": self.redis.to_json(), "joined": self.joined,
