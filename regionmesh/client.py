@@ -223,6 +223,7 @@ class Confirmation:
     resent: int  # absent after resend_after_s: published again (a fresh submission id, the same run id)
     waiting: int  # younger than resend_after_s, or the region is unreachable
     given_up: int  # sent max_sends times and never held: needs a person (see the region's outbox)
+    resent_as: tuple[tuple[str, str], ...] = ()  # (first submission id, the re-send's) published this pass
 
 
 def confirm(journal: Journal, config: MeshConfig, *, resend_after_s: float = 30.0, max_sends: int = 10,
@@ -239,6 +240,7 @@ def confirm(journal: Journal, config: MeshConfig, *, resend_after_s: float = 30.
         by_region[p.region].append(p)
     outcomes: dict[str, str] = {}
     waiting = resent = 0
+    resent_as: list[tuple[str, str]] = []
     for region, entries in by_region.items():
         try:
             engine = engine_for(config, region)
@@ -261,8 +263,10 @@ def confirm(journal: Journal, config: MeshConfig, *, resend_after_s: float = 30.
                 try:
                     _publish(config, region, again)
                     resent += 1
+                    resent_as.append((p.submission_id, again["submission_id"]))
                 except OperationalError:  # the broker is away: the journal keeps it for the next pass
                     waiting += 1
     journal.settle(outcomes)
     counts = list(outcomes.values())
-    return Confirmation(counts.count("held"), counts.count("dead_letter"), resent, waiting, counts.count("given_up"))
+    return Confirmation(counts.count("held"), counts.count("dead_letter"), resent, waiting, counts.count("given_up"),
+                        tuple(resent_as))

@@ -74,16 +74,20 @@ class Faults:
             return
         t0 = time.time()
         psutil.Process(pid).kill()
-        self.record.fault("pool_kill", region, t0, t0 + 0.5, f"pid {pid} {what}")
+        self.record.fault("pool_kill", region, t0, t0 + 0.5, f"pid {pid} {what}", pids=(pid,))
 
     def worker_kill(self, rng: random.Random) -> None:
         region = rng.choice(self.regions)
         worker = rng.choice(self.dev.workers(region))
+        try:
+            pids = (worker.pid, *(c.pid for c in psutil.Process(worker.pid).children(recursive=True)))
+        except psutil.NoSuchProcess:
+            pids = (worker.pid,)
         t0 = time.time()
         self.dev.stop_worker(region, worker.name, kill=True)  # the main process first, then its pool
         self.stop.wait(rng.uniform(1, 5))
         self.dev.start_worker(region, extra_env=self.mesh.worker_env(region))
-        self.record.fault("worker_kill", region, t0, time.time(), f"main pid {worker.pid}, restarted")
+        self.record.fault("worker_kill", region, t0, time.time(), f"main pid {worker.pid}, restarted", pids=pids)
 
     def redis_kill(self, rng: random.Random) -> None:
         region = rng.choice(self.regions)
@@ -121,10 +125,11 @@ class Faults:
         self.stop.wait(seconds)
         for link in links:
             self.mesh.repl_proxies[link].heal()
+        healed = time.time()
         self.mesh.wait_healthy(60)
         hit = (region, others[0]) if mode == "pair" else (region,)
         self.record.fault("repl_cut", None, t0, time.time(), f"{mode} {region}{'-' + others[0] if mode == 'pair' else ''} "
-                          f"for {seconds:.0f}s", regions=hit)
+                          f"for {seconds:.0f}s", regions=hit, severed=tuple(links), healed=healed)
 
     def broker_cut(self, rng: random.Random, seconds: float) -> None:
         region = rng.choice(self.regions)

@@ -3,10 +3,14 @@ pop-before-unacked gap the way the durability contract asks of producers.
 
 - ``client(path)``: the Python client, ``path`` "direct" (to the tenant's home) or "forwarded" (to
   another region), journaled (``client.Journal``) and confirmed every 10 s (``client.confirm``);
-- ``batch``: ``submit-batch`` files (``regionmesh.batch.submit_batch``); the re-sender runs a
-  missing line again;
+- ``batch``: ``submit-batch`` files (``regionmesh.batch.submit_batch``); the re-sender sends a
+  missing line again with the client;
 - ``raw``: a producer in another language, protocol-2 JSON straight onto the submit queue with
-  kombu; the re-sender publishes the same message again.
+  kombu; the re-sender publishes the message again.
+
+Every publish carries a submission id of its own, a re-send too (same key, so the same run), and
+every acknowledged one is recorded with what was submitted (workflow and input), so the checker
+accounts for each by its id and computes the expected work itself.
 
 A submission counts as acknowledged once its publish returned (``Record.add``); a publish that
 raised is counted as refused. ``path`` is always the producer path an ``Ack`` names.
@@ -89,7 +93,8 @@ class Producers:
             try:
                 submit(tenant, workflow, data, key, region=via, config=self.config, submission_id=key,
                        resolve_home=False, journal=journal)
-                self.record.add(Sent(Ack(path, tenant, key, via, time.time()), key, None, time.time()))
+                self.record.add(Sent(Ack(path, tenant, key, via, time.time(), sid=key, workflow=workflow, input=data),
+                                     key, None, time.time()))
             except Exception:  # not acknowledged: the producer was told it failed
                 self.record.stats.refused[path] += 1
             if time.monotonic() > next_confirm:
@@ -99,10 +104,17 @@ class Producers:
 
     def _confirm(self, journal: Journal) -> int:
         try:
-            return confirm(journal, self.config, resend_after_s=RESEND_AFTER_S, max_sends=50).resent
+            done = confirm(journal, self.config, resend_after_s=RESEND_AFTER_S, max_sends=50)
         except Exception as exc:  # a region away mid-pass: next pass
             self.record.note(f"confirm: {type(exc).__name__}")
             return 0
+        if done.resent_as:
+            with self.record.sent_lock:
+                firsts = {s.sid: s.ack for s in self.record.sent if s.sid in dict(done.resent_as)}
+            for first, again in done.resent_as:
+                if first in firsts:
+                    self.record.resent(firsts[first], again)
+        return done.resent
 
     def confirm_journals(self) -> None:
         """One confirm pass over every journal (the drain keeps the client producers' promise)."""
@@ -146,16 +158,18 @@ class Producers:
             self.record.stats.refused["batch"] += len(failed)
             ok_lines = [i for i in range(len(lines)) if i + 1 not in failed]
             for i, receipt in zip(ok_lines, result.submitted, strict=True):
-                single = {**json.loads(lines[i]), "idempotency_key": receipt.idempotency_key}
+                doc = json.loads(lines[i])
 
-                def again(doc: dict[str, Any] = single, via: str = via) -> None:
-                    one_line = self.mesh.root / f"batch-resend-{uuid.uuid4().hex[:8]}.jsonl"
-                    one_line.write_text(json.dumps(doc) + "\n")
-                    res = submit_batch(self.config, one_line, region=via)
-                    if res.failures:
-                        raise RuntimeError(res.failures[0][1])
+                def again(n: int, doc: dict[str, Any] = doc, key: str = receipt.idempotency_key,
+                          sid: str = receipt.submission_id, via: str = via) -> str:
+                    # The job sends the missing line again itself, under a fresh id, same key.
+                    fresh = f"{sid[:100]}.r{n}"
+                    submit(doc["tenant_id"], doc["workflow"], doc["input"], key, region=via, config=self.config,
+                           submission_id=fresh, resolve_home=False)
+                    return fresh
 
-                self.record.add(Sent(Ack("batch", tenants[i], receipt.idempotency_key, via, time.time()),
+                self.record.add(Sent(Ack("batch", tenants[i], receipt.idempotency_key, via, time.time(),
+                                         sid=receipt.submission_id, workflow=doc["workflow"], input=doc["input"]),
                                      receipt.submission_id, again, time.time()))
 
     def raw(self, rng: random.Random) -> None:
@@ -170,12 +184,16 @@ class Producers:
                 sid = str(uuid.uuid4())
                 kwargs = {"v": 1, "tenant_id": tenant, "workflow": workflow, "input": data,
                           "idempotency_key": key, "submission_id": sid, "submitted_region": via}
-                body = json.dumps([[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
-                headers = {"lang": "go", "task": SUBMIT_TASK, "id": sid, "root_id": sid, "parent_id": None,
-                           "group": None, "retries": 0, "eta": None, "expires": None, "timelimit": [None, None],
-                           "argsrepr": "()", "kwargsrepr": f"{{'tenant_id': '{tenant}', 'workflow': '{workflow}'}}"}
 
-                def publish(via: str = via, body: str = body, headers: dict[str, Any] = headers) -> None:
+                def publish(n: int = 0, via: str = via, kwargs: dict[str, Any] = kwargs) -> str:
+                    """Publish the message (the n-th re-send: under a fresh submission id); returns its id."""
+                    sid = kwargs["submission_id"] if n == 0 else f"{kwargs['submission_id']}.r{n}"
+                    body = json.dumps([[], kwargs | {"submission_id": sid},
+                                       {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
+                    headers = {"lang": "go", "task": SUBMIT_TASK, "id": sid, "root_id": sid, "parent_id": None,
+                               "group": None, "retries": 0, "eta": None, "expires": None, "timelimit": [None, None],
+                               "argsrepr": "()",
+                               "kwargsrepr": f"{{'tenant_id': '{kwargs['tenant_id']}', 'workflow': '{kwargs['workflow']}'}}"}
                     conn = conns.get(via)
                     if conn is None:
                         conn = conns[via] = Connection(self.config.regions[via].broker_url,
@@ -191,10 +209,12 @@ class Producers:
                         conns.pop(via, None)
                         conn.release()
                         raise
+                    return str(sid)
 
                 try:
                     publish()
-                    self.record.add(Sent(Ack("raw", tenant, key, via, time.time()), sid, publish, time.time()))
+                    self.record.add(Sent(Ack("raw", tenant, key, via, time.time(), sid=sid, workflow=workflow, input=data),
+                                         sid, publish, time.time()))
                 except Exception:
                     self.record.stats.refused["raw"] += 1
                 self.stop.wait(rng.uniform(0.3, 1.0))

@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bench.campaign_checker import Ack, Fault
@@ -50,7 +50,9 @@ class Sent:
 
     ack: Ack
     sid: str
-    resend: Callable[[], None] | None  # publishes the same submission again; None: the journal does it
+    # publishes the submission again (the n-th re-send) under a fresh submission id, which it
+    # returns; None: the journal does it
+    resend: Callable[[int], str] | None
     last_sent: float
     sends: int = 1
     held: bool = False
@@ -69,6 +71,7 @@ class Record:
     def __init__(self, log: Log) -> None:
         self.log = log
         self.sent: list[Sent] = []
+        self.resends: list[Ack] = []  # every acknowledged re-send, under its own submission id
         self.sent_lock = threading.Lock()
         self.faults: list[Fault] = []
         self.notes: list[str] = []
@@ -79,6 +82,11 @@ class Record:
     def add(self, sent: Sent) -> None:
         with self.sent_lock:
             self.sent.append(sent)
+
+    def resent(self, first: Ack, sid: str, via: str | None = None) -> None:
+        """A re-send of ``first`` was acknowledged under the fresh submission id ``sid``."""
+        with self.sent_lock:
+            self.resends.append(replace(first, sid=sid, first=False, at=time.time(), via=via or first.via))
 
     def note(self, text: str) -> None:
         """Something the verdict's reader should know (a fault that could not be injected, a region

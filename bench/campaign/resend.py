@@ -1,6 +1,7 @@
 """The batch and raw producers' gap-closer (the client producers have their journal): every 5 s,
 what the region it was sent to does not hold (no run, no dead letter) after ``RESEND_AFTER_S`` is
-sent again, same key and submission id."""
+sent again, same key (so the same run) under a fresh submission id, itself an acknowledged publish
+the checker accounts for."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ class Resender:
                 assert s.resend is not None  # todo holds only what a producer sends again itself
                 try:
                     s.first_resend = s.first_resend or time.time()
-                    s.resend()
+                    self.record.resent(s.ack, s.resend(s.sends))
                     s.sends += 1
                     s.last_sent = time.time()
                     self.record.stats.resent[s.ack.path] += 1

@@ -8,10 +8,11 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from bench.campaign.mesh import CampaignMesh
+from bench.campaign.mesh import DRIFT, LEASE_S, MARGIN_S, CampaignMesh
 from bench.campaign.producers import Producers
 from bench.campaign.record import Plan, Record
 from bench.campaign_checker import (
+    Bounds,
     History,
     Verdict,
     apply_error_counts,
@@ -64,15 +65,18 @@ def judge(plan: Plan, mesh: CampaignMesh, record: Record, producers: Producers, 
     got = gather(urls, plan.prefix)
     resent_at = producers.journal_resends()
     errors_after = apply_error_counts(urls)
+    firsts = [replace(s.ack, resent_at=s.first_resend or resent_at.get(s.sid)) for s in record.sent]
     history = History(
         regions=mesh.regions, faults=record.faults, runs=got["runs"], created=got["created"],
-        acks=[replace(s.ack, resent_at=s.first_resend or resent_at.get(s.sid)) for s in record.sent],
+        acks=firsts + list(record.resends),
         tasks=got["tasks"], ledger=read_ledger(mesh.ledger_dir), identical=identical,
         apply_errors=scan_pg_logs(mesh.root / "logs", baseline.log_offsets),
         apply_error_count_delta={k: v - baseline.apply_errors.get(k, 0) for k, v in errors_after.items()
                                  if v != baseline.apply_errors.get(k, 0)},
-        dead_letters=got["dead_letters"], valid_submission_ids={s.sid for s in record.sent},
-        outbox_rejected=got["outbox_rejected"])
+        dead_letters=got["dead_letters"],
+        valid_submission_ids={s.sid for s in record.sent} | {a.sid for a in record.resends},
+        outbox_rejected=got["outbox_rejected"], bounds=Bounds(LEASE_S, DRIFT, MARGIN_S), rows=got["rows"],
+        submissions=got["submissions"])
     verdict = evaluate(history)
     started = record.started
     extra = {"seed": plan.seed, "minutes": plan.minutes, "regions": mesh.regions,

@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from bench.checker.history import SubmissionRecord
+
 # The rows the checker compares across regions: table -> SQL giving the key, then the values. Payloads
 # (outputs) are compared as hashes, and only for rows outside a zone: a zoned tenant's payloads
 # replicate only inside its zone, so other regions rightly hold none.
@@ -58,13 +60,15 @@ def read_ledger(folder: Path) -> list[dict[str, Any]]:
 
 def gather(urls: dict[str, str], tenant_prefix: str) -> dict[str, Any]:
     """Every region's rows about the campaign's tenants, read with plain SQL: ``runs``, ``tasks``
-    (succeeded), ``dead_letters``, ``outbox_rejected``, ``created`` and ``rows`` (the compared rows,
-    table -> region -> {key: value})."""
+    (succeeded), ``dead_letters``, ``outbox_rejected``, ``created``, ``rows`` (the compared rows,
+    table -> region -> {key: value}) and ``submissions`` (the product's record of what each
+    submission id became)."""
     runs: dict[str, list[tuple[str, str, str, str]]] = {}
     tasks: set[tuple[str, str, int | None]] = set()
     dead: list[tuple[str, str | None, str | None]] = []
     rejected: list[tuple[str, str, str | None]] = []
     created: dict[tuple[str, str], float] = {}
+    submissions: list[SubmissionRecord] = []
     rows: dict[str, dict[str, dict[Any, Any]]] = {table: {} for table in COMPARED}
     like = tenant_prefix + "%"
     for region, url in urls.items():
@@ -84,9 +88,16 @@ def gather(urls: dict[str, str], tenant_prefix: str) -> dict[str, Any]:
                     "SELECT submission_id, reason FROM dead_letters"))]
                 rejected += [(region, r[0], r[1]) for r in conn.execute(text(
                     "SELECT submission_id, rejection FROM outbox WHERE rejected_at IS NOT NULL"))]
+                # What each submission became, as the product recorded it: the one that created a
+                # run, and every later one found to duplicate it (0019).
+                submissions += [SubmissionRecord(region, r[0], str(r[1]), r[2]) for r in conn.execute(text(
+                    "SELECT submission_id, id, 'created' FROM workflow_runs "
+                    "WHERE tenant_id LIKE :p AND submission_id IS NOT NULL "
+                    "UNION ALL SELECT submission_id, run_id, 'duplicate' FROM duplicate_submissions "
+                    "WHERE tenant_id LIKE :p"), {"p": like})]
                 for table, sql in COMPARED.items():
                     rows[table][region] = {r[0]: tuple(r[1:]) for r in conn.execute(text(sql), {"p": like})}
         finally:
             engine.dispose()
     return {"runs": runs, "tasks": tasks, "dead_letters": dead, "outbox_rejected": rejected, "created": created,
-            "rows": rows}
+            "rows": rows, "submissions": submissions}
