@@ -8,12 +8,12 @@ when a majority acknowledged a beat it sent, and publishes that (in its database
 early side) to ``local_lease``, which ``rm_may_work()`` reads in every claim, completion and
 creation. The rules are in ``workers/lease.py``; the argument is in the README.
 
-A keeper object lives for one tenure of the region's advisory lock: ``LeaseLoop`` builds a fresh
-one each time it acquires the lock, so a process that lost the lock and took it back never times a
-promise from a grant it remembers while another process granted since (it counts every standing
-grant row from when it took over). Every grant is written on the session that holds the lock and
-only while it holds it (``models/lease.write_grant``): a keeper that lost the lock mid-pass cannot
-overwrite what the new holder wrote.
+Each time ``LeaseLoop`` acquires the region's advisory lock its keeper starts fresh as a grantor
+(``took_lock``): a process that lost the lock and took it back never times a promise from a grant
+it remembers, since another process may have granted after it (every standing grant row counts
+from when it took over). Every grant is written on the session that holds the lock and only while
+it holds it (``models/lease.write_grant``): a keeper that lost the lock mid-pass cannot overwrite
+what the new holder wrote.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class LeaseLockLost(RegionmeshError):
 
 @dataclass
 class LeaseKeeper:
-    """One tenure of the region's lease lock: ``conn`` is the session holding it."""
+    """The lease keeper of one process: ``conn`` is the session holding the region's lease lock."""
 
     rt: Runtime
     conn: Connection
@@ -60,6 +60,14 @@ class LeaseKeeper:
     last_grant: dict[str, float] = field(default_factory=dict)  # holder -> when my last grant committed
     started: float | None = None
     held: bool = False
+
+    def took_lock(self, conn: Connection) -> None:
+        """A new tenure of the lock, held by ``conn``: forget this process's own earlier grants
+        (another process may have granted since). The send times of its own beats are kept: a grant
+        of one of them still acknowledges a beat this process sent, so a blip of the lock's session
+        does not drop a lease a majority still backs."""
+        self.conn = conn
+        self.last_grant.clear()
 
     def __call__(self) -> None:
         rt, me = self.rt, self.rt.region
@@ -151,8 +159,8 @@ class LeaseLoop(SingletonLoop):
         conn = self._lock_conn
         if conn is None:  # run() steps only while it holds the lock
             return
-        if self.keeper is None or self.keeper.conn is not conn:
-            # The lock was (re)acquired: start fresh. What an earlier tenure remembers of its own
-            # grants says nothing of what the holders in between granted.
+        if self.keeper is None:
             self.keeper = LeaseKeeper(self.rt, conn, clock=self.clock)
+        elif self.keeper.conn is not conn:  # the lock was taken again (after a blip, or from another process)
+            self.keeper.took_lock(conn)
         self.keeper()

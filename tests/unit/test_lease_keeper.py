@@ -227,3 +227,21 @@ def test_a_keeper_that_takes_the_lock_back_counts_the_promise_from_then(monkeypa
     clock.now += 1.0
     p1.step()
     assert repo.grants[("b", "a")][1] == "expired"
+
+
+def test_taking_the_lock_back_keeps_a_lease_a_majority_still_backs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the grantor's memory starts over: a grant of a beat this process sent still counts."""
+    repo = FakeRepo()
+    monkeypatch.setattr(lease_keeper, "repo", repo)
+    clock = Clock()
+    loop = LeaseLoop(runtime(), 1.0, clock=clock)
+    loop._lock_conn = object()  # type: ignore[assignment]
+    loop.step()
+    ack(repo, "b")
+    clock.now += 1.0
+    loop.step()
+    assert repo.lease[0] is not None
+    loop._lock_conn = object()  # type: ignore[assignment]  # a blip: the lock's session was replaced
+    clock.now += 1.0
+    loop.step()
+    assert repo.lease[0] is not None and repo.lease[1] == ["b"]
