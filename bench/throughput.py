@@ -9,7 +9,7 @@ same broker. Then the lease's cost: regionmesh again, with the lease check
 (rm_may_work() in every run creation, claim and completion) and with it replaced
 by a constant, alternating. Prints a table and writes bench/results/throughput.json.
 ``--appendfsync everysec`` measures the broker as it was before the durability fix (the dev mesh
-writes ``always``; see the README's durability contract).
+writes ``always``; see docs/explanation/durability.md).
 """
 
 from __future__ import annotations

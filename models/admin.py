@@ -1,7 +1,7 @@
 """Cluster-level statements run with a superuser: roles, the database, settings.
 
 Used by the dev mesh to bootstrap a fresh cluster; production DBAs run the
-same statements (README, "Roles").
+same statements (docs/explanation/security.md).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Redis has no acks: between the pop and the write to ``unacked`` the message live
 consumer's memory, and a message held past the visibility timeout is delivered again. This module
 owns those facts; nothing else touches Redis internals.
 
-What each of those facts costs, and what covers it (README, "Durability"):
+What each of those facts costs, and what covers it (docs/explanation/durability.md):
 
 - A publish is on disk when Redis replies only with ``appendfsync always`` (the dev mesh and
   compose set it). With ``everysec`` Redis postpones writing the AOF while the previous fsync is

@@ -67,7 +67,7 @@ _MESH_KEYS = {"name", "replication_user", "replication_password", "max_input_byt
 
 @dataclass(frozen=True)
 class Setting:
-    """One tuning knob: its environment variable, default and what it means (``--help`` and README)."""
+    """One tuning knob: its environment variable, default and what it means (``--help`` and docs/reference/settings.md)."""
 
     env: str
     default: float | int | str

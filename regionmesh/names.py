@@ -1,7 +1,7 @@
 """Wire names: everything another process, region or language sees by name.
 
 Celery task names and queue names, the publication and the per-pair
-subscriptions (and their slots). Listed in the README; change a task's
+subscriptions (and their slots). Listed in docs/reference/wire.md; change a task's
 arguments incompatibly and its name gets a new version suffix.
 """
 

@@ -6,9 +6,9 @@ injects faults, then an independent checker (bench/campaign_checker.py) decides.
 Load, for M minutes, on every region (one worker ×2 each; short timers as in the partition test):
 direct submissions to the tenant's home, forwarded ones sent to another region, ``submit-batch``
 files (regionmesh.batch.submit_batch) and a non-Python producer that publishes raw protocol-2 JSON
-messages with kombu (task ``regionmesh.submit``, the README's wire kwargs). A submission counts as
+messages with kombu (task ``regionmesh.submit``, the wire kwargs of docs/reference/wire.md). A submission counts as
 acknowledged once its publish returned; every producer closes the documented pop-before-unacked
-gap as the README's durability table asks of producers (direct/forwarded: ``client.Journal`` and
+gap as the durability contract (docs/explanation/durability.md) asks of producers (direct/forwarded: ``client.Journal`` and
 ``confirm``; batch: re-running the missing lines; raw: publishing the same message again), and
 each re-send is counted.
 

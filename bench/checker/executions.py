@@ -1,6 +1,6 @@
 """The ledger read as executions, judged by the documented rule and nothing wider.
 
-The rule (README, Limits; DESIGN 5b): a step handler is at least once across a crash — the handler
+The rule (docs/explanation/limits.md; DESIGN 5b): a step handler is at least once across a crash — the handler
 that was running when its process or region died, or when its region lost its lease, runs again;
 nothing else runs twice. Read from the ledger and the fault log (B = L·(1+ρ)+margin, S =
 ``EFFECT_TO_COMPLETION_S``):

@@ -3,7 +3,7 @@
 # The app role owns the schema and its subscriptions. Each peer that subscribes here gets its own
 # replication role, rm_link_<peer>_from_<this region>, with its own secret (secrets/links/); no
 # role but the superuser may create, drop, copy, advance or consume a slot through SQL. The
-# passfile holds this region's outgoing link secrets for its subscriptions (see README, "Security
+# passfile holds this region's outgoing link secrets for its subscriptions (see docs/explanation/security.md, "Security
 # model": seal the subscriptions so the catalog holds no password).
 set -eu
 me=$(echo "$REGIONMESH_REGION" | tr - _)

@@ -14,7 +14,7 @@ peer behind everything that region created before it:
   expired rows to deny A a majority have reached B, A is ``failed_over`` and B adopts its
   unfinished runs at the next epoch.
 
-The argument and its limits are in the README ("Why nothing is applied twice").
+The argument and its limits are in docs/explanation/leases.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Gauges are read on each scrape from this region's PostgreSQL (replication
 links into it and slots out of it, outbox, runs, fence) and Redis (queue
 depths); step durations and forward latency come from the workers through
-``PROMETHEUS_MULTIPROC_DIR``. Every name is listed in the README.
+``PROMETHEUS_MULTIPROC_DIR``. Every name is listed in docs/reference/metrics.md.
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ def test_a_forward_step_of_a_database_clock_reruns_no_running_step(world: World)
         wait_until(lambda: world.all_succeeded(region, [run]), 90, "the run to finish")
     finally:
         # Back on the host's clock by a restart, not by stepping it back: a backward step would
-        # lengthen the lease end kept in database time until the next keeper pass (README, Limits).
+        # lengthen the lease end kept in database time until the next keeper pass (docs/explanation/limits.md).
         world.restart_pg_skewed(region, env={})
     effects = {k: es for k, es in ledger.effects(world.ledger_dir).items() if k[0] == str(run)}
     assert sorted(k[1] for k in effects) == ["a", "b", "c", "d"]

@@ -26,7 +26,7 @@ def test_demo_with_chaos_from_nothing() -> None:
         for region in ("us-east", "eu-west", "ap-south"):
             assert region in out
         assert out.count("identical") >= 4
-        print(f"demo: {elapsed:.0f}s")  # its speed is measured in the README, not asserted here
+        print(f"demo: {elapsed:.0f}s")  # its speed is shown on docs/results.md, not asserted here
     finally:
         leftover = down_and_leftovers(DevMesh(root), root)
         shutil.rmtree(root, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The durability contract (README, "Durability"), attacked with real faults on real servers.
+"""The durability contract (docs/explanation/durability.md), attacked with real faults on real servers.
 
 - producer -> broker: publishes Redis acknowledged survive a SIGKILL of that Redis (AOF with
   ``appendfsync always``: a reply means the write is on disk).

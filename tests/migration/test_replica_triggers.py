@@ -9,7 +9,7 @@ link. This test walks the history one revision at a time and fails at such a rev
 It also holds every revision to expand-only on replicated tables: ``regionmesh migrate``
 upgrades a live mesh region by region, and a region that already dropped a column fails on
 every row a peer still sends with it ("missing replicated column"). A removal needs a
-procedure of its own (README, "Upgrades"); a revision that drops a replicated column or
+procedure of its own (docs/howto/upgrade.md); a revision that drops a replicated column or
 table fails here.
 """
 

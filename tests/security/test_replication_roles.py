@@ -117,7 +117,7 @@ def test_no_replication_role_can_touch_a_slot_through_sql(tls_mesh: Mesh) -> Non
 
 
 def test_what_the_replication_attribute_still_allows(tls_mesh: Mesh) -> None:
-    """The truth the README states: REPLICATION lets a link role open a walsender connection,
+    """The truth docs/explanation/security.md states: REPLICATION lets a link role open a walsender connection,
     where CREATE_REPLICATION_SLOT / DROP_REPLICATION_SLOT are protocol commands no GRANT controls.
     The connection limit bounds how many it can hold open at once."""
     sub, pub = _links(tls_mesh)[0]

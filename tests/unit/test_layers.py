@@ -66,7 +66,7 @@ def layer(module: str) -> int:
         return 5
     if module == "tests" or module.startswith("tests."):
         return 6
-    raise AssertionError(f"{module} is in no layer: add it to one in this test and the README")
+    raise AssertionError(f"{module} is in no layer: add it to one in this test and the module map in docs/explanation/architecture.md")
 
 
 def modules(dirs: dict[str, Path]) -> dict[str, Path]:
