@@ -201,7 +201,7 @@ def worker_pids(dev: DevMesh, regions: list[str]) -> set[int]:
     pids: set[int] = set()
     for region in regions:
         for w in dev.workers(region):
-            main = psutil.Process(w["pid"])
+            main = psutil.Process(w.pid)
             pids |= {main.pid, *(c.pid for c in main.children(recursive=True))}
     return pids
 
@@ -341,7 +341,7 @@ def main() -> None:
         config = dev.up(regions, workers=1, concurrency=args.concurrency)
         result = run_fuzz(dev, config, messages=args.messages, seed=args.seed, valid_every=args.valid_every,
                           timeout=args.timeout)
-        logs = [Path(w["log"]) for r in regions for w in dev.workers(r)]
+        logs = [Path(w.log) for r in regions for w in dev.workers(r)]
         crashed = [str(p) for p in logs if "Unrecoverable error" in p.read_text(errors="replace")]
         if crashed:
             result.failures.append(f"'Unrecoverable error' in {crashed}")

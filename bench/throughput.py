@@ -172,7 +172,7 @@ def regionmesh_runs(dev: DevMesh, n_runs: int, n_chain_runs: int, n_latency: int
         engine.dispose()
         admin.dispose()
         for w in dev.workers(REGION):
-            dev.stop_worker(REGION, w["name"])
+            dev.stop_worker(REGION, w.name)
     return out
 
 

@@ -70,7 +70,7 @@ def sides(mesh: Mesh) -> Iterator[dict[str, Side]]:
     yield {HOME: home, FORWARDER: fwd}
     for region in started:
         for w in mesh.dev.workers(region):
-            mesh.dev.stop_worker(region, w["name"])
+            mesh.dev.stop_worker(region, w.name)
     home.engine.dispose()
     fwd.engine.dispose()
 
@@ -78,7 +78,7 @@ def sides(mesh: Mesh) -> Iterator[dict[str, Side]]:
 def worker_pids(mesh: Mesh, region: str) -> set[int]:
     pids: set[int] = set()
     for w in mesh.dev.workers(region):
-        main = psutil.Process(w["pid"])
+        main = psutil.Process(w.pid)
         pids |= {main.pid, *(c.pid for c in main.children(recursive=True))}
     return pids
 
@@ -172,6 +172,6 @@ def test_malformed_messages_are_dead_lettered_and_never_stop_a_worker(mesh: Mesh
     assert worker_pids(mesh, HOME) | worker_pids(mesh, FORWARDER) == pids_before, "a worker process died"
     for region in (HOME, FORWARDER):
         for w in mesh.dev.workers(region):
-            log = Path(w["log"]).read_text(encoding="utf-8", errors="replace")
-            assert MARKER not in log, f"input reached {w['log']}"
+            log = Path(w.log).read_text(encoding="utf-8", errors="replace")
+            assert MARKER not in log, f"input reached {w.log}"
             assert "Unrecoverable error" not in log

@@ -216,7 +216,7 @@ def test_a_step_that_ends_while_its_region_holds_no_lease_completes_once_the_lea
                                     {"r": run}).scalar_one())
 
     wait_until(lambda: len(phases("start")) == 1, 30, "step a to start")
-    main = world.dev.workers(region)[0]["pid"]
+    main = world.dev.workers(region)[0].pid
     os.kill(main, signal.SIGSTOP)
     try:
         wait_until(lambda: not lease_repo.lease_row(world.engines[region])["may_work"], 3 * LEASE_S,

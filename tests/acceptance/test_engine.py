@@ -75,7 +75,7 @@ def region(mesh: Mesh) -> Iterator[Region]:
     mesh.dev.start_worker(REGION, concurrency=2, extra_env=WORKER_ENV)
     yield r
     for w in mesh.dev.workers(REGION):
-        mesh.dev.stop_worker(REGION, w["name"])
+        mesh.dev.stop_worker(REGION, w.name)
     r.engine.dispose()
 
 
@@ -253,7 +253,7 @@ def test_sigkill_of_worker_mid_step_completes_once(region: Region) -> None:
     run_id = region.submit("t_effect", {"first_attempt_sleep": 30})
     wait_until(lambda: scalar(region.engine, "SELECT count(*) FROM test_exec_log WHERE run_id=:r", r=run_id), 15,
                "the first attempt to record its effect")
-    victim = dev.workers(REGION)[0]["name"]
+    victim = dev.workers(REGION)[0].name
     dev.stop_worker(REGION, victim, kill=True)  # SIGKILL, main process and pool
     dev.start_worker(REGION, concurrency=2, extra_env=WORKER_ENV)
     # Given back when the new worker is ready, not after the hour-long visibility timeout.
@@ -396,7 +396,7 @@ def test_flower_requires_basic_auth_and_sees_the_worker(region: Region) -> None:
     import urllib.request
 
     record = region.mesh.dev.start_flower(REGION)
-    url = f"http://127.0.0.1:{record['port']}/api/workers"
+    url = f"http://127.0.0.1:{record.port}/api/workers"
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(url, timeout=10)
     assert info.value.code == 401

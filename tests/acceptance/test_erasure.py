@@ -133,7 +133,7 @@ def test_erase_with_a_region_down_leaves_no_marker_anywhere(world: World) -> Non
 
     # eu-central goes down: workers first, then its PostgreSQL.
     for w in world.dev.workers(DOWN):
-        world.dev.stop_worker(DOWN, w["name"])
+        world.dev.stop_worker(DOWN, w.name)
     world.dev.stop_pg(DOWN)
     for tenant in (zoned, unzoned):
         res = world.cli("tenants", "erase", tenant, "--yes", "--json")

@@ -22,11 +22,11 @@ def workers(mesh: Mesh) -> Iterator[list[str]]:
     yield regions
     for region in regions:
         for w in mesh.dev.workers(region):
-            mesh.dev.stop_worker(region, w["name"])
+            mesh.dev.stop_worker(region, w.name)
 
 
 def test_fuzz_1000_malformed_messages(mesh: Mesh, workers: list[str]) -> None:
-    logs = {w["log"]: Path(w["log"]).stat().st_size for r in workers for w in mesh.dev.workers(r)}
+    logs = {w.log: Path(w.log).stat().st_size for r in workers for w in mesh.dev.workers(r)}
     started = time.monotonic()
     result = run_fuzz(mesh.dev, mesh.config, messages=1000, seed=SEED, valid_every=10, timeout=90)
     elapsed = time.monotonic() - started

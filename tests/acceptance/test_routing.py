@@ -68,7 +68,7 @@ def mesh3(mesh: Mesh) -> Iterator[Mesh3]:
     yield m
     for region in REGIONS:
         for w in mesh.dev.workers(region):
-            mesh.dev.stop_worker(region, w["name"])
+            mesh.dev.stop_worker(region, w.name)
     for e in m.engines.values():
         e.dispose()
 
@@ -206,7 +206,7 @@ def test_metrics_scraped_from_a_live_mesh(mesh3: Mesh3) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     def scrape(region: str) -> dict[str, Any]:
-        port = mesh3.mesh.dev.start_metrics(region)["port"]
+        port = mesh3.mesh.dev.start_metrics(region).port
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             body = resp.read().decode()
         return {f.name: f for f in text_string_to_metric_families(body)}

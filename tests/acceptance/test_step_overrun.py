@@ -47,7 +47,7 @@ def region(mesh: Mesh) -> Iterator[tuple[Engine, Path]]:
         yield engine, folder
     finally:
         for w in mesh.dev.workers(REGION):
-            mesh.dev.stop_worker(REGION, w["name"], kill=True)
+            mesh.dev.stop_worker(REGION, w.name, kill=True)
         engine.dispose()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from regionmesh.errors import DevMeshError
-from regionmesh.ops.devmesh import DevMesh, MeshState, ProcessState
+from regionmesh.ops.devmesh import DevMesh, MeshState
 from regionmesh.ops.devmesh.meshfile import render
 from regionmesh.ops.devmesh.state import StateFile
 
@@ -181,11 +181,6 @@ def test_the_typed_state_answers_what_callers_asked_by_key(tmp_path: Path) -> No
     assert dev.pg_root == ROOT / "pg"
     with pytest.raises(DevMeshError, match="eu-central is not part of the mesh"):
         dev.region("eu-central")
-
-
-def test_a_process_record_still_answers_by_key_as_the_file_records_it() -> None:
-    record = ProcessState(name="w1", log=Path("/srv/rm/mesh/logs/w.log"), pid=42, env={})
-    assert (record["name"], record["pid"], record["log"], record["env"]) == ("w1", 42, "/srv/rm/mesh/logs/w.log", {})
 
 
 def test_a_state_left_by_a_crash_halfway_through_up_loads_with_defaults() -> None:

@@ -118,12 +118,6 @@ class ProcessState:
                    pid=_opt_int(raw.get("pid")), port=_opt_int(raw.get("port")),
                    env=None if env is None else {str(k): str(v) for k, v in env.items()})
 
-    def __getitem__(self, key: str) -> Any:
-        """The value as the state file records it (``record["pid"]``), for callers written against
-        the dict records this class replaced; new code reads the attributes."""
-        return self.to_json()[key]
-
-
 
 @dataclass
 class RegionState:
