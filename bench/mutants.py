@@ -39,10 +39,17 @@ class SqlPatch:
 class Mutant:
     name: str
     breaks: str  # the rule, in the words of the safety argument
-    catches: str  # the checker's violation class that must fire
+    catches: str  # the checker's violation class that must fire (or one of ``or_else``)
     sql: tuple[SqlPatch, ...] = ()
     python: bool = False  # a monkeypatch in bench/mutant_patches.py, keyed by name
     needs: str = ""  # the campaign fault without which it cannot show
+    # Classes that show the same bug where the campaign itself closes it later: a publish acked
+    # without a run whose producer's re-send then created the run is a lost *first* publish.
+    or_else: tuple[str, ...] = ()
+
+    def caught(self, classes: set[str] | frozenset[str]) -> bool:
+        """Whether a verdict that reported ``classes`` caught this mutant."""
+        return self.catches in classes or any(c in classes for c in self.or_else)
 
 
 # Tables whose conflict trigger mutant 7 inverts (the ones a run's outcome lives in).
@@ -67,9 +74,9 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
     Mutant("reconciler_requeues_running", "a running task is re-queued only after its deadline on two clocks",
            "overlap_in_region", python=True),
     Mutant("ack_without_run", "an acknowledged submission becomes a run, a duplicate or a dead letter",
-           "lost_submission", python=True),
+           "lost_submission", python=True, or_else=("lost_first_publish",)),
     Mutant("outbox_forgets_sent", "a forwarded submission is kept until its run arrives",
-           "lost_submission", python=True, needs="broker_cut"),
+           "lost_submission", python=True, needs="broker_cut", or_else=("lost_first_publish",)),
     Mutant("conflict_keeps_older", "apply keeps the write with the higher (epoch, updated_at, origin)",
            "divergence",
            sql=tuple(SqlPatch(f"rm_conflict_upd_{t}()", _KEEP_OLDER,

@@ -26,7 +26,7 @@ def _matrix(args: argparse.Namespace, chosen: list[mutants.Mutant]) -> int:
         verdict, _ = run_campaign(args.seed, args.minutes, n_regions=args.regions, drain_s=args.drain,
                                   keep=args.keep, mutant=m)
         rows.append({"mutant": m.name, "breaks": m.breaks, "must_report": m.catches,
-                     "caught": m.catches in verdict.classes, "reported": sorted(verdict.classes),
+                     "caught": m.caught(verdict.classes), "reported": sorted(verdict.classes),
                      "seconds": round(time.monotonic() - began)})
     print(f"\n{'mutant':30} {'must report':22} {'caught':7} reported")
     for r in rows:
@@ -55,7 +55,7 @@ def main() -> None:
     verdict, _ = run_campaign(args.seed, args.minutes, n_regions=args.regions, drain_s=args.drain, keep=args.keep,
                               out=args.out, mutant=mutant)
     if mutant is not None:
-        caught = mutant.catches in verdict.classes
+        caught = mutant.caught(verdict.classes)
         print(f"mutant {mutant.name}: {'caught' if caught else 'NOT caught'} "
               f"(must report {mutant.catches}; reported {sorted(verdict.classes) or 'nothing'})")
         sys.exit(0 if caught else 1)

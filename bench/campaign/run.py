@@ -67,11 +67,11 @@ def run_campaign(seed: int, minutes: float, *, n_regions: int = 3, drain_s: floa
         raise
     # A failed campaign keeps its folder (logs, ledger, journals) for whoever looks into it; with a
     # mutant, failing is the checker missing the planted bug.
-    failed = not verdict.ok if mutant is None else mutant.catches not in verdict.classes
+    failed = not verdict.ok if mutant is None else not mutant.caught(verdict.classes)
     mesh.close(keep or failed)
     extra["mesh_folder"] = str(dev.root) if keep or failed else None
     if mutant is not None:
-        extra["mutant"] = {"name": mutant.name, "breaks": mutant.breaks, "catches": mutant.catches,
+        extra["mutant"] = {"name": mutant.name, "breaks": mutant.breaks, "catches": [mutant.catches, *mutant.or_else],
                            "caught": not failed}
     report(verdict, extra, seed, out or (str(RESULTS / f"campaign-{seed}-{mutant.name}.json") if mutant else None))
     return verdict, extra

@@ -51,6 +51,12 @@ def test_every_mutant_names_a_rule_and_a_class_and_a_way_to_plant_it() -> None:
         assert bool(m.sql) != m.python, f"{m.name}: exactly one of an SQL rewrite or a Python patch"
 
 
+def test_a_mutant_is_caught_by_its_class_or_one_that_shows_the_same_bug() -> None:
+    m = mutants.MUTANTS["ack_without_run"]
+    assert m.caught({"lost_submission"}) and m.caught({"lost_first_publish", "stuck"})
+    assert not m.caught({"stuck"}) and not mutants.MUTANTS["release_before_commit"].caught({"stuck"})
+
+
 def test_select() -> None:
     assert [m.name for m in mutants.select("no_lease_check, ack_without_run")] == ["no_lease_check", "ack_without_run"]
     assert len(mutants.select("all")) == len(mutants.MUTANTS)
