@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.campaign_checker import Ack, Fault, History, evaluate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +35,24 @@ def test_short_campaign_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> 
                                 "region_failover", "cutoff_failover", "move"}, v["faults"]
     assert all(v["submissions"].get(p, 0) > 0 for p in ("direct", "forwarded", "batch", "raw")), v["submissions"]
     assert v["runs"] >= sum(v["submissions"].values()) * 0.9
+
+
+# --- the checker against planted bugs: a short campaign per mutant must report the class it causes --
+
+CI_MUTANTS = os.environ.get("RM_CAMPAIGN_MUTANTS", "reconciler_requeues_running,release_before_commit").split(",")
+
+
+@pytest.mark.parametrize("mutant", [m for m in CI_MUTANTS if m])
+def test_a_short_campaign_catches_a_planted_bug(tmp_path: Path, mutant: str) -> None:
+    out = tmp_path / f"campaign-{SEED}-{mutant}.json"
+    res = subprocess.run([sys.executable, "-m", "bench.campaign", "--seed", str(SEED), "--minutes", "1",
+                          "--drain", "200", "--mutant", mutant, "--out", str(out)], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=900, check=False)
+    print(res.stdout[-4000:], res.stderr[-2000:])
+    doc = json.loads(out.read_text())
+    assert doc["mutant"]["name"] == mutant
+    assert set(doc["mutant"]["catches"]) & set(doc["verdict"]["classes"]), doc["verdict"]["classes"]
+    assert res.returncode == 0
 
 
 # --- the checker on planted histories: each violation must turn the verdict red -------------------
