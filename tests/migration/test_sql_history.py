@@ -23,6 +23,7 @@ from regionmesh.ops.migrate import script
 
 ROOT = Path(__file__).resolve().parents[2]
 SQL = ROOT / "migrations" / "sql"
+SUMS_PATH = "migrations/sql/SHA256SUMS"
 
 
 def git(*args: str) -> str:
@@ -70,8 +71,16 @@ def test_the_hash_check_sees_an_edited_file(tmp_path: Path) -> None:
 @needs_release
 def test_no_commit_changed_a_migration_sql_file_after_adding_it() -> None:
     # M: modified, D: deleted, R: renamed away; the hashes above catch an edit not committed yet.
-    touched = git("log", "--format=%h %s", "--diff-filter=MDR", "--", "migrations/sql").strip()
+    # SHA256SUMS grows by a line per new revision; that it never loses or changes one is checked below.
+    touched = git("log", "--format=%h %s", "--diff-filter=MDR", "--", "migrations/sql", f":!{SUMS_PATH}").strip()
     assert touched == "", f"commits that edit migration SQL files (history is never edited):\n{touched}"
+
+
+@needs_release
+def test_the_checked_in_hashes_only_ever_grow() -> None:
+    removed = [line for line in git("log", "-p", "--format=", "--", SUMS_PATH).splitlines()
+               if line.startswith("-") and not line.startswith("---")]
+    assert removed == [], f"a commit changed or removed a hash in {SUMS_PATH} (add a line per new file only)"
 
 
 @needs_release
