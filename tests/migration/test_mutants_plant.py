@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from bench import mutants
 from regionmesh.ops.migrate import alembic_config
@@ -22,9 +22,8 @@ def head(new_database: Callable[[str], Engine]) -> Engine:
     return engine
 
 
-def definition(conn: object, function: str) -> str:
-    return str(conn.execute(text("SELECT pg_get_functiondef(CAST(:f AS regprocedure))"),  # type: ignore[attr-defined]
-                            {"f": function}).scalar_one())
+def definition(conn: Connection, function: str) -> str:
+    return str(conn.execute(text("SELECT pg_get_functiondef(CAST(:f AS regprocedure))"), {"f": function}).scalar_one())
 
 
 @pytest.mark.parametrize("mutant", SQL_MUTANTS, ids=[m.name for m in SQL_MUTANTS])

@@ -78,7 +78,7 @@ REPLACED = {
     "keeper_expires_at_once": "regionmesh.workers.lease_keeper:promise_over",
     "reconciler_requeues_running": "regionmesh.workers.deadlines:DeadlineWatch.expired",
     "ack_without_run": "regionmesh.workers.lifecycle:accept",
-    "outbox_forgets_sent": "regionmesh.workers.forward:outbox.put",
+    "outbox_forgets_sent": "regionmesh.models.outbox:put",
 }
 
 
