@@ -144,7 +144,7 @@ class Faults:
 
     def region_failover(self, rng: random.Random) -> None:
         victim = rng.choice(self.regions)
-        heir = rng.choice([r for r in self.regions if r != victim])
+        heir = rng.choice(self.mesh.heirs(victim))
         self.mesh.down.add(victim)
         t0 = time.time()
         self.dev.kill_region(victim)
@@ -190,7 +190,7 @@ class Faults:
 
     def cutoff_failover(self, rng: random.Random) -> None:
         victim = rng.choice(self.regions)
-        heir = rng.choice([r for r in self.regions if r != victim])
+        heir = rng.choice(self.mesh.heirs(victim))
         others = [r for r in self.regions if r != victim]
         links = [(victim, o) for o in others] + [(o, victim) for o in others]
         t0 = time.time()

@@ -119,6 +119,13 @@ class CampaignMesh:
         for e in self.engines.values():
             e.dispose()
 
+    def heirs(self, victim: str) -> list[str]:
+        """The regions ``victim`` may be failed over to: the other regions of its zone when it is
+        in one (a failover out of the zone is refused while the zone has bound tenants), else all."""
+        zone = self.config.zone_of(victim)
+        peers = self.config.zones.get(zone, ()) if zone else self.regions
+        return [r for r in peers if r != victim and r in self.regions]
+
     def alive(self) -> list[str]:
         """The regions a producer should try now (all of them if every one is down)."""
         return [r for r in self.regions if r not in self.down] or list(self.regions)
