@@ -4,9 +4,11 @@ Celery's main process decodes a task message's body and reads its headers in its
 body that is not an ``[args, kwargs, embed]`` triple (``5``, ``null``, a string), another content
 type, invalid UTF-8 or a malformed header raises there and stops the worker, and the restored
 message then stops the restarted one too. So ``on_task_received`` is wrapped:
-``intake.classify`` decides on the raw message, and a refused message is dead-lettered (bounded
-body prefix, size, SHA-256, content type, task id, submission id) and acked without reaching
-Celery. Celery's own refusal callbacks are replaced too: they log the body, which carries input.
+``intake.classify`` decides on the raw message, and a refused message is dead-lettered (size,
+SHA-256, content type, task id, submission id, the tenant its body names, and a bounded body
+prefix where residency allows: ``tasks.residency_scrub``, the same rule as the task path's) and
+acked without reaching Celery. Celery's own refusal callbacks are replaced too: they log the
+body, which carries input.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from vine import promise
 
 from regionmesh.log import event
 from regionmesh.names import SUBMIT_TASK
-from regionmesh.workers.intake import Rejection, as_bytes, classify, dead_letter_record
+from regionmesh.workers.intake import Rejection, as_bytes, classify, dead_letter_record, tenant_hint
 from regionmesh.workers.submission import kwargs_summary
-from regionmesh.workers.tasks import BODY_SHA256_HEADER, BODY_SIZE_HEADER, dead_letter
+from regionmesh.workers.tasks import BODY_SHA256_HEADER, BODY_SIZE_HEADER, dead_letter, residency_scrub
 
 logger = logging.getLogger("regionmesh")
 RETRY_RECORD_S = 1.0
@@ -68,15 +70,22 @@ class DeadLetterConsumer(Consumer):  # type: ignore[misc]
         return on_task_received
 
     def _refuse(self, message: Any, verdict: Rejection) -> None:
-        """Record a refused message, then ack it; if it cannot be recorded, give it back shortly."""
-        record = dead_letter_record(as_bytes(getattr(message, "body", b"")), reason=verdict.reason,
-                                    task_name=verdict.task, task_id=verdict.task_id,
-                                    submission_id=verdict.submission_id, tenant_id=verdict.tenant_id,
+        """Record a refused message, then ack it; if it cannot be recorded, give it back shortly.
+
+        The tenant is read from the body whatever the refusal (a bad header or content type stops
+        ``classify`` before it reads the body), so ``tenants erase`` and the zone scrub find the
+        record; the body is kept only where residency allows it (``tasks.residency_scrub``)."""
+        raw = as_bytes(getattr(message, "body", b""))
+        hint = tenant_hint(raw)
+        tenant, certain = (hint.tenant_id, hint.certain) if hint.tenant_id else (verdict.tenant_id, False)
+        record = dead_letter_record(raw, reason=verdict.reason, task_name=verdict.task, task_id=verdict.task_id,
+                                    submission_id=verdict.submission_id, tenant_id=tenant,
                                     content_type=getattr(message, "content_type", None))
         rt = getattr(self.app, "rm", None)
         try:
             if rt is None:
                 raise RuntimeError("no regionmesh runtime on this app")
+            record = residency_scrub(rt, record, certain=certain)  # reads the zone and erasure facts
             dead_letter(rt, record)
         except Exception as exc:  # the database is away: keep the message, never drop it unrecorded
             event(logging.ERROR, "message.dead_letter_failed", task=record.task_name, task_id=record.task_id,

@@ -10,12 +10,20 @@ the worker (the message is restored, so the restarted worker dies on it again).
 ``dead_letter_record`` is what a rejected message leaves behind: a bounded prefix of its
 body, its total size and the SHA-256 of the whole body, its Celery task id and submission id.
 Reasons name fields and limits, never values: they reach the logs.
+
+``tenant_hint`` and ``residency_keep`` decide what of that record residency and erasure allow:
+the body is kept only for a tenant the body names for certain, in its zone here and not erased;
+otherwise only ids, size, digest and the reason (an erased tenant's id is dropped too). A refusal
+names its tenant whenever the body does, whatever was wrong with the message, so ``tenants
+erase`` and the zone scrub find it.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import json
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -224,3 +232,52 @@ def dead_letter_record(raw: bytes, *, reason: str, task_name: str | None = None,
         payload_size=len(raw),
         payload_sha256=hashlib.sha256(raw).hexdigest(),
     )
+
+
+@dataclass(frozen=True)
+class TenantHint:
+    """Whom a message's body says it is for, read best-effort from the raw bytes."""
+
+    tenant_id: str | None
+    certain: bool  # named as keyword argument ``tenant_id``, the one place regionmesh reads it
+
+
+def _body_args(decoded: Any) -> tuple[Any, Any]:
+    """(args, kwargs) of a decoded body: a protocol-2 triple, a protocol-1 dict, or bare kwargs."""
+    if isinstance(decoded, list) and len(decoded) >= 2:
+        return decoded[0], decoded[1]
+    if isinstance(decoded, dict):
+        if isinstance(decoded.get("kwargs"), dict):
+            return decoded.get("args"), decoded["kwargs"]
+        return None, decoded
+    return None, None
+
+
+def tenant_hint(raw: bytes) -> TenantHint:
+    """The tenant a refused message's body names, whatever made it refused (another content type,
+    a bad header, invalid UTF-8, positional arguments). Never raises.
+
+    Certain only when the keyword argument ``tenant_id`` names it and no positional first argument
+    names another. A positional first argument alone (``submit(tenant, workflow, input)`` sent as
+    args) is a guess: good enough to tag the record for erasure, not to keep its body."""
+    try:
+        decoded = json.loads(raw.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return TenantHint(None, False)
+    args, kwargs = _body_args(decoded)
+    named = _tenant(kwargs.get("tenant_id")) if isinstance(kwargs, dict) else None
+    first = _tenant(args[0]) if isinstance(args, list) and args else None
+    if named is not None:
+        return TenantHint(named, first is None or first == named)
+    return TenantHint(first, False)
+
+
+def residency_keep(record: DeadLetterRecord, *, certain: bool, outside_zone: bool, erased: bool) -> DeadLetterRecord:
+    """What a dead letter may keep. Erased: neither id nor body. Outside the tenant's zone, or a
+    tenant not known for certain (the body may be anyone's, a zoned tenant's included, and
+    ``tenants erase`` could not find it by id): ids, size, digest and reason, no body."""
+    if erased:
+        return dataclasses.replace(record, payload=None, tenant_id=None)
+    if outside_zone or not certain or record.tenant_id is None:
+        return dataclasses.replace(record, payload=None)
+    return record

@@ -19,7 +19,7 @@ from regionmesh.log import event
 from regionmesh.models import runs
 from regionmesh.names import REJECTED_TASK, RUN_STEP_TASK, SUBMIT_TASK
 from regionmesh.workers import executor, forward, lifecycle
-from regionmesh.workers.intake import DeadLetterRecord, dead_letter_record
+from regionmesh.workers.intake import DeadLetterRecord, dead_letter_record, residency_keep
 from regionmesh.workers.metrics import SUBMISSIONS
 from regionmesh.workers.runtime import Runtime
 from regionmesh.workers.submission import TENANT_RE, Submission, parse_submission
@@ -89,37 +89,42 @@ def outside_its_zone(rt: Runtime, tenant_id: str | None) -> bool:
     """Whether ``tenant_id`` is bound to a zone this region is not in (its input may not be kept here)."""
     if not isinstance(tenant_id, str):
         return False
-    binding, _ = rt.router.facts(tenant_id)
+    binding, _ = rt.router.facts(tenant_id, fresh=True)
     return binding is not None and rt.region not in binding.regions
 
 
 def erased(rt: Runtime, tenant_id: object) -> bool:
     """Whether ``tenant_id`` was erased and not re-enabled (its receipt, as this region holds it)."""
-    return isinstance(tenant_id, str) and rt.router.facts(tenant_id)[1][1]
+    return isinstance(tenant_id, str) and rt.router.facts(tenant_id, fresh=True)[1][1]
+
+
+def residency_scrub(rt: Runtime, record: DeadLetterRecord, *, certain: bool) -> DeadLetterRecord:
+    """``record`` as residency and erasure let this region keep it (``intake.residency_keep``),
+    read fresh: a refusal is rare, and a binding or erasure the cache has not seen must count."""
+    tenant = record.tenant_id
+    return residency_keep(record, certain=certain, outside_zone=outside_its_zone(rt, tenant),
+                          erased=erased(rt, tenant))
 
 
 def reject_task_message(rt: Runtime, task: Task, reason: str, args: Any, kwargs: Any, *,
                         submission_id: str | None = None, tenant_id: str | None = None) -> None:
     """Dead-letter the message a task is running: its kwargs as JSON (bounded), with the size and
-    digest of the producer's body when the consumer recorded them. A zoned tenant's message outside
-    its zone keeps no body prefix (ids, size, digest and the reason only)."""
+    digest of the producer's body when the consumer recorded them. What residency and erasure
+    allow of it is kept (``residency_scrub``): no body for a zoned tenant outside its zone or a
+    message whose tenant is not known, neither id nor body for an erased tenant."""
     try:
         raw = json.dumps([list(args), kwargs, {}], default=repr).encode()
     except (TypeError, ValueError, RecursionError):
         raw = repr((args, kwargs)).encode("utf-8", "backslashreplace")
-    record = dead_letter_record(raw, reason=reason, task_name=task.name, task_id=task.request.id,
-                                submission_id=submission_id, tenant_id=tenant_id, content_type="application/json")
-    size, sha = getattr(task.request, BODY_SIZE_HEADER, None), getattr(task.request, BODY_SHA256_HEADER, None)
-    if isinstance(size, int) and isinstance(sha, str):
-        record = dataclasses.replace(record, payload_size=size, payload_sha256=sha)
     tenant = tenant_id if tenant_id is not None else kwargs.get("tenant_id") if isinstance(kwargs, dict) else None
     if not (isinstance(tenant, str) and TENANT_RE.fullmatch(tenant)):
         tenant = None  # not a tenant id (NUL, too long, ...): never bound to a zone nor erased, never looked up
-    if outside_its_zone(rt, tenant):
-        record = dataclasses.replace(record, payload=None)
-    if erased(rt, tenant):  # an erased tenant's id and input are kept nowhere again, refusals included
-        record = dataclasses.replace(record, payload=None, tenant_id=None)
-    dead_letter(rt, record)
+    record = dead_letter_record(raw, reason=reason, task_name=task.name, task_id=task.request.id,
+                                submission_id=submission_id, tenant_id=tenant, content_type="application/json")
+    size, sha = getattr(task.request, BODY_SIZE_HEADER, None), getattr(task.request, BODY_SHA256_HEADER, None)
+    if isinstance(size, int) and isinstance(sha, str):
+        record = dataclasses.replace(record, payload_size=size, payload_sha256=sha)
+    dead_letter(rt, residency_scrub(rt, record, certain=tenant is not None and not args))
 
 
 def register_tasks(app: Celery, rt: Runtime) -> None:

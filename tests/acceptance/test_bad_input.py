@@ -154,7 +154,9 @@ def test_malformed_messages_are_dead_lettered_and_never_stop_a_worker(mesh: Mesh
     assert letters[big_tid]["payload_sha256"] == hashlib.sha256(big_body).hexdigest()
     assert len(letters[big_tid]["payload"]) <= 64 * 1024 + 8 and letters[big_tid]["submission_id"] == "big-1"
     five = next(t for t in bad if t.startswith("bad-five-"))
-    assert letters[five]["payload"] == "5" and "not an [args, kwargs, embed] triple" in letters[five]["reason"]
+    # Nobody can tell whose "5" is: size, digest and reason only (a zoned tenant's input could be anywhere in it).
+    assert letters[five]["payload"] is None and letters[five]["payload_size"] == 1
+    assert "not an [args, kwargs, embed] triple" in letters[five]["reason"]
 
     def all_done() -> bool:
         with home.engine.connect() as conn:

@@ -16,9 +16,12 @@ from regionmesh.workers.intake import (
     PREFIX_MAX,
     Decoded,
     Rejection,
+    TenantHint,
     body_prefix,
     classify,
     dead_letter_record,
+    residency_keep,
+    tenant_hint,
 )
 
 KNOWN = {SUBMIT_TASK, RUN_STEP_TASK, REJECTED_TASK}
@@ -180,3 +183,45 @@ def test_record_properties(raw: bytes, limit: int) -> None:
     else:
         assert raw[:limit].startswith(rec.payload.encode())
         assert len(rec.payload.encode()) >= min(len(raw), limit) - 3
+
+
+@pytest.mark.parametrize(("raw", "hint"), [
+    (body([[], KW, {}]), TenantHint("t1", True)),
+    (body([[1], KW, {}]), TenantHint("t1", True)),  # positional arguments: the keyword still names it
+    (body([["t1", "onboard", {}], KW, {}]), TenantHint("t1", True)),
+    (body([["t2", "onboard", {}], KW, {}]), TenantHint("t1", False)),  # two candidates: not certain
+    (body([["t2", "onboard", {}], {}, {}]), TenantHint("t2", False)),  # positional only: a guess
+    (body({"task": SUBMIT_TASK, "args": [], "kwargs": KW}), TenantHint("t1", True)),  # protocol 1
+    (body(KW), TenantHint("t1", True)),  # bare kwargs
+    (body([[], KW, {}]).replace(b"onboard", b"on\xffboard"), TenantHint("t1", True)),  # invalid UTF-8 elsewhere
+    (body([[], KW | {"tenant_id": "t1\n"}, {}]), TenantHint(None, False)),  # not a tenant id
+    (body([[], KW | {"tenant_id": 5}, {}]), TenantHint(None, False)),
+    (b"5", TenantHint(None, False)),
+    (b"not json t1", TenantHint(None, False)),
+    (b"[" * 100_000, TenantHint(None, False)),  # too deep to decode
+    (b"", TenantHint(None, False)),
+])
+def test_the_tenant_a_body_names(raw: bytes, hint: TenantHint) -> None:
+    assert tenant_hint(raw) == hint
+
+
+@pytest.mark.parametrize(("tenant", "certain", "outside", "erased", "kept_tenant", "kept_body"), [
+    ("t1", True, False, False, "t1", True),  # known, in its zone (or unzoned), not erased
+    ("t1", True, True, False, "t1", False),  # a zoned tenant outside its zone: ids only
+    ("t1", False, False, False, "t1", False),  # a guess: tagged for erasure, no body
+    ("t1", True, False, True, None, False),  # erased: neither id nor body
+    ("t1", False, True, True, None, False),
+    (None, False, False, False, None, False),  # nobody can tell whose: no body
+])
+def test_what_a_dead_letter_keeps(tenant: str | None, certain: bool, outside: bool, erased: bool,
+                                  kept_tenant: str | None, kept_body: bool) -> None:
+    rec = residency_keep(dead_letter_record(b"[[], {}, {}]", reason="r", tenant_id=tenant), certain=certain,
+                         outside_zone=outside, erased=erased)
+    assert rec.tenant_id == kept_tenant and (rec.payload is not None) == kept_body
+    assert rec.payload_size == 12 and rec.payload_sha256 == hashlib.sha256(b"[[], {}, {}]").hexdigest()
+
+
+@given(st.binary(max_size=3000))
+def test_tenant_hint_never_raises(raw: bytes) -> None:
+    hint = tenant_hint(raw)
+    assert hint.tenant_id is None or (hint.tenant_id.isascii() and 0 < len(hint.tenant_id) <= 128)
