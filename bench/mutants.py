@@ -8,7 +8,10 @@ is applied only inside the campaign's own mesh, never through a switch in shippe
   ``migrate``; the rewrite is a regular expression that must match exactly once, so a refactor of
   the function makes the mutant fail loudly instead of silently planting nothing;
 - a Python mutant is a monkeypatch in ``bench/mutant_patches.py``, loaded by the campaign's
-  workers through their workflow modules (``REGIONMESH_WORKFLOWS``) with ``RM_MUTANT`` naming it.
+  workers through their workflow modules (``REGIONMESH_WORKFLOWS``) with ``RM_MUTANT`` naming it;
+- a publication mutant re-lists one per-destination publication's tables without their row
+  filter (``unfilter``), in the first region of the campaign's zone, toward the first region
+  outside it, once the zoned tenants are bound.
 
     python -m bench.campaign --mutant NAME ...      one mutant
     python -m bench.campaign --mutants all ...      the matrix
@@ -46,6 +49,7 @@ class Mutant:
     # Classes that show the same bug where the campaign itself closes it later: a publish acked
     # without a run whose producer's re-send then created the run is a lost *first* publish.
     or_else: tuple[str, ...] = ()
+    unfilter: bool = False  # drop the zone filter of one per-destination publication (see apply_unfilter)
 
     def caught(self, classes: set[str] | frozenset[str]) -> bool:
         """Whether a verdict that reported ``classes`` caught this mutant."""
@@ -82,6 +86,8 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            sql=tuple(SqlPatch(f"rm_conflict_upd_{t}()", _KEEP_OLDER,
                               r"IF verdict <> 0 THEN\1RETURN NEW;\2END IF;\3RETURN NULL;")
                      for t in CONFLICT_TABLES)),
+    Mutant("zone_filter_dropped", "a zoned tenant's payload rows never leave its zone (per-destination row filters)",
+           "residency", unfilter=True, needs="zoned tenants"),
     Mutant("release_before_commit", "a step's dependents start after every task of it took effect",
            "order",
            sql=(SqlPatch("rm_complete_task(uuid,integer,jsonb)",
@@ -109,6 +115,21 @@ def apply_sql(conn: Connection, mutant: Mutant) -> list[str]:
         conn.exec_driver_sql(rewrite(definition, patch).replace("%", "%%"))  # psycopg2 formats '%'
         done.append(patch.function)
     return done
+
+
+def apply_unfilter(conn: Connection, publication: str) -> list[str]:
+    """Re-list ``publication``'s tables without their row filters (in the caller's transaction).
+    Raises ValueError unless it lists at least one filtered table: a publication without filters
+    means the mutant would plant nothing."""
+    filtered = list(conn.execute(text(
+        "SELECT tablename::text FROM pg_publication_tables WHERE pubname = :n AND rowfilter IS NOT NULL ORDER BY 1"),
+        {"n": publication}).scalars())
+    if not filtered:
+        raise ValueError(f"{publication} has no filtered table: nothing to unfilter (did the zones change?)")
+    tables = list(conn.execute(text(
+        "SELECT tablename::text FROM pg_publication_tables WHERE pubname = :n ORDER BY 1"), {"n": publication}).scalars())
+    conn.exec_driver_sql(f"ALTER PUBLICATION {publication} SET TABLE {', '.join(tables)}")
+    return filtered
 
 
 def worker_env(mutant: Mutant | None, workflows: str) -> dict[str, str]:

@@ -94,3 +94,13 @@ def run_summary(engine: Engine, run_id: Any) -> dict[str, Any] | None:
             """SELECT run_id, tenant_id, workflow, zone, status, owner_region, steps, created_at, finished_at, epoch
                  FROM run_summaries WHERE run_id = :r AND deleted_at IS NULL"""), {"r": run_id}).mappings().first()
     return None if row is None else dict(row)
+
+
+def summarized(engine: Engine, run_ids: list[Any]) -> set[Any]:
+    """The runs among ``run_ids`` this region knows only by their summary: a zoned tenant's runs
+    outside its zone, whose payload rows never come here but whose metadata does."""
+    if not run_ids:
+        return set()
+    with engine.connect() as conn:
+        return set(conn.execute(text("SELECT run_id FROM run_summaries WHERE run_id = ANY(:ids)"),
+                                {"ids": list(run_ids)}).scalars())

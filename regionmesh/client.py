@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from regionmesh.broker import publisher
 from regionmesh.config import MeshConfig, load_config
-from regionmesh.models import runs
+from regionmesh.models import residency, runs
 from regionmesh.models.engine import engine_for
 from regionmesh.names import SUBMIT_TASK, submit_queue
 from regionmesh.routing.router import Router
@@ -124,10 +124,14 @@ def submit(
 
 
 def _publish(config: MeshConfig, region: str, kwargs: dict[str, Any]) -> None:
+    """Push onto the region's submit queue through the default exchange (``exchange=''``, routing key
+    the queue, nothing declared): kombu then needs no binding set, so a producer's Redis user may
+    hold no write on ``_kombu.binding.*`` (a producer that could add a binding could route a message
+    into any queue, the steps queue included)."""
     queue = submit_queue(region)
     publisher(config.regions[region].broker_url, config.settings).send_task(
-        SUBMIT_TASK, kwargs=kwargs, queue=queue, routing_key=queue, task_id=kwargs["submission_id"],
-        kwargsrepr=kwargs_summary(kwargs),
+        SUBMIT_TASK, kwargs=kwargs, queue=queue, routing_key=queue, exchange="", declare=[],
+        task_id=kwargs["submission_id"], kwargsrepr=kwargs_summary(kwargs),
         retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
     )
 
@@ -231,8 +235,9 @@ def confirm(journal: Journal, config: MeshConfig, *, resend_after_s: float = 30.
     """Settle what the regions hold and send again what they do not (see the module docstring).
 
     A submission counts as held once its run is in the database of the region it was sent to
-    (created there, or replicated there from its home); from then on PostgreSQL, the forward
-    outbox and the reconciler carry it. Returns the counts of this pass.
+    (created there, or replicated there from its home; for a zoned tenant sent to a region outside
+    its zone, the run's summary, since its rows stay in the zone); from then on PostgreSQL, the
+    forward outbox and the reconciler carry it. Returns the counts of this pass.
     """
     now = time.time() if now is None else now
     by_region: dict[str, list[Pending]] = defaultdict(list)
@@ -244,7 +249,8 @@ def confirm(journal: Journal, config: MeshConfig, *, resend_after_s: float = 30.
     for region, entries in by_region.items():
         try:
             engine = engine_for(config, region)
-            present = runs.statuses(engine, [p.run_id for p in entries])
+            present = set(runs.statuses(engine, [p.run_id for p in entries]))
+            present |= residency.summarized(engine, [p.run_id for p in entries if p.run_id not in present])
         except SQLAlchemyError:  # the region is away: its submissions wait with it
             waiting += len(entries)
             continue

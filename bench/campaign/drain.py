@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from bench.campaign.mesh import CampaignMesh
 from bench.campaign.producers import Producers
-from bench.campaign.record import Plan, Record
+from bench.campaign.record import ZONE, Plan, Record
 from regionmesh.models import runs
 from regionmesh.workers.submission import run_id_for
 
@@ -26,7 +26,10 @@ def _campaign_runs(engine: Engine, tenants: list[str]) -> dict[uuid.UUID, str]:
 def drain(plan: Plan, mesh: CampaignMesh, producers: Producers, record: Record, timeout: float) -> bool:
     """True once drained, False if ``timeout`` seconds passed first."""
     deadline = time.monotonic() + timeout
-    wanted = {run_id_for(s.ack.tenant, s.ack.key) for s in record.sent}
+    zoned = set(plan.zoned_tenants)
+    members = plan.zones.get(ZONE, [])
+    wanted = {r: {run_id_for(s.ack.tenant, s.ack.key) for s in record.sent
+                  if s.ack.tenant not in zoned or r in members} for r in mesh.regions}
     next_confirm = 0.0
     while time.monotonic() < deadline:
         if time.monotonic() > next_confirm:
@@ -35,8 +38,10 @@ def drain(plan: Plan, mesh: CampaignMesh, producers: Producers, record: Record, 
         try:
             done = True
             for r in mesh.regions:
-                have = _campaign_runs(mesh.engines[r], plan.tenants)
-                if not wanted <= have.keys() or any(s != "succeeded" for s in have.values()):
+                # A zoned tenant's runs are held in its zone only (elsewhere: their summaries).
+                have = _campaign_runs(mesh.engines[r], plan.tenants if r in members else
+                                      [t for t in plan.tenants if t not in zoned])
+                if not wanted[r] <= have.keys() or any(s != "succeeded" for s in have.values()):
                     done = False
                     break
             if done:

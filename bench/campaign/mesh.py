@@ -20,11 +20,12 @@ from bench.campaign.record import Record
 from bench.common import ROOT
 from bench.mutants import Mutant
 from regionmesh.config import MeshConfig, load_config
-from regionmesh.models import subscribing
+from regionmesh.models import residency, subscribing
 from regionmesh.models.engine import make_engine
-from regionmesh.names import subscription_name
+from regionmesh.names import subscription_name, zoned_publication
 from regionmesh.ops.devmesh import DevMesh
 from regionmesh.ops.failover import lease_status
+from regionmesh.ops.residency import bind_zone
 from regionmesh.replication.setup import conninfo
 from regionmesh.testing.proxy import Proxy
 
@@ -59,17 +60,19 @@ class CampaignMesh:
         self.down: set[str] = set()  # regions whose broker a producer should not try now
 
     @classmethod
-    def start(cls, dev: DevMesh, regions: list[str], record: Record, mutant: Mutant | None = None) -> CampaignMesh:
-        """Bring the mesh up without workers, route every link through a proxy, plant ``mutant`` (its
-        SQL in every region's database, after migrate; its Python through the workers' workflow
-        modules), start one worker per region and wait until every region holds its lease."""
+    def start(cls, dev: DevMesh, regions: list[str], record: Record, mutant: Mutant | None = None, *,
+              zones: dict[str, list[str]] | None = None, zoned: list[str] | None = None) -> CampaignMesh:
+        """Bring the mesh up without workers (with ``zones``), route every link through a proxy,
+        plant ``mutant`` (its SQL in every region's database, after migrate; its Python through the
+        workers' workflow modules), start one worker per region, wait until every region holds its
+        lease, then bind the ``zoned`` tenants to the mesh's zone (and plant a publication mutant)."""
         os.environ.update(SETTINGS_ENV)  # the operator side (failover, restore) runs the same lease settings
         ledger_dir = dev.root / "ledger"
         ledger_dir.mkdir()
         os.chmod(ledger_dir, 0o777)
-        mesh = cls(dev, regions, dev.up(regions, workers=0), record, mutant)
+        mesh = cls(dev, regions, dev.up(regions, workers=0, zones=zones or None), record, mutant)
         try:
-            if mutant is not None:
+            if mutant is not None and (mutant.sql or mutant.python):
                 for r in regions:
                     with mesh.engines[r].begin() as conn:
                         planted = mutants.apply_sql(conn, mutant)
@@ -79,10 +82,34 @@ class CampaignMesh:
             for r in regions:
                 dev.start_worker(r, extra_env=mesh.worker_env(r))
             mesh.wait_healthy(90)
+            if zoned:
+                mesh._bind(zoned)
         except BaseException:
             mesh._close_links()
             raise
         return mesh
+
+    def _bind(self, tenants: list[str]) -> None:
+        """Bind ``tenants`` to the mesh's one zone and wait until every region holds the bindings
+        (the load starts after: the window of a binding still replicating is a fault of its own),
+        then plant a publication mutant: one in-zone region's publication toward the first region
+        outside the zone loses its row filters."""
+        (zone, members), = self.config.zones.items()
+        for tenant in tenants:
+            bind_zone(self.config, tenant, zone, members[0])
+        deadline = time.monotonic() + 60
+        for r in self.regions:
+            while residency.bound_counts(self.engines[r]).get(zone, 0) < len(tenants):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"zone bindings of {', '.join(tenants)} not in {r} after 60s")
+                time.sleep(0.2)
+        self.record.log(f"  zone {zone} ({', '.join(members)}): {', '.join(tenants)} bound")
+        if self.mutant is not None and self.mutant.unfilter:
+            outside = next(r for r in self.regions if r not in members)
+            with self.engines[members[0]].begin() as conn:
+                gone = mutants.apply_unfilter(conn, zoned_publication(outside))
+            self.record.log(f"  mutant {self.mutant.name} planted: {members[0]}'s {zoned_publication(outside)} "
+                            f"without its row filter on {', '.join(gone)}")
 
     def _route_through_proxies(self) -> None:
         for sub in self.regions:

@@ -39,9 +39,17 @@ from regionmesh.routing.hashing import home_by_hash
 CLIENT_PATHS = ("direct", "forwarded")
 
 
-def workload(rng: random.Random) -> tuple[str, dict[str, Any]]:
+def workload(rng: random.Random, marker: str | None = None) -> tuple[str, dict[str, Any]]:
     """A workflow and its input: mostly a four-step diamond, sometimes a map; short steps, and now
-    and then a long one, likely in flight when a fault lands."""
+    and then a long one, likely in flight when a fault lands. ``marker``: a zoned tenant's input
+    carries it (and so do the steps' outputs, which echo the input)."""
+    workflow, data = _workload(rng)
+    if marker is not None:
+        data["note"] = f"{marker}{rng.randrange(10**6)}"
+    return workflow, data
+
+
+def _workload(rng: random.Random) -> tuple[str, dict[str, Any]]:
     steps = "abcd" if rng.random() < 0.8 else "amd"
     sleep = {s: round(rng.uniform(0.01, 0.2), 3) for s in steps}
     if rng.random() < 0.15:  # a long step, likely in flight when a fault lands
@@ -88,7 +96,7 @@ class Producers:
             tenant = rng.choice(self.plan.tenants)
             home = self._home(tenant, rng)
             via = home if path == "direct" else rng.choice([r for r in self.mesh.alive() if r != home] or self.mesh.regions)
-            workflow, data = workload(rng)
+            workflow, data = workload(rng, self.plan.marker(tenant))
             key = self._next(path)
             try:
                 submit(tenant, workflow, data, key, region=via, config=self.config, submission_id=key,
@@ -144,7 +152,7 @@ class Producers:
             lines, tenants = [], []
             for _ in range(rng.randint(10, 25)):
                 tenant = rng.choice(self.plan.tenants)
-                workflow, data = workload(rng)
+                workflow, data = workload(rng, self.plan.marker(tenant))
                 doc: dict[str, Any] = {"tenant_id": tenant, "workflow": workflow, "input": data}
                 if rng.random() < 0.7:
                     doc["idempotency_key"] = self._next("batch")
@@ -179,7 +187,7 @@ class Producers:
             while not self.stop.is_set():
                 tenant = rng.choice(self.plan.tenants)
                 via = rng.choice(self.mesh.alive())
-                workflow, data = workload(rng)
+                workflow, data = workload(rng, self.plan.marker(tenant))
                 key = self._next("raw")
                 sid = str(uuid.uuid4())
                 kwargs = {"v": 1, "tenant_id": tenant, "workflow": workflow, "input": data,

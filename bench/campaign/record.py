@@ -13,8 +13,10 @@ from typing import Any
 
 from bench.campaign_checker import Ack, Fault
 from bench.mutants import Mutant
+from regionmesh.routing.hashing import home_by_hash
 
 ALL_REGIONS = ["us-east", "eu-west", "ap-south", "sa-east", "af-south"]
+ZONE, ZONED_TENANTS = "z1", 3
 # A producer sends again what the region it was sent to does not hold after this long.
 RESEND_AFTER_S = 30.0
 
@@ -40,8 +42,29 @@ class Plan:
         return f"cmp{self.seed}-"
 
     @property
+    def zones(self) -> dict[str, list[str]]:
+        """Data residency in the mix: with three regions or more, the first two form zone ``z1``
+        and the others are outside it (they must never hold a zoned tenant's payload)."""
+        return {ZONE: self.regions[:2]} if len(self.regions) >= 3 else {}
+
+    @property
+    def zoned_tenants(self) -> list[str]:
+        """Tenants bound to ``z1`` before the load starts: the first names whose hash home is in
+        the zone (a binding is accepted only where the tenant is placed inside the zone)."""
+        members = self.zones.get(ZONE)
+        if not members:
+            return []
+        names = (f"{self.prefix}z{i}" for i in range(1000))
+        return [t for t in names if home_by_hash(t, self.regions) in members][:ZONED_TENANTS]
+
+    def marker(self, tenant: str) -> str | None:
+        """The string every input of a zoned tenant carries (the residency check looks for it in
+        out-of-zone regions' database dumps); None for an unzoned tenant."""
+        return f"zsecret{self.seed}{tenant.rsplit('-', 1)[-1]}x" if tenant in self.zoned_tenants else None
+
+    @property
     def tenants(self) -> list[str]:
-        return [f"{self.prefix}{i}" for i in range(8 * len(self.regions))]
+        return [f"{self.prefix}{i}" for i in range(8 * len(self.regions))] + self.zoned_tenants
 
 
 @dataclass

@@ -9,7 +9,7 @@ import time
 
 from bench.campaign.mesh import CampaignMesh
 from bench.campaign.record import RESEND_AFTER_S, Record, Sent
-from regionmesh.models import runs
+from regionmesh.models import residency, runs
 from regionmesh.workers.submission import run_id_for
 
 
@@ -38,7 +38,9 @@ class Resender:
         for via, items in by_via.items():
             engine = self.mesh.engines[via]
             try:
-                held = set(runs.statuses(engine, [run_id_for(s.ack.tenant, s.ack.key) for s in items]))
+                ids = [run_id_for(s.ack.tenant, s.ack.key) for s in items]
+                held = set(runs.statuses(engine, ids))
+                held |= residency.summarized(engine, [i for i in ids if i not in held])  # zoned, outside the zone
                 dead = {s.sid for s in items if run_id_for(s.ack.tenant, s.ack.key) not in held
                         and runs.dead_letters(engine, 1, submission_id=s.sid)}
             except Exception:  # the region is away: its submissions wait with it

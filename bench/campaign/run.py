@@ -54,7 +54,7 @@ def run_campaign(seed: int, minutes: float, *, n_regions: int = 3, drain_s: floa
     log(f"fault campaign: seed {seed}, {minutes:g} min, regions {plan.regions}, mesh in {dev.root}"
         + (f", mutant {mutant.name} ({mutant.breaks})" if mutant else ""))
     try:
-        mesh = CampaignMesh.start(dev, plan.regions, record, mutant)
+        mesh = CampaignMesh.start(dev, plan.regions, record, mutant, zones=plan.zones, zoned=plan.zoned_tenants)
     except BaseException:
         dev.down(purge=False)
         log(f"campaign aborted (seed {seed}); mesh kept in {dev.root}")

@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.campaign.mesh import DRIFT, LEASE_S, MARGIN_S, CampaignMesh
 from bench.campaign.producers import Producers
-from bench.campaign.record import Plan, Record
+from bench.campaign.record import ZONE, Plan, Record
 from bench.campaign_checker import (
     Bounds,
     History,
@@ -23,7 +23,9 @@ from bench.campaign_checker import (
     read_ledger,
     scan_pg_logs,
 )
+from bench.checker.gather import dump_database, marker_hits
 from bench.common import RESULTS, write_json
+from regionmesh.ops.devmesh import DATABASE
 from regionmesh.replication.verify import verify
 
 
@@ -63,6 +65,12 @@ def judge(plan: Plan, mesh: CampaignMesh, record: Record, producers: Producers, 
     identical = _verify(mesh, record)
     urls = _urls(mesh)
     got = gather(urls, plan.prefix)
+    zones = {t: tuple(plan.zones[ZONE]) for t in plan.zoned_tenants}
+    hits: dict[str, dict[str, int]] = {}
+    if zones:
+        markers = {t: m for t in plan.zoned_tenants if (m := plan.marker(t))}
+        pg_dump = mesh.dev.pg_bindir / "pg_dump"
+        hits = marker_hits({r: dump_database(pg_dump, mesh.dev.admin_url(r, DATABASE)) for r in mesh.regions}, markers)
     resent_at = producers.journal_resends()
     errors_after = apply_error_counts(urls)
     firsts = [replace(s.ack, resent_at=s.first_resend or resent_at.get(s.sid)) for s in record.sent]
@@ -76,7 +84,7 @@ def judge(plan: Plan, mesh: CampaignMesh, record: Record, producers: Producers, 
         dead_letters=got["dead_letters"],
         valid_submission_ids={s.sid for s in record.sent} | {a.sid for a in record.resends},
         outbox_rejected=got["outbox_rejected"], bounds=Bounds(LEASE_S, DRIFT, MARGIN_S), rows=got["rows"],
-        submissions=got["submissions"])
+        submissions=got["submissions"], zones=zones, marker_hits=hits)
     verdict = evaluate(history)
     started = record.started
     extra = {"seed": plan.seed, "minutes": plan.minutes, "regions": mesh.regions,

@@ -18,6 +18,7 @@ from bench.checker.verdict import (
     DUPLICATE_RUN,
     MISSING_EFFECT,
     OUTBOX_REJECTED,
+    RESIDENCY,
     STUCK,
     UNEXPECTED_EFFECT,
     Verdict,
@@ -35,8 +36,13 @@ def _runs(h: History, v: Verdict) -> None:
         ids = {rid for rows in per_region.values() for rid, _ in rows}
         if len(ids) > 1 or any(len(rows) > 1 for rows in per_region.values()):
             v.add(DUPLICATE_RUN, f"{tenant}/{key}: {sorted(ids)} ({ {r: len(x) for r, x in per_region.items()} })")
-        not_done = {r: [s for _, s in rows] for r, rows in per_region.items() if any(s != "succeeded" for _, s in rows)}
-        absent = [r for r in h.regions if r not in per_region]
+        holders = h.holders(tenant)
+        not_done = {r: [s for _, s in rows] for r, rows in per_region.items()
+                    if r in holders and any(s != "succeeded" for _, s in rows)}
+        absent = [r for r in holders if r not in per_region]
+        outside = sorted(r for r in per_region if r not in holders)
+        if outside:
+            v.add(RESIDENCY, f"{tenant}/{key}: run held outside the tenant's zone in {', '.join(outside)}")
         if not_done or absent:
             v.add(STUCK, f"{tenant}/{key}: {not_done or ''}{' absent in ' + ','.join(absent) if absent else ''}")
 
@@ -86,6 +92,18 @@ def _effects(h: History, v: Verdict, faults: list[Any]) -> None:
                        "order not checked")
 
 
+def _residency(h: History, v: Verdict) -> None:
+    """A zoned tenant's input marker in the full dump of a region outside its zone."""
+    if h.zones and not h.marker_hits:
+        v.notes.append("zoned tenants without a dump of the regions outside their zones: input residency not checked")
+    elif h.zones and not any(n for hits in h.marker_hits.values() for n in hits.values()):
+        v.notes.append("no zoned tenant's input marker found in any dump, inside the zones either: the check saw nothing")
+    for region, hits in sorted(h.marker_hits.items()):
+        for tenant, n in sorted(hits.items()):
+            if region not in h.holders(tenant):
+                v.add(RESIDENCY, f"{region}: {n} occurrence(s) of zoned tenant {tenant}'s input in its database dump")
+
+
 def evaluate(h: History) -> Verdict:
     """Judge a history: see ``bench.checker`` for the rules."""
     faults = [normalized(f, h.regions) for f in h.faults]
@@ -98,8 +116,11 @@ def evaluate(h: History) -> Verdict:
     if not h.identical:
         v.add(DIVERGENCE, "the product's verify: regions differ")
     if h.rows:
-        for line in compare(h.rows, h.regions):
+        differ, outside = compare(h.rows, h.regions, lambda t: h.holders(t) if t in h.zones else None)
+        for line in differ:
             v.add(DIVERGENCE, line)
+        for line in outside:
+            v.add(RESIDENCY, line)
     else:
         v.notes.append("no rows of the checker's own to compare across regions: only the product's verify")
     for line in h.apply_errors:
@@ -110,6 +131,7 @@ def evaluate(h: History) -> Verdict:
             v.add(DEAD_LETTER, f"{region}: submission {sid} without a reason")
         elif sid in h.valid_submission_ids:
             v.add(DEAD_LETTER, f"{region}: valid submission {sid} dead-lettered: {reason}")
+    _residency(h, v)
     for r, sid, why in h.outbox_rejected:
         v.add(OUTBOX_REJECTED, f"{r}: {sid}: {why}")
     return v

@@ -5,6 +5,7 @@ The decisions are elsewhere (``evaluate``, ``compare``), pure."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +13,17 @@ from sqlalchemy import create_engine, text
 
 from bench.checker.history import SubmissionRecord
 
-# The rows the checker compares across regions: table -> SQL giving the key, then the values. Payloads
-# (outputs) are compared as hashes, and only for rows outside a zone: a zoned tenant's payloads
-# replicate only inside its zone, so other regions rightly hold none.
+# The rows the checker compares across regions: table -> SQL giving the key, the tenant, then the
+# values. Payloads (outputs) are compared as hashes, and only for rows outside a zone (a zoned
+# tenant's rows are compared among its zone's regions, and must be absent elsewhere: ``compare``).
 _OUTPUT = "CASE WHEN {t}.zone = '' THEN md5(coalesce({t}.output::text, '')) END"
 COMPARED = {
     "workflow_runs": "SELECT r.id::text, r.tenant_id, r.idempotency_key, r.status, r.owner_region, r.epoch, "
                      f"{_OUTPUT.format(t='r')}, r.deleted_at IS NOT NULL FROM workflow_runs r WHERE r.tenant_id LIKE :p",
-    "workflow_steps": "SELECT s.id::text, s.run_id::text, s.step_key, s.status, s.epoch, "
+    "workflow_steps": "SELECT s.id::text, w.tenant_id, s.run_id::text, s.step_key, s.status, s.epoch, "
                       f"{_OUTPUT.format(t='s')}, s.deleted_at IS NOT NULL FROM workflow_steps s "
                       "JOIN workflow_runs w ON w.id = s.run_id WHERE w.tenant_id LIKE :p",
-    "step_tasks": "SELECT t.id::text, t.run_id::text, t.step_key, t.idx, t.status, t.attempt, t.epoch, "
+    "step_tasks": "SELECT t.id::text, w.tenant_id, t.run_id::text, t.step_key, t.idx, t.status, t.attempt, t.epoch, "
                   f"{_OUTPUT.format(t='t')}, t.deleted_at IS NOT NULL FROM step_tasks t "
                   "JOIN workflow_runs w ON w.id = t.run_id WHERE w.tenant_id LIKE :p",
 }
@@ -101,3 +102,17 @@ def gather(urls: dict[str, str], tenant_prefix: str) -> dict[str, Any]:
             engine.dispose()
     return {"runs": runs, "tasks": tasks, "dead_letters": dead, "outbox_rejected": rejected, "created": created,
             "rows": rows, "submissions": submissions}
+
+
+def marker_hits(dumps: dict[str, str], markers: dict[str, str]) -> dict[str, dict[str, int]]:
+    """region -> tenant -> occurrences of the tenant's input marker in that region's dump."""
+    return {region: {t: n for t, m in markers.items() if (n := dump.count(m))} for region, dump in dumps.items()}
+
+
+def dump_database(pg_dump: Path, url: str) -> str:
+    """Every row of the database behind ``url`` as text (``pg_dump --data-only``): the residency
+    check reads what the region holds, whatever table or column it sits in."""
+    out = subprocess.run([str(pg_dump), "--data-only", "-d", url], capture_output=True, text=True, timeout=300, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"pg_dump of {url.rsplit('@', 1)[-1]} failed: {out.stderr.strip()[-400:]}")
+    return out.stdout

@@ -116,5 +116,15 @@ class History:
     submissions: list[SubmissionRecord] | None = None
     waiting: dict[str, str] = field(default_factory=dict)  # submission id -> region whose broker holds it …
     down_at_end: set[str] = field(default_factory=set)  # … while that broker was down at the end
-    # The checker's own read of the rows it compares: table -> region -> {key: value}
+    # The checker's own read of the rows it compares: table -> region -> {key: (tenant, value)}
     rows: dict[str, dict[str, dict[Any, Any]]] = field(default_factory=dict)
+    # Data residency, as the campaign set it up (never read from the product): tenant -> the regions
+    # of its zone (a tenant not here is unzoned), and region -> tenant -> how many times the
+    # tenant's input marker occurs in that region's full database dump.
+    zones: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    marker_hits: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def holders(self, tenant: str) -> list[str]:
+        """The regions that hold the tenant's payload rows: its zone's, or every region."""
+        zone = self.zones.get(tenant)
+        return [r for r in self.regions if zone is None or r in zone]

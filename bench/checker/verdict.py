@@ -22,6 +22,7 @@ DIVERGENCE = "divergence"  # regions differ (the product's verify or the checker
 APPLY_ERROR = "apply_error"
 DEAD_LETTER = "dead_letter"  # without a reason, or for a valid submission
 OUTBOX_REJECTED = "outbox_rejected"
+RESIDENCY = "residency"  # a zoned tenant's row or input found in a region outside its zone
 
 
 @dataclass

@@ -11,12 +11,13 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, text
 
-from regionmesh.client import submit
+from regionmesh.client import Journal, confirm, submit
 from regionmesh.config import MeshConfig
 from regionmesh.models.engine import engine_for, make_engine
 from regionmesh.names import subscription_name
@@ -154,8 +155,9 @@ def bound_everywhere(world: World, tenant: str) -> None:
             20, f"binding in {region}")
 
 
-def test_a_zoned_submission_outside_the_zone_leaves_no_input_there(world: World) -> None:
+def test_a_zoned_submission_outside_the_zone_leaves_no_input_there(world: World, tmp_path: Path) -> None:
     cfg = world.config
+    journal = Journal(tmp_path / "journal.jsonl")
     zoned = tenant_homed(EU, "zpath")
     bind_zone(cfg, zoned, "eu", "eu-west")
     bound_everywhere(world, zoned)
@@ -166,7 +168,7 @@ def test_a_zoned_submission_outside_the_zone_leaves_no_input_there(world: World)
     # A producer that knows nothing of zones publishes to ap-south: passed on, kept nowhere there.
     unaware = dataclasses.replace(cfg, zones={})
     passed = submit(zoned, "onboard", {"email": f"{mark}b@example.com", "name": f"{mark}b"}, region="ap-south",
-                    config=unaware, resolve_home=False)
+                    config=unaware, resolve_home=False, journal=journal)
     assert passed.region == "ap-south"
     bad = submit(zoned, "onboard", [f"{mark}bad"], region="ap-south", config=unaware,  # type: ignore[arg-type]
                  resolve_home=False)
@@ -185,6 +187,10 @@ def test_a_zoned_submission_outside_the_zone_leaves_no_input_there(world: World)
         return ok and letter and summaries
 
     wait_until(done, 90, "both runs finished in the zone, the bad one dead-lettered in ap-south")
+    # The journaled producer sent it to ap-south, which holds only the run's summary: that is held
+    # (the rows stay in the zone), not a loss to send again and again.
+    settled = confirm(journal, cfg, resend_after_s=0)
+    assert (settled.held, settled.resent) == (1, 0), settled
     with world.engines["ap-south"].connect() as conn:
         letter = conn.execute(text("SELECT payload, payload_size, tenant_id, reason FROM dead_letters "
                                    "WHERE submission_id = :s"), {"s": bad.submission_id}).mappings().one()

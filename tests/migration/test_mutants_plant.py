@@ -10,6 +10,7 @@ from alembic import command
 from sqlalchemy import Connection, Engine, text
 
 from bench import mutants
+from regionmesh.models import publishing
 from regionmesh.ops.migrate import alembic_config
 
 SQL_MUTANTS = [m for m in mutants.MUTANTS.values() if m.sql]
@@ -44,3 +45,18 @@ def test_no_lease_check_lets_a_region_without_a_lease_work(head: Engine) -> None
         mutants.apply_sql(conn, mutants.MUTANTS["no_lease_check"])
         assert conn.execute(text("SELECT rm_may_work()")).scalar_one() is True
         tx.rollback()
+
+
+def test_zone_filter_dropped_unfilters_one_publication_and_refuses_to_plant_nothing(head: Engine) -> None:
+    publishing.ensure_zoned_publication(head, "rm_pub_to_mutant_probe", ["z1"], "rm_no_such_role")
+    try:
+        assert set(publishing.publication_filters(head, "rm_pub_to_mutant_probe").values()) != {None}
+        with head.begin() as conn:
+            gone = mutants.apply_unfilter(conn, "rm_pub_to_mutant_probe")
+        filters = publishing.publication_filters(head, "rm_pub_to_mutant_probe")
+        assert sorted(gone) == sorted(filters) and set(filters.values()) == {None}
+        with head.begin() as conn, pytest.raises(ValueError, match="nothing to unfilter"):
+            mutants.apply_unfilter(conn, "rm_pub_to_mutant_probe")
+    finally:
+        with head.begin() as conn:
+            conn.execute(text("DROP PUBLICATION IF EXISTS rm_pub_to_mutant_probe"))

@@ -10,7 +10,8 @@ from bench.campaign_checker import Ack, Fault, SubmissionRecord, cut_off_from_ma
 from bench.checker.accounting import hand_off
 from bench.checker.compare import compare
 from bench.checker.faults import normalized
-from bench.checker.verdict import DIVERGENCE, DUPLICATE_RUN, LOST, LOST_FIRST
+from bench.checker.gather import marker_hits
+from bench.checker.verdict import DIVERGENCE, DUPLICATE_RUN, LOST, LOST_FIRST, RESIDENCY
 from tests.unit.checker_histories import REGIONS, RUN, history
 
 FIRST = Ack("direct", "t1", "k1", "a", 89.0, sid="s1", workflow="t_ledger", input={})
@@ -109,11 +110,12 @@ def test_a_lost_first_publish_is_attributed_to_a_hand_off(fault: Fault, created_
 # --- the checker's own comparison across regions -----------------------------------------------------------
 
 def test_rows_that_differ_or_are_missing_in_a_region_are_divergence() -> None:
-    same = {"workflow_runs": {r: {RUN: ("succeeded", 1)} for r in REGIONS}}
-    assert compare(same, REGIONS) == []
-    differ = {"workflow_runs": {"a": {RUN: ("succeeded", 1)}, "b": {RUN: ("succeeded", 2)}, "c": {}}}
-    lines = compare(differ, REGIONS)
-    assert lines == [f"workflow_runs {RUN}: a=('succeeded', 1), b=('succeeded', 2), c=<absent>"]
+    same = {"workflow_runs": {r: {RUN: ("t1", "succeeded", 1)} for r in REGIONS}}
+    assert compare(same, REGIONS) == ([], [])
+    differ = {"workflow_runs": {"a": {RUN: ("t1", "succeeded", 1)}, "b": {RUN: ("t1", "succeeded", 2)}, "c": {}}}
+    lines, outside = compare(differ, REGIONS)
+    assert lines == [f"workflow_runs {RUN}: a=('t1', 'succeeded', 1), b=('t1', 'succeeded', 2), c=<absent>"]
+    assert outside == []
     v = evaluate(history(rows=differ))
     assert v.classes == {DIVERGENCE}
     # The product's verify is a second opinion: it saying "differ" is a finding too.
@@ -122,9 +124,36 @@ def test_rows_that_differ_or_are_missing_in_a_region_are_divergence() -> None:
 
 
 def test_the_comparison_reports_a_bounded_number_of_rows_and_a_count() -> None:
-    many = {"step_tasks": {"a": {i: 1 for i in range(30)}, "b": {}, "c": {}}}
-    lines = compare(many, REGIONS)
-    assert len(lines) == 21 and lines[-1] == "step_tasks: 10 more rows differ"
+    many = {"step_tasks": {"a": {i: ("t1", 1) for i in range(30)}, "b": {}, "c": {}}}
+    lines, _ = compare(many, REGIONS)
+    assert len(lines) == 21 and lines[-1] == "step_tasks: 10 more rows"
+
+
+# --- data residency: the zones the campaign set up, never the product's word --------------------------
+
+ZONED = {"tz": ("a", "b")}
+
+
+def test_a_zoned_tenants_rows_are_compared_in_its_zone_only_and_absent_elsewhere() -> None:
+    in_zone = {"step_tasks": {"a": {RUN: ("tz", "succeeded")}, "b": {RUN: ("tz", "succeeded")}, "c": {}}}
+    assert compare(in_zone, REGIONS, lambda t: list(ZONED[t]) if t in ZONED else None) == ([], [])
+    assert evaluate(history(rows=in_zone, zones=ZONED)).ok
+    # The same rows checked as if unzoned: c lacks them.
+    assert evaluate(history(rows=in_zone)).classes == {DIVERGENCE}
+    leaked = {"step_tasks": {r: {RUN: ("tz", "succeeded")} for r in REGIONS}}
+    differ, outside = compare(leaked, REGIONS, lambda t: list(ZONED[t]) if t in ZONED else None)
+    assert differ == [] and outside == [f"step_tasks {RUN} of zoned tenant tz held outside its zone in c"]
+    assert evaluate(history(rows=leaked, zones=ZONED)).classes == {RESIDENCY}
+
+
+def test_a_zoned_tenants_input_marker_in_an_out_of_zone_dump_is_a_residency_violation() -> None:
+    hits = marker_hits({"a": "x zsecret-1 y zsecret-1", "b": "", "c": "COPY … zsecret-1 …"}, {"tz": "zsecret-"})
+    assert hits == {"a": {"tz": 2}, "b": {}, "c": {"tz": 1}}
+    v = evaluate(history(zones=ZONED, marker_hits=hits))
+    assert v.classes == {RESIDENCY} and v.of(RESIDENCY) == ["c: 1 occurrence(s) of zoned tenant tz's input in its database dump"]
+    assert evaluate(history(zones=ZONED, marker_hits={"a": {"tz": 2}, "c": {}})).ok
+    # Zoned tenants without dumps: said, not silently passed.
+    assert any("residency not checked" in n for n in evaluate(history(zones=ZONED)).notes)
 
 
 # --- the fault log -------------------------------------------------------------------------------------
