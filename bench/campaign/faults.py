@@ -15,36 +15,29 @@ the times to tell a re-run a crash explains from a duplicate.
   still taking load through its own broker, failed over with ``--even-if-reachable`` once its
   lease expired, then healed and restored: the only fault in which a region that keeps running
   without a lease gets the chance to misbehave;
-- ``move``: a graceful tenant move.
+- ``move``: a graceful tenant move;
+- ``pause_main``, ``pause_pool``, ``slow_commit``, ``keeper_handover``, ``swallow_overrun``: the
+  faults that attack the lease and the step limit (issue 21), in ``bench.campaign.lease_faults``.
 """
 
 from __future__ import annotations
 
 import random
-import threading
 import time
 
 import psutil
 
-from bench.campaign.mesh import CampaignMesh
-from bench.campaign.record import Plan, Record
+from bench.campaign.lease_faults import LeaseFaults
 from regionmesh.models import runs
 from regionmesh.ops.failover import FailoverRefused, FailoverReport, failover, restore, set_intent
 from regionmesh.supervisor import kill_tree
 
+LEASE_KINDS = ["pause_main", "pause_pool", "slow_commit", "keeper_handover", "swallow_overrun"]
 KINDS = ["pool_kill", "worker_kill", "redis_kill", "pg_kill", "repl_cut", "broker_cut", "region_failover",
-         "cutoff_failover", "move"]
+         "cutoff_failover", "move", *LEASE_KINDS]
 
 
-class Faults:
-    def __init__(self, plan: Plan, mesh: CampaignMesh, record: Record, stop: threading.Event) -> None:
-        self.plan = plan
-        self.mesh = mesh
-        self.dev = mesh.dev
-        self.regions = mesh.regions
-        self.record = record
-        self.stop = stop
-
+class Faults(LeaseFaults):
     def inject(self, kind: str, rng: random.Random, seconds: float) -> None:
         """Inject one fault of ``kind``; ``seconds`` is how long a cut lasts (other kinds ignore it)."""
         if kind == "repl_cut":
@@ -54,7 +47,9 @@ class Faults:
         else:
             {"pool_kill": self.pool_kill, "worker_kill": self.worker_kill, "redis_kill": self.redis_kill,
              "pg_kill": self.pg_kill, "region_failover": self.region_failover,
-             "cutoff_failover": self.cutoff_failover, "move": self.move}[kind](rng)
+             "cutoff_failover": self.cutoff_failover, "move": self.move, "pause_main": self.pause_main,
+             "pause_pool": self.pause_pool, "slow_commit": self.slow_commit, "keeper_handover": self.keeper_handover,
+             "swallow_overrun": self.swallow_overrun}[kind](rng)
 
     def pool_kill(self, rng: random.Random) -> None:
         region = rng.choice(self.regions)

@@ -5,7 +5,8 @@ The checker keeps its own copy of the shapes of the ledger workflows (``t_ledger
 ``t_ledger_map`` in the test workflows the campaign loads); a change there must be made here too,
 and ``tests/unit/test_campaign_checker_rules.py`` compares the two:
 
-* ``t_ledger``: a; b and c after a; d after b and c — four tasks, index None;
+* ``t_ledger`` and ``t_ledger_overrun`` (the same shape, short timeouts: the campaign's
+  ``swallow_overrun`` fault): a; b and c after a; d after b and c — four tasks, index None;
 * ``t_ledger_map``: a; m over ``a.items`` (``input["items"]``, default 3: m/0 … m/n-1, after a);
   d after every m task (after a when n = 0).
 
@@ -46,7 +47,7 @@ def plan(workflow: str, data: Mapping[str, Any] | None) -> Plan | None:
     """The tasks ``workflow`` must run for input ``data``; None for a workflow the checker does not
     model (it then checks that run's effects for duplicates and overlaps only)."""
     a: Task = ("a", None)
-    if workflow == "t_ledger":
+    if workflow in ("t_ledger", "t_ledger_overrun"):
         b, c, d = ("b", None), ("c", None), ("d", None)
         return Plan(workflow, {a: frozenset(), b: frozenset({a}), c: frozenset({a}), d: frozenset({b, c})})
     if workflow == "t_ledger_map":

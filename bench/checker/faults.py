@@ -5,6 +5,23 @@ A driver that records only ``kind``, ``region``, ``t0``, ``t1`` and ``detail`` (
 issue 12) is read by ``normalized``: the cut's mode and the failover's heir are taken from the
 detail text it writes. Nothing here widens a bound to when a fault healed: ``healed`` (or ``t1``)
 only ends the window in which a cut-off region must not start work.
+
+The faults of issue 21 (``bench/campaign/lease_faults.py``) are read by the same rules, because of
+what each one does to the lease (docs/explanation/leases.md):
+
+* ``pause_main``: a SIGSTOP'd process beats for no one. If it held the region's lease keeper lock,
+  nothing renews the region's lease (the lock stays with the stopped session, so no other process
+  can take over), exactly as if the region were cut off from every peer at t0, until SIGCONT: the
+  record says ``cut_off`` (the region) and ``healed`` (SIGCONT), and a record that says only "holds
+  the lease keeper lock" in its detail is read so. If the lock is with another process, its lease
+  stays held and nothing is forgiven or bounded.
+* ``pause_pool``: the paused handler's lease is its keeper's, which keeps beating; the pause forgives
+  nothing (its ``pids`` were stopped, not killed: ``killed_process`` reads kills only), so a second
+  execution of the paused task is judged like any other repeat.
+* ``slow_commit``: a row lock delays a claim or completion; with the region isolated meanwhile the
+  record carries the cut (``severed``, ``healed``) at the cut's t0, and a handler started on the
+  lock's release is bounded like any start in a cut-off region.
+* ``keeper_handover`` and ``swallow_overrun`` take no lease from anyone and forgive nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +34,9 @@ from bench.checker.history import Fault
 
 # Faults that kill the processes running handlers, and nothing wider.
 PROCESS_KILLS = frozenset({"pool_kill", "worker_kill"})
+# Faults that SIGSTOP a process (``pids``: stopped at t0, continued at t1), never a kill.
+PAUSES = frozenset({"pause_main", "pause_pool"})
+_KEEPER_PAUSED = "(holds the lease keeper lock)"
 _PID = re.compile(r"\bpid (\d+)")
 _CUT = re.compile(r"^(isolated|deaf|unheard|pair) ")
 _FAILOVER = re.compile(r"failed over to (\S+) after ([\d.]+)s")
@@ -60,6 +80,8 @@ def normalized(f: Fault, regions: Sequence[str]) -> Fault:
             # The links were restored after the cut's length (rounded to seconds in the detail);
             # t1 is later, after the wait for health, when the region may be working again.
             f = replace(f, healed=f.t0 + int(d.group(1)) - 0.5)
+    if f.kind == "pause_main" and f.cut_off is None and f.region and _KEEPER_PAUSED in f.detail:
+        f = replace(f, cut_off=(f.region,), healed=f.t1 if f.healed is None else f.healed)
     if f.cut_off is None:
         f = replace(f, cut_off=cut_off_from_majority(regions, set(f.severed)) if f.severed else ())
     return f

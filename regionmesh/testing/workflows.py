@@ -127,13 +127,28 @@ def ledger_write(ctx: StepContext, phase: str) -> None:
         os.close(fd)
 
 
+def _swallow_until(end: float) -> None:
+    """Run until the monotonic clock reaches ``end``, swallowing whatever is raised meanwhile."""
+    while time.monotonic() < end:
+        try:
+            threading.Event().wait(min(0.05, max(0.0, end - time.monotonic())))
+        except BaseException:  # noqa: S110 - the point: a handler that swallows its timeout
+            pass
+
+
 @registry.handler("t.ledger")
 def ledgered(ctx: StepContext, payload: Any) -> dict[str, Any]:
-    """The step's side effect is the ledger line; 'sleep' per step makes it long enough to be cut."""
+    """The step's side effect is the ledger line; 'sleep' per step makes it long enough to be cut.
+    The step named by 'overrun' swallows every exception (StepTimeout too) on its first attempt and
+    runs until 'overrun_s' after its start before its effect (the campaign's ``swallow_overrun``)."""
+    started = time.monotonic()
     cfg = _cfg(payload)
     ledger_write(ctx, "start")
-    # A timed wait rather than time.sleep: libfaketime (the clock-skew tests) breaks clock_nanosleep.
-    threading.Event().wait(float(cfg.get("sleep", {}).get(ctx.step, 0)))
+    if cfg.get("overrun") == ctx.step and ctx.attempt == 1:
+        _swallow_until(started + float(cfg.get("overrun_s", 10.0)))
+    else:
+        # A timed wait rather than time.sleep: libfaketime (the clock-skew tests) breaks clock_nanosleep.
+        threading.Event().wait(float(cfg.get("sleep", {}).get(ctx.step, 0)))
     ledger_write(ctx, "effect")
     return {"cfg": cfg, "step": ctx.step}
 
@@ -163,6 +178,16 @@ registry.register(Workflow("t_ledger_map", steps=(
     Step("a", "t.ledger_items", timeout_s=60),
     Step("m", "t.ledger", depends_on=("a",), map_over="a.items", timeout_s=60),
     Step("d", "t.ledger", depends_on=("m",), timeout_s=60),
+)))
+# t_ledger's shape with short timeouts: the campaign's swallow_overrun fault names a step of it whose
+# first attempt overruns (bench/campaign/lease_faults.py).
+OVERRUN_WORKFLOW, OVERRUN_TIMEOUT_S = "t_ledger_overrun", 2.0
+_OVERRUN_RETRY = RetryPolicy(max_attempts=3, base_s=0.1, max_s=0.5)
+registry.register(Workflow(OVERRUN_WORKFLOW, steps=(
+    Step("a", "t.ledger", timeout_s=OVERRUN_TIMEOUT_S, retry=_OVERRUN_RETRY),
+    Step("b", "t.ledger", depends_on=("a",), timeout_s=OVERRUN_TIMEOUT_S, retry=_OVERRUN_RETRY),
+    Step("c", "t.ledger", depends_on=("a",), timeout_s=OVERRUN_TIMEOUT_S, retry=_OVERRUN_RETRY),
+    Step("d", "t.ledger", depends_on=("b", "c"), timeout_s=OVERRUN_TIMEOUT_S, retry=_OVERRUN_RETRY),
 )))
 registry.register(Workflow("t_timeout_ledger", steps=(
     Step("slow", "t.ledger", timeout_s=1.0, retry=RetryPolicy(max_attempts=1)),
