@@ -34,6 +34,10 @@ class Claim:
     tenant_id: str
     workflow: str
     epoch: int
+    # The claim's fencing stamp: the updated_at it wrote into the task's row, in microseconds since
+    # 1970 (grows with every claim of the task within an epoch; 0 from a database before 0020).
+    fence_us: int = 0
+    lease_until: datetime | None = None  # this region's lease end as the claim read it (None: none)
 
 
 @dataclass(frozen=True)
@@ -81,13 +85,17 @@ def place_run(
 
 
 def _claim(row: dict[str, Any] | None) -> Claim | None:
+    """A claim from ``rm_claim_task``'s jsonb, its fencing stamp and lease end included (0020)."""
     if row is None:
         return None
+    lease_until = row.get("lease_until")
     return Claim(
         task_id=uuid.UUID(row["id"]), run_id=uuid.UUID(row["run_id"]), attempt=row["attempt"], payload=row["input"],
         index=row["idx"], idempotency_key=row["idempotency_key"], step_key=row["step_key"], handler=row["handler"],
         max_attempts=row["max_attempts"], backoff_base_s=row["backoff_base_s"], backoff_max_s=row["backoff_max_s"],
         timeout_s=row["timeout_s"], tenant_id=row["tenant_id"], workflow=row["workflow"], epoch=row["epoch"],
+        fence_us=int(row.get("fence_us") or 0),
+        lease_until=None if lease_until is None else datetime.fromisoformat(lease_until),
     )
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from regionmesh.host import pid_alive
 from regionmesh.log import event
-from regionmesh.models import fencing, lease, runs
+from regionmesh.models import lease, runs
 from regionmesh.workers.definitions import RetryPolicy
 from regionmesh.workers.metrics import STEP_DURATION
 from regionmesh.workers.retry import backoff_s, should_retry
@@ -63,12 +63,12 @@ class StepContext:
 
     ``attempt``: this try's number (1 for the first; ``runs retry`` starts it over at 1).
     ``epoch``: the run's owner epoch at the claim (it grows when another region adopts the run).
-    ``lease_until``: until when this region held its lease just after the claim (the database's
+    ``lease_until``: until when this region held its lease as its claim read it (the database's
     wall clock; None: it held none). A handler whose side effects must not outlive the lease
     stops before it.
     ``fencing_token``: an integer that only grows for a task, across retries, re-queues after a
-    lost worker, ``runs retry`` and adoptions by another region (``fencing_token()``:
-    epoch, then the claim's row version, ``models/fencing.py``). An external store that keeps the
+    lost worker, ``runs retry`` and adoptions by another region (``fencing_token()``: epoch, then
+    the row version the claim wrote, returned by the claim itself). An external store that keeps the
     largest token it has seen per idempotency key and refuses a write with a smaller one makes a
     stale execution (a worker that ran on after its task was handed to another, the crash re-run
     of the README's limits) harmless: its writes are refused. Compare as integers of any size
@@ -149,12 +149,11 @@ def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool,
     if handler is None:
         error = f"unknown handler {claim.handler!r} in region {rt.region}"
     else:
-        fence = fencing.claim_fence(rt.engine, task_id, claim.attempt, rt.worker_id, claim.epoch)
         ctx = StepContext(
             run_id=claim.run_id, tenant_id=claim.tenant_id, workflow=claim.workflow, step=claim.step_key,
             index=claim.index, attempt=claim.attempt, idempotency_key=claim.idempotency_key,
-            region=rt.region, engine=rt.engine, epoch=claim.epoch, lease_until=fence.lease_until,
-            fencing_token=fencing_token(claim.epoch, fence.stamp_us),
+            region=rt.region, engine=rt.engine, epoch=claim.epoch, lease_until=claim.lease_until,
+            fencing_token=fencing_token(claim.epoch, claim.fence_us),
         )
         began = time.perf_counter()
         limit = StepLimit(claim.timeout_s, started=claimed_from, grace_s=rt.config.settings.deadline_slack_s / 2,

@@ -5,7 +5,14 @@
 -- in the same transaction (inline continuation). Called from models/runs.py.
 
 -- Claim a queued task (or one held by p_takeover: a dead worker on this host) for this
--- region's worker; records the attempt. A running task past its deadline is not taken over
+-- region's worker; records the attempt. The result carries the claim's fencing stamp,
+-- fence_us: the updated_at this claim wrote into the task's row, in microseconds since 1970
+-- (rm_stamp makes every local write of a row strictly later than the version it replaces, and
+-- replication never moves it back, so within an epoch every later claim of the task has a
+-- larger stamp, across retries, re-queues and 'runs retry'), and lease_until, this region's
+-- lease end as the claim read it: the handler's fencing token and lease without a round trip
+-- of their own. The attempt's id includes the stamp: 'runs retry' starts attempt over within an
+-- epoch, and (task, attempt, region, epoch) alone would collide with the first run's attempt. A running task past its deadline is not taken over
 -- here: the reconciler re-queues it once both the database's clock and its own monotonic
 -- clock say the deadline passed (workers/deadlines.py), so a wall clock that steps forward
 -- hands no live task to a second worker. NULL when it is not claimable here:
@@ -29,14 +36,15 @@ BEGIN
      AND (t.status = 'queued' OR (t.status = 'running' AND t.worker = p_takeover))
      AND (t.not_before IS NULL OR t.not_before <= clock_timestamp() + interval '200 milliseconds')
   RETURNING t.id, t.run_id, t.attempt, t.input, t.idx, t.idempotency_key, s.step_key, s.handler,
-            s.max_attempts, s.backoff_base_s, s.backoff_max_s, s.timeout_s, r.tenant_id, r.workflow, r.epoch
+            s.max_attempts, s.backoff_base_s, s.backoff_max_s, s.timeout_s, r.tenant_id, r.workflow, r.epoch,
+            (extract(epoch FROM t.updated_at) * 1000000)::bigint AS fence_us
   INTO c;
   IF c IS NULL THEN RETURN NULL; END IF;
   INSERT INTO step_attempts (id, task_id, run_id, attempt, region, worker, epoch)
-  VALUES (md5(c.id::text || ':' || c.attempt || ':' || p_region || ':' || c.epoch)::uuid, c.id, c.run_id, c.attempt,
-          p_region, p_worker, c.epoch)
+  VALUES (md5(c.id::text || ':' || c.attempt || ':' || p_region || ':' || c.epoch || ':' || c.fence_us)::uuid, c.id,
+          c.run_id, c.attempt, p_region, p_worker, c.epoch)
   ON CONFLICT DO NOTHING;
-  RETURN to_jsonb(c);
+  RETURN to_jsonb(c) || jsonb_build_object('lease_until', (SELECT held_until FROM local_lease WHERE id = 1));
 END $$;
 
 -- Complete a task and claim the first task it released, in one transaction.

@@ -1,7 +1,8 @@
 """The handler's fencing token against a real PostgreSQL 16: it grows for a task across retries,
 ``runs retry`` (which starts ``attempt`` over) and an adoption, and a claim that was superseded
-before its handler ran gets a token below the claim that replaced it (workers/executor.py,
-models/fencing.py). Each claim is run through the executor with a handler that records its context."""
+before its handler ran gets a token below the claim that replaced it (workers/executor.py; the
+claim returns its stamp and the lease, rm_claim_task since 0020). Each claim is run through the
+executor with a handler that records its context."""
 
 from __future__ import annotations
 
@@ -108,16 +109,14 @@ def test_the_fencing_token_grows_across_retries_runs_retry_and_an_adoption(db: E
     adopted = run_once(db, task_id)  # ... and the adopter's claim outranks it
     assert adopted.epoch == 2 and stale.epoch == 1
     assert again.fencing_token < adopted.fencing_token
-    assert stale.fencing_token < adopted.fencing_token
-    assert stale.fencing_token == executor.fencing_token(1, 0)  # its claim was gone before it started
+    assert again.fencing_token < stale.fencing_token < adopted.fencing_token
+    assert stale.lease_until == claim.lease_until and stale.fencing_token == executor.fencing_token(1, claim.fence_us)
 
 
-@pytest.mark.xfail(strict=True, reason="needs rm_claim_task to give a claim after 'runs retry' a step_attempts id of "
-                                       "its own (SQL, issue 21 item 3; see the report of the fencing change)")
 def test_runs_retry_keeps_the_attempt_history(db: Engine) -> None:
-    """step_attempts ids are md5(task, attempt, region, epoch): 'runs retry' starts attempt over at 1
-    in the same epoch, so today the retried run's first claim collides with the first run's and
-    ON CONFLICT DO NOTHING drops it."""
+    """'runs retry' starts attempt over at 1 in the same epoch: with step_attempts ids derived from
+    (task, attempt, region, epoch) alone the retried run's first claim collided with the first run's
+    and ON CONFLICT DO NOTHING dropped it; since 0020 the id includes the claim's fencing stamp."""
     sub = parse_submission({"v": 1, "tenant_id": "t1", "workflow": "twice", "input": {}, "idempotency_key": "k2",
                             "submission_id": "k2", "submitted_region": REGION}, max_input_bytes=10_000)
     run, steps = plan_run(sub, registry, region=REGION)
