@@ -3,7 +3,13 @@ unreachable, kept sent until the run arrives here by replication.
 
 One entry per run (``run_id`` is UUIDv5 of tenant + idempotency key): the producer-chosen
 submission id alone never identifies an entry. An entry the home rejected (or that never
-arrived after the allowed sends) keeps its ``rejection`` and is never sent again.
+arrived after the allowed sends) keeps its ``rejection`` and ids, never its input, and is never
+sent again.
+
+A run "arrives" as its ``workflow_runs`` row or, for a zoned tenant's run (whose row never leaves
+its zone), as its ``run_summaries`` row, which reaches every region. Entries of a tenant bound to a
+zone this region is not in are found by ``zoned_tenants`` and dropped by the zone scrub
+(workers/zone_scrub.py): a region that forwarded before the binding reached it keeps no input.
 """
 
 from __future__ import annotations
@@ -35,12 +41,21 @@ def put(engine: Engine, *, submission_id: str, run_id: uuid.UUID, target_region:
     return bool(result.rowcount)
 
 
+# What a rejected entry keeps of its message: ids and routing, never the input or the producer's key.
+KEPT_WITHOUT_INPUT = ("v", "tenant_id", "workflow", "submission_id", "submitted_region", "hops", "forwarded_by")
+_WITHOUT_INPUT = "coalesce((SELECT jsonb_object_agg(key, value) FROM jsonb_each(payload) WHERE key = ANY(:keep)), '{}')"
+_HOLDS_INPUT = "payload ?| array['input', 'idempotency_key']"
+
+
 def confirm_arrived(engine: Engine) -> int:
-    """Forget sent entries whose run is here now (replicated from its home). Returns how many."""
+    """Forget sent entries whose run is here now (replicated from its home): its row, or the
+    summary of a zoned run (the only trace of it outside its zone). Returns how many."""
     with engine.begin() as conn:
         result = conn.execute(text(
-            """DELETE FROM outbox o USING workflow_runs r
-                WHERE o.sent_at IS NOT NULL AND r.id = o.run_id"""
+            """DELETE FROM outbox o
+                WHERE o.sent_at IS NOT NULL
+                  AND (EXISTS (SELECT 1 FROM workflow_runs r WHERE r.id = o.run_id)
+                       OR EXISTS (SELECT 1 FROM run_summaries s WHERE s.run_id = o.run_id))"""
         ))
     return int(result.rowcount)
 
@@ -108,18 +123,20 @@ def depth(engine: Engine) -> tuple[int, float | None, dict[str, int]]:
 def reject(engine: Engine, reason: str, *, run_id: uuid.UUID | None = None, entry_id: int | None = None,
            submission_id: str | None = None) -> int:
     """Record that a kept submission will not become a run (the home rejected it, or it never
-    arrived): it stays, with the reason, and is never sent again. Matched by entry id, else run
-    id, else submission id. Returns how many entries were marked (0: none kept, or already marked)."""
+    arrived): it stays, with the reason and its ids but without its input (the home's dead letter
+    has the body; an entry kept for good must not keep a payload), and is never sent again.
+    Matched by entry id, else run id, else submission id. Returns how many entries were marked
+    (0: none kept, or already marked)."""
     if entry_id is None and run_id is None and submission_id is None:
         return 0
     with engine.begin() as conn:
         result = conn.execute(text(
-            """UPDATE outbox SET rejected_at = clock_timestamp(), rejection = :why
+            f"""UPDATE outbox SET rejected_at = clock_timestamp(), rejection = :why, payload = {_WITHOUT_INPUT}
                 WHERE rejected_at IS NULL
                   AND CASE WHEN CAST(:i AS bigint) IS NOT NULL THEN id = :i
                            WHEN CAST(:run AS uuid) IS NOT NULL THEN run_id = :run
                            ELSE submission_id = :s END"""
-        ), {"why": reason[:2000], "i": entry_id, "run": run_id, "s": submission_id})
+        ), {"why": reason[:2000], "i": entry_id, "run": run_id, "s": submission_id, "keep": list(KEPT_WITHOUT_INPUT)})
     return int(result.rowcount)
 
 
@@ -137,3 +154,42 @@ def rejected(engine: Engine, limit: int = 20) -> list[dict[str, Any]]:
 def rejected_count(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text("SELECT count(*) FROM outbox WHERE rejected_at IS NOT NULL")).scalar_one())
+
+
+def zoned_tenants(engine: Engine) -> list[str]:
+    """Tenants with entries here that are bound to a zone now (as this region's registry holds it):
+    the candidates of the zone scrub, usually none. A scan of the outbox (small: what waits or is
+    unconfirmed) with a primary-key probe of ``tenant_zones`` per entry."""
+    with engine.connect() as conn:
+        return [str(t) for t in conn.execute(text(
+            f"""SELECT DISTINCT o.payload->>'tenant_id' FROM outbox o
+                WHERE EXISTS (SELECT 1 FROM tenant_zones z
+                               WHERE z.tenant_id = o.payload->>'tenant_id' AND z.deleted_at IS NULL)
+                  AND (o.rejected_at IS NULL OR o.{_HOLDS_INPUT})"""
+        )).scalars()]
+
+
+def entries_of(engine: Engine, tenants: list[str]) -> list[dict[str, Any]]:
+    """Every entry of ``tenants`` that still holds its message, whatever its state."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            f"""SELECT id, submission_id, run_id, target_region, payload, sent_at IS NOT NULL AS sent,
+                      rejected_at IS NOT NULL AS rejected
+                 FROM outbox WHERE payload->>'tenant_id' = ANY(:t)
+                  AND (rejected_at IS NULL OR {_HOLDS_INPUT}) ORDER BY id"""
+        ), {"t": tenants}).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def forget(engine: Engine, entry_id: int) -> bool:
+    """Drop one entry, message and all (its tenant's input may not be kept here)."""
+    with engine.begin() as conn:
+        return bool(conn.execute(text("DELETE FROM outbox WHERE id = :i"), {"i": entry_id}).rowcount)
+
+
+def drop_input(engine: Engine, entry_id: int) -> bool:
+    """Keep a rejected entry's ids and reason, not its input (entries rejected before rejections
+    dropped it)."""
+    with engine.begin() as conn:
+        return bool(conn.execute(text(f"UPDATE outbox SET payload = {_WITHOUT_INPUT} WHERE id = :i"),
+                                 {"i": entry_id, "keep": list(KEPT_WITHOUT_INPUT)}).rowcount)
