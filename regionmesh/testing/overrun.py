@@ -21,8 +21,12 @@ TICK_S = 0.5
 @registry.handler("t.swallow")
 def swallow(ctx: StepContext, payload: Any) -> dict[str, Any]:
     """Runs ``seconds`` (default 25) in slices, each inside ``try/except Exception``: StepTimeout
-    included, whatever it catches it ignores."""
+    included, whatever it catches it ignores. With ``overrun_attempts`` (a list), only those
+    attempts overrun; the others return at once."""
     seconds = float(payload.get("seconds", 25)) if isinstance(payload, Mapping) else 25.0
+    only = payload.get("overrun_attempts") if isinstance(payload, Mapping) else None
+    if isinstance(only, list) and ctx.attempt not in only:
+        seconds = 0.0
     ledger_write(ctx, "start")
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -35,8 +39,22 @@ def swallow(ctx: StepContext, payload: Any) -> dict[str, Any]:
     return {"slept": seconds}
 
 
+@registry.handler("t.mark")
+def mark(ctx: StepContext, payload: Any) -> Any:
+    """A quick step: ``start`` and ``effect`` lines, and its input passed on to the next step."""
+    ledger_write(ctx, "start")
+    ledger_write(ctx, "effect")
+    return payload
+
+
 # A 2 s timeout, three tries with short backoff; and one try only.
 registry.register(Workflow("t_swallow", steps=(
     Step("only", "t.swallow", timeout_s=2.0, retry=RetryPolicy(max_attempts=3, base_s=0.1, max_s=0.2)),)))
 registry.register(Workflow("t_swallow_once", steps=(
     Step("only", "t.swallow", timeout_s=2.0, retry=RetryPolicy(max_attempts=1)),)))
+# A chain run inline by one message (a -> b -> c): b swallows its 2 s timeout and overruns on the
+# attempts its input names; it has two tries.
+registry.register(Workflow("t_swallow_chain", steps=(
+    Step("a", "t.mark"),
+    Step("b", "t.swallow", depends_on=("a",), timeout_s=2.0, retry=RetryPolicy(max_attempts=2, base_s=0.1, max_s=0.2)),
+    Step("c", "t.mark", depends_on=("b",)))))

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import Engine
 
 from regionmesh.client import submit
+from regionmesh.host import pid_alive
 from regionmesh.models.engine import make_engine
 from regionmesh.models.registry import set_home
 from regionmesh.testing import ledger
@@ -103,3 +104,27 @@ def test_a_step_with_one_attempt_that_swallows_its_timeout_runs_once(
     entries = lines(folder, run_id)
     assert not [e for e in entries if e["phase"] == "effect"]
     assert_attempts_never_overlap(entries)
+
+
+def test_a_chain_run_inline_ends_at_the_step_that_overruns_and_goes_on_from_its_retry(
+        region: tuple[Engine, Path], mesh: Mesh) -> None:
+    """a -> b -> c, run inline by one message (the submission's): b's first attempt swallows its
+    timeout and overruns. The process ends there; a is not run again by the redelivered message,
+    b's retry (recorded before the end) runs in another process, and c follows it once."""
+    engine, folder = region
+    run_id = submit(TENANT, "t_swallow_chain", {"seconds": 25, "overrun_attempts": [1]}, f"chain-{uuid.uuid4()}",
+                    region=REGION, config=mesh.config).run_id
+    run = wait_finished(engine, run_id, timeout=60)
+    assert run["status"] == "succeeded", run
+    entries = lines(folder, run_id)
+    by_step = {s: [e for e in entries if e["step"] == s] for s in ("a", "b", "c")}
+    phases = {s: [(e["attempt"], e["phase"]) for e in es if e["phase"] != "tick"] for s, es in by_step.items()}
+    assert phases == {"a": [(1, "start"), (1, "effect")], "b": [(1, "start"), (2, "start"), (2, "effect")],
+                      "c": [(1, "start"), (1, "effect")]}, phases
+    assert_attempts_never_overlap(by_step["b"])
+    first_b = [e for e in by_step["b"] if e["attempt"] == 1]
+    assert {e["pid"] for e in by_step["a"]} == {first_b[0]["pid"]}, "a and b's first attempt ran inline in one process"
+    assert max(e["mono"] for e in first_b) - first_b[0]["mono"] < TIMEOUT_S + 0.5, first_b
+    second_b = next(e for e in by_step["b"] if e["attempt"] == 2)
+    assert second_b["pid"] != first_b[0]["pid"] and not pid_alive(first_b[0]["pid"]), "the overrunning process ended"
+    assert by_step["c"][0]["mono"] > max(e["mono"] for e in by_step["b"]), "c ran after b's retry"
