@@ -14,6 +14,20 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
+def check_code_root() -> None:
+    """Refuse to run when the product's subpackages load from somewhere other than this tree (a
+    snapshot run without ``bench.snapshot``'s links picks up the editable install's working tree
+    for ``regionmesh.workers`` and the rest: a mixed build, whose results mean nothing)."""
+    import regionmesh.models
+    import regionmesh.workers
+
+    for module in (regionmesh.models, regionmesh.workers):
+        where = Path(module.__file__ or "").resolve()
+        if not where.is_relative_to(ROOT):
+            raise RuntimeError(f"{module.__name__} loads from {where.parent}, outside {ROOT}: make the run's tree "
+                               f"with 'python -m bench.snapshot DEST' and run it with PYTHONPATH=DEST")
+
+
 def scratch_mesh() -> DevMesh:
     """A dev mesh in a new folder under /tmp (``down(purge=True)`` removes it)."""
     root = Path(tempfile.mkdtemp(prefix="rm-bench-", dir="/tmp"))

@@ -16,7 +16,7 @@ from bench.campaign.resend import Resender
 from bench.campaign.schedule import schedule
 from bench.campaign.verdict import Baseline, judge, report
 from bench.campaign_checker import Verdict
-from bench.common import RESULTS, scratch_mesh
+from bench.common import RESULTS, check_code_root, scratch_mesh
 from bench.mutants import Mutant
 
 
@@ -48,6 +48,7 @@ def run(plan: Plan, mesh: CampaignMesh, record: Record, drain_s: float) -> tuple
 
 def run_campaign(seed: int, minutes: float, *, n_regions: int = 3, drain_s: float = 300, keep: bool = False,
                  out: str | None = None, log: Log = print, mutant: Mutant | None = None) -> tuple[Verdict, dict[str, Any]]:
+    check_code_root()
     plan = Plan.of(seed, minutes, n_regions, mutant)
     dev = scratch_mesh()
     record = Record(log)
