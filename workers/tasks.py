@@ -17,8 +17,8 @@ from regionmesh.backoff import compute_backoff
 from regionmesh.errors import RejectedSubmission
 from regionmesh.log import event
 from regionmesh.models import runs
-from regionmesh.names import REJECTED_TASK, RUN_STEP_TASK, SUBMIT_TASK
-from regionmesh.workers import executor, forward, lifecycle
+from regionmesh.names import RECEIVED_TASK, REJECTED_TASK, RUN_STEP_TASK, SUBMIT_TASK
+from regionmesh.workers import executor, forward, forward_receipt, lifecycle
 from regionmesh.workers.intake import DeadLetterRecord, dead_letter_record, residency_keep
 from regionmesh.workers.metrics import SUBMISSIONS
 from regionmesh.workers.runtime import Runtime
@@ -85,25 +85,15 @@ def dead_letter(rt: Runtime, record: DeadLetterRecord) -> None:
           sha256=record.payload_sha256, reason=record.reason)
 
 
-def outside_its_zone(rt: Runtime, tenant_id: str | None) -> bool:
-    """Whether ``tenant_id`` is bound to a zone this region is not in (its input may not be kept here)."""
-    if not isinstance(tenant_id, str):
-        return False
-    binding, _ = rt.router.facts(tenant_id, fresh=True)
-    return binding is not None and rt.region not in binding.regions
-
-
-def erased(rt: Runtime, tenant_id: object) -> bool:
-    """Whether ``tenant_id`` was erased and not re-enabled (its receipt, as this region holds it)."""
-    return isinstance(tenant_id, str) and rt.router.facts(tenant_id, fresh=True)[1][1]
-
-
 def residency_scrub(rt: Runtime, record: DeadLetterRecord, *, certain: bool) -> DeadLetterRecord:
-    """``record`` as residency and erasure let this region keep it (``intake.residency_keep``),
-    read fresh: a refusal is rare, and a binding or erasure the cache has not seen must count."""
-    tenant = record.tenant_id
-    return residency_keep(record, certain=certain, outside_zone=outside_its_zone(rt, tenant),
-                          erased=erased(rt, tenant))
+    """``record`` as residency and erasure let this region keep it (``intake.residency_keep``): the
+    tenant's zone binding and erasure receipt read fresh, since a refusal is rare and a binding or
+    an erasure the router's cache has not seen yet must count."""
+    if record.tenant_id is None:
+        return residency_keep(record, certain=False, outside_zone=False, erased=False)
+    binding, (_, is_erased) = rt.router.facts(record.tenant_id, fresh=True)
+    outside = binding is not None and rt.region not in binding.regions
+    return residency_keep(record, certain=certain, outside_zone=outside, erased=is_erased)
 
 
 def reject_task_message(rt: Runtime, task: Task, reason: str, args: Any, kwargs: Any, *,
@@ -159,6 +149,8 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             # acked failure. The reason is built here: the exception's text may quote the input.
             return _refuse(self, refusal_reason(exc), args, kwargs, sub,
                            sub.submission_id if sub else None, sub.tenant_id if sub else None)
+        if started.outcome in ("started", "duplicate"):
+            _acknowledge(kwargs, sub, started.run_id)
         if started.inline is not None:
             try:
                 executor.execute(rt, started.inline.task_id, started.inline, started.claimed_from)
@@ -166,6 +158,16 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
                 event(logging.WARNING, "step.inline_failed", region=rt.region, run=started.run_id,
                       error=type(exc).__name__)
         return {"run_id": str(started.run_id), "created": started.created, "status": started.status}
+
+    def _acknowledge(kwargs: dict[str, Any], sub: Submission | None, run_id: uuid.UUID) -> None:
+        """The receipt a forwarder outside the tenant's zone is owed (workers/forward_receipt.py);
+        best effort: a failure here never fails the submission."""
+        if sub is None:
+            return
+        try:
+            forward_receipt.acknowledge(rt, kwargs.get("forwarded_by"), sub.tenant_id, run_id, sub.submission_id)
+        except Exception as exc:  # the forwarder's outbox ends the entry by its other paths
+            event(logging.WARNING, "submit.receipt_failed", region=rt.region, run=run_id, error=type(exc).__name__)
 
     def _refuse(task: Task, reason: str, args: Any, kwargs: dict[str, Any], sub: Submission | None,
                 submission_id: str | None, tenant_id: str | None) -> dict[str, Any]:
@@ -192,6 +194,21 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
                 reject_task_message(rt, self, "malformed rejection notice", args, kwargs)
                 return "rejected"
             forward.record_rejection(rt, notice)
+        except Exception as exc:
+            if is_transient(exc):
+                _infra_retry(self, exc)
+            raise
+        return "recorded"
+
+    @app.task(name=RECEIVED_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None,
+              shared=False)
+    def received(self: Task, *args: Any, **kwargs: Any) -> str:
+        notice = None if args else forward_receipt.parse(kwargs, set(rt.config.regions))
+        try:
+            if notice is None:
+                reject_task_message(rt, self, "malformed receipt notice", args, kwargs)
+                return "rejected"
+            forward_receipt.record(rt, notice)
         except Exception as exc:
             if is_transient(exc):
                 _infra_retry(self, exc)
