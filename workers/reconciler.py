@@ -17,11 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from regionmesh.broker import waiting_step_tasks
+from regionmesh.broker import step_messages
 from regionmesh.host import pid_alive
 from regionmesh.log import event
 from regionmesh.models import lease, runs
-from regionmesh.names import steps_queue
 from regionmesh.workers.deadlines import DeadlineWatch
 from regionmesh.workers.executor import MIN_WORKER_LOST_TRIES
 from regionmesh.workers.runtime import Runtime
@@ -57,7 +56,7 @@ class Reconciler(SingletonLoop):
         if stale:
             # Only what has no message left: under a backlog the message is still waiting, and
             # publishing it again would grow the backlog by itself.
-            waiting = waiting_step_tasks(self.rt.app, steps_queue(self.rt.region))
+            waiting = step_messages(self.rt.app, [str(t) for t in stale])
             stale = [t for t in stale if str(t) not in waiting]
         if stale:
             self.rt.publish_steps(stale)
