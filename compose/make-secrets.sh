@@ -3,7 +3,10 @@
 #   compose/secrets/tls/     a throwaway CA and server certificates for pg-<region> and redis-<region>
 #   compose/secrets/links/   one secret per replication link role rm_link_<subscriber>_from_<publisher>
 #   compose/.env             the passwords docker compose passes to the containers
-# Everything is created with mode 0600 (certificates 0644); an existing file is never overwritten.
+#   compose/secrets/redis/   each region's Redis ACL file: its users with SHA-256 hashes of their
+#                            passwords (no password in clear), written from .env
+# Everything is created with mode 0600 (certificates 0644); an existing file is never overwritten
+# (the ACL files are derived from .env: delete them after changing a Redis password there).
 set -eu
 cd "$(dirname "$0")"
 umask 077
@@ -43,4 +46,24 @@ if [ ! -f .env ]; then
     echo "FLOWER_BASIC_AUTH=admin:$(rand)"
   } > .env
 fi
+# Each region's Redis reads only its own ACL file (a compose secret). Producers may push to their
+# region's submit queue and read kombu's binding set, never write it: a producer that could add a
+# binding could route a message into any queue (the steps queue included). The regionmesh client
+# publishes to the default exchange with the queue as routing key, which needs no binding at all.
+REDIS_ADMIN=$(sed -n 's/^REGIONMESH_REDIS_ADMIN_PASSWORD=//p' .env)
+REDIS_WORKER=$(sed -n 's/^REGIONMESH_REDIS_WORKER_PASSWORD=//p' .env)
+REDIS_PRODUCER=$(sed -n 's/^REGIONMESH_REDIS_PRODUCER_PASSWORD=//p' .env)
+REDIS_FLOWER=$(sed -n 's/^REGIONMESH_REDIS_FLOWER_PASSWORD=//p' .env)
+hash() { printf '%s' "$1" | openssl dgst -sha256 -r | cut -d' ' -f1; }
+mkdir -p secrets/redis
+for r in $REGIONS; do
+  f="secrets/redis/$r.acl"
+  [ -f "$f" ] && continue
+  {
+    echo "user default on #$(hash "$REDIS_ADMIN") ~* &* +@all"
+    echo "user rm-worker on #$(hash "$REDIS_WORKER") ~* &* +@all -@dangerous +info"
+    echo "user rm-producer on #$(hash "$REDIS_PRODUCER") resetchannels -@all +ping +lpush +llen +smembers +multi +exec +discard ~rm.$r.submit* %R~_kombu.binding*"
+    echo "user rm-flower on #$(hash "$REDIS_FLOWER") resetchannels &* %R~* %RW~_kombu.binding* -@all +@read +@connection +subscribe +psubscribe +unsubscribe +punsubscribe +publish +sadd +srem +zadd +zrem +exists +del +time +multi +exec +discard +eval +evalsha +script|load +script|exists -keys"
+  } > "$f"
+done
 echo "compose/secrets/ and compose/.env are ready (keep them out of version control)"

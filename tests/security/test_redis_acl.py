@@ -50,6 +50,10 @@ def test_a_producer_publishes_to_submit_queues_only(tls_mesh: Mesh, demo_on_tls:
             lambda: client.lrange(submit_queue(region), 0, -1),
             lambda: client.hgetall("unacked"),
             lambda: client.lpush(submit_queue("us-east"), b"{}"),  # another region's queue
+            # A binding routing the submit exchange into the steps queue (kombu's binding sets are read-only).
+            lambda: client.sadd(f"_kombu.binding.{submit_queue(region)}",
+                                f"{submit_queue(region)}\x06\x16\x06\x16{steps_queue(region)}"),
+            lambda: client.srem(f"_kombu.binding.{submit_queue(region)}", "x"),
             lambda: client.flushall(),
             lambda: client.config_get("*"),
             lambda: client.keys("*"),

@@ -28,8 +28,9 @@ def test_three_regions_each_with_database_broker_workers_flower_and_metrics() ->
         assert "max_slot_wal_keep_size" in pg["command"]
         major = int(re.match(r"postgres:(\d+)", pg["image"]).group(1))  # type: ignore[union-attr]
         assert major >= 16
-        redis = services[f"redis-{region}"]["command"]
-        assert "--appendonly yes" in redis and "noeviction" in redis and "requirepass" in redis
+        assert services[f"redis-{region}"]["command"] == ["sh", "/etc/regionmesh/redis/start.sh"]
+        redis = (COMPOSE / "redis" / "start.sh").read_text()
+        assert "--appendonly yes" in redis and "noeviction" in redis and "--aclfile" in redis
         worker = services[f"worker-{region}"]["command"]
         assert f"-Q rm.{region}.submit,rm.{region}.steps" in worker
         assert services[f"worker-{region}"]["environment"]["REGIONMESH_REGION"] == region

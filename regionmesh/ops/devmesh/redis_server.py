@@ -78,7 +78,7 @@ def acl(folder: MeshFolder, region: str) -> str:
     """ACL users of a TLS mesh's Redis: the default user is off; ``rm-admin`` (dev up, tests)
     may do anything; ``rm-worker`` anything but the dangerous commands (FLUSHALL, CONFIG, KEYS,
     DEBUG, ...); ``rm-producer`` only what kombu needs to publish to this region's submit
-    queue (PING, the exchange binding set, LPUSH onto ``rm.<region>.submit``); ``rm-flower``
+    queue (PING, LPUSH onto ``rm.<region>.submit``, reading the exchange binding set); ``rm-flower``
     reads queues and events and writes only kombu's binding tables; it may PUBLISH (Flower
     broadcasts a wake-up on the control channel whenever it connects), which is also how
     control commands travel: Flower's own basic auth and loopback binding guard those."""
@@ -87,8 +87,10 @@ def acl(folder: MeshFolder, region: str) -> str:
         "user default off\n",
         f"user {p}admin on >{folder.secret('redis')} ~* &* +@all\n",
         f"user {p}worker on >{folder.secret('redis-worker')} ~* &* +@all -@dangerous +info\n",
+        # Producers read kombu's binding set, never write it: a binding a producer could add would
+        # route its messages into any queue (the steps queue included). The client declares nothing.
         f"user {p}producer on >{folder.secret('redis-producer')} resetchannels -@all +ping "
-        f"+lpush +llen +sadd +smembers +multi +exec +discard ~{submit_queue(region)}* %RW~_kombu.binding*\n",
+        f"+lpush +llen +smembers +multi +exec +discard ~{submit_queue(region)}* %R~_kombu.binding*\n",
         # Flower's event receiver keeps kombu's binding tables fresh (a Lua script: SADD, TIME,
         # ZADD) and wakes the workers with a broadcast on the control channel (PUBLISH; Flower
         # always does, so its control commands cannot be told apart in Redis); it writes no key
