@@ -243,7 +243,7 @@ class RecoveringChannel(kombu_redis.Channel):
         self.consumer_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.recorded_tag: str | None = None
         self.pop_due = True  # False after a pop found nothing: wait until a list is not empty
-        self.waits: dict[str, tuple[Any, bool]] = {}  # list -> (its client, a wait is pending)
+        self.waits: dict[str, tuple[Any, float | None]] = {}  # list -> (its client, when the pending wait was sent)
         self._pop_sha: str | None = None
         self._beat_at = float("-inf")
         self._swept_at = float("-inf")
@@ -312,8 +312,8 @@ class RecoveringChannel(kombu_redis.Channel):
         kombu: Any = self
         cycle: Any = poller
         for queue in self.active_queues:
-            client, pending = self.waits.get(queue, (None, False))
-            if pending:
+            client, pending = self.waits.get(queue, (None, None))
+            if pending is not None:
                 continue
             kind = f"WAIT {queue}"
             if client is None:
@@ -322,7 +322,7 @@ class RecoveringChannel(kombu_redis.Channel):
             if not cycle._client_registered(self, client, kind):
                 cycle._register(self, client, kind)
             client.connection.send_command("BLMOVE", queue, queue, "RIGHT", "RIGHT", self.brpop_timeout or 1)
-            self.waits[queue] = (client, True)
+            self.waits[queue] = (client, monotonic())
 
     def _wait_read(self, queue: str) -> None:
         client, _ = self.waits[queue]
@@ -332,14 +332,23 @@ class RecoveringChannel(kombu_redis.Channel):
             client.connection.disconnect()
             raise
         finally:
-            self.waits[queue] = (client, False)
+            self.waits[queue] = (client, None)
             self.pop_due = True
         raise Empty()
+
+    def _drop_stale_waits(self) -> None:
+        """A live Redis answers a wait within its timeout; a half-open socket never does, and no
+        socket timeout applies in the event loop (kombu checks its BRPOP connection the same way)."""
+        overdue = (self.brpop_timeout or 1) + (self.health_check_interval or 25)
+        for client, sent_at in list(self.waits.values()):
+            if sent_at is not None and monotonic() - sent_at > overdue and client.connection is not None:
+                event(logging.WARNING, "broker.wait_unanswered", waited_s=round(monotonic() - sent_at))
+                client.connection.disconnect()
 
     def _on_connection_disconnect(self, connection: Any) -> None:
         for queue, (client, _) in list(self.waits.items()):
             if client.connection is connection:
-                self.waits[queue] = (client, False)
+                self.waits[queue] = (client, None)
                 self.pop_due = True
         super()._on_connection_disconnect(connection)  # type: ignore[no-untyped-call]
 
@@ -356,6 +365,7 @@ class RecoveringChannel(kombu_redis.Channel):
     def maybe_refresh_binding_expiry(self) -> None:
         super().maybe_refresh_binding_expiry()  # type: ignore[no-untyped-call]
         if self.active_queues:  # only consumers hold messages
+            self._drop_stale_waits()
             self._beat(force=False)
             now = monotonic()
             if now - self._swept_at >= SWEEP_EVERY_S:

@@ -88,8 +88,20 @@ def publish(url: str, queue: Queue, body: Any, **kwargs: Any) -> None:
                                          declare=[queue], serializer="json", **kwargs)
 
 
+OPEN: list[Connection] = []
+
+
+@pytest.fixture(autouse=True)
+def close_consumers(redis_url: str) -> Iterator[None]:
+    """Consumers are closed while their Redis still runs (kombu gives back what they hold)."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
 def consumer(url: str, transport: Any, got: list[Any]) -> tuple[Connection, Any]:
     conn = Connection(url, transport=transport)
+    OPEN.append(conn)
     c = conn.Consumer([QUEUE, OTHER], callbacks=[lambda body, message: got.append(message)], no_ack=False)
     c.consume()
     return conn, c.channel
@@ -150,7 +162,7 @@ def test_a_waiting_consumer_wakes_for_either_queue_and_takes_nothing_while_waiti
     conn, channel = consumer(redis_url, TRANSPORT, got)
     with pytest.raises(socket.timeout):
         conn.drain_events(timeout=0.3)  # both queues empty: the pop found nothing, it waits on both
-    assert not channel.pop_due and all(pending for _, pending in channel.waits.values())
+    assert not channel.pop_due and all(sent is not None for _, sent in channel.waits.values())
     blocked = [c["cmd"] for c in client.client_list() if "b" in c.get("flags", "")]
     assert sorted(blocked) == ["blmove", "blmove"], blocked
     for queue in (OTHER, QUEUE):
@@ -192,3 +204,21 @@ def test_step_messages_are_counted_from_publish_to_ack(redis_url: str) -> None:
     assert step_messages(app, ["t1"]) == {"t1"} and client.hget("rm.step_messages", "t1") == b"1"
     by_task["t3"][0].reject(requeue=False)  # not a step message: nothing counted, nothing to forget
     assert client.hkeys("rm.step_messages") == [b"t1"]
+
+
+def test_a_wait_unanswered_past_its_timeout_is_dropped_and_the_consumer_reads_again(redis_url: str) -> None:
+    """A half-open socket never answers and no socket timeout applies in the event loop: a wait
+    overdue by the health check interval is disconnected, and the next read starts over."""
+    got: list[Any] = []
+    conn, channel = consumer(redis_url, TRANSPORT, got)
+    with pytest.raises(socket.timeout):
+        conn.drain_events(timeout=0.3)
+    queue = sorted(channel.waits)[0]
+    client, sent_at = channel.waits[queue]
+    assert sent_at is not None
+    channel.waits[queue] = (client, sent_at - 3600)  # as if sent an hour ago and never answered
+    channel._drop_stale_waits()
+    assert channel.pop_due and channel.waits[queue][1] is None
+    publish(redis_url, QUEUE, {"after": "drop"})
+    conn.drain_events(timeout=5)
+    assert got[-1].payload == {"after": "drop"}
