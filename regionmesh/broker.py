@@ -166,7 +166,7 @@ def step_task_id(message: dict[str, Any]) -> str | None:
     headers = message.get("headers") or {}
     if headers.get("task") != RUN_STEP_TASK:
         return None
-    kwargs = message_kwargs(json.dumps(message))
+    kwargs = message_kwargs(message)
     task_id = kwargs.get("task_id") if kwargs else None
     return task_id if isinstance(task_id, str) else None
 
@@ -516,11 +516,12 @@ def restore_orphaned(app: Celery, region: str, delivered_before: float) -> int:
     return len(tags)
 
 
-def message_kwargs(raw: bytes | str) -> dict[str, Any] | None:
+def message_kwargs(raw: bytes | str | dict[str, Any]) -> dict[str, Any] | None:
     """The kwargs of one kombu message as the Redis transport stores it (a queue list element, or
-    the first member of an ``unacked`` entry), or None when it is not a JSON Celery message. Pure."""
+    the first member of an ``unacked`` entry; or that message already parsed), or None when it is
+    not a JSON Celery message. Pure."""
     try:
-        item = json.loads(raw)
+        item = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
         if isinstance(item, list):  # unacked: [message, exchange, routing_key]
             item = item[0]
         body = item["body"]
