@@ -1,4 +1,4 @@
-"""The nine kinds of fault, one method each. A fault picks its target with the scheduler's seeded
+"""The fourteen kinds of fault, one method each. A fault picks its target with the scheduler's seeded
 generator, injects, waits until the mesh can work again where that is part of the fault, and
 records itself (``Record.fault``: kind, region(s), start, end, detail) for the checker, which uses
 the times to tell a re-run a crash explains from a duplicate.

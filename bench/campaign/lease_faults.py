@@ -1,4 +1,4 @@
-"""The faults of issue 21, which attack the lease and the step limit rather than kill things:
+"""The five faults of issue 21, which attack the lease and the step limit instead of killing things.
 
 - ``pause_main`` / ``pause_pool``: SIGSTOP of a worker's main process or of one pool process for
   L..3L (a GC pause, a stalled VM), then SIGCONT. A paused main process that holds the region's
@@ -137,10 +137,12 @@ class LeaseFaults:
         return (rng.choice(children), "idle or between steps") if children else (None, "")
 
     # -- slow commits ------------------------------------------------------------------------------
-    def slow_commit(self, rng: random.Random) -> None:
+    def slow_commit(self, rng: random.Random, mode: str | None = None, cut: bool | None = None) -> None:
+        """``mode`` and ``cut`` are drawn from ``rng`` unless given (a run aimed at one hole)."""
         region = rng.choice(self.regions)
-        mode = rng.choice(sorted(pgprobe.ROW_LOCKS))
-        cut = rng.random() < 0.5
+        drawn_mode, drawn_cut = rng.choice(sorted(pgprobe.ROW_LOCKS)), rng.random() < 0.5
+        mode = drawn_mode if mode is None else mode
+        cut = drawn_cut if cut is None else cut
         hold_s = rng.uniform(1.5 * LEASE_S, 3 * LEASE_S)
         engine = self.mesh.engines[region]
         links = [(region, o) for o in self.regions if o != region] + [(o, region) for o in self.regions if o != region]
