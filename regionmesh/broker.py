@@ -22,13 +22,15 @@ store" form, BLMOVE takes one source list, a Lua script cannot block), so the co
 read in two:
 
 1. the pop: ``POP_SCRIPT``, a non-blocking Lua script over every queue (kombu's round-robin order,
-   priorities first), RPOPs one message and, in the same script, records it in ``unacked``,
+   higher priorities first), RPOPs one message and, in the same script, records it in ``unacked``,
    ``unacked_index`` and ``rm.unacked_owner``. Whatever happens to the process after Redis ran it,
    the message is in ``unacked``;
 2. the wait, only when the pop found nothing: ``BLMOVE q q RIGHT RIGHT`` on each queue, each on its
    own connection: it blocks until that list is not empty and then moves the last element to the
    end of the same list, leaving the list as it was (a peek that blocks). Any wake-up, or the
-   timeout (``brpop_timeout``), sends the pop again.
+   timeout (``brpop_timeout``, 1 s), sends the pop again. The wait watches each queue's base list;
+   a message published with a priority (kombu's ``<queue>\x06\x16<n>`` lists) is found by the
+   pop that follows the next wake-up or timeout.
 
 Who owns a message, at each moment: its queue until the pop; from the pop, ``unacked`` (one owner,
 kombu's). It leaves ``unacked`` only in one transaction with its fate: the ack deletes it, a
