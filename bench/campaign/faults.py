@@ -1,4 +1,4 @@
-"""The fourteen kinds of fault, one method each. A fault picks its target with the scheduler's seeded
+"""The fifteen kinds of fault, one method each. A fault picks its target with the scheduler's seeded
 generator, injects, waits until the mesh can work again where that is part of the fault, and
 records itself (``Record.fault``: kind, region(s), start, end, detail) for the checker, which uses
 the times to tell a re-run a crash explains from a duplicate.
@@ -17,22 +17,33 @@ the times to tell a re-run a crash explains from a duplicate.
   without a lease gets the chance to misbehave;
 - ``move``: a graceful tenant move;
 - ``pause_main``, ``pause_pool``, ``slow_commit``, ``keeper_handover``, ``swallow_overrun``: the
-  faults that attack the lease and the step limit (issue 21), in ``bench.campaign.lease_faults``.
+  faults that attack the lease and the step limit (issue 21), in ``bench.campaign.lease_faults``;
+- ``handover_failover``: a keeper hand-off in the one region whose vote decides a failover (issue
+  21, item 1): the victim and the heir cut from each other (each still has the third region), the
+  third region's keeper lock moved to a ``regionmesh lease keep`` process, which grants the victim;
+  the victim failed over with ``--even-if-reachable``, and as soon as the third region's row about
+  it says ``withheld`` the lock is moved back to its worker, which must not expire the victim
+  before the promise the other process made ran out. The victim lost its lease when that third
+  region stopped granting it: the record's t0 (when the injector saw ``withheld``, no earlier than
+  it happened), ``cut_off`` the victim.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 import psutil
 
-from bench.campaign.lease_faults import LeaseFaults
+from bench.campaign import pgprobe
+from bench.campaign.lease_faults import Clock, LeaseFaults
+from bench.campaign.mesh import LEASE_S
 from regionmesh.models import runs
 from regionmesh.ops.failover import FailoverRefused, FailoverReport, failover, restore, set_intent
 from regionmesh.supervisor import kill_tree
 
-LEASE_KINDS = ["pause_main", "pause_pool", "slow_commit", "keeper_handover", "swallow_overrun"]
+LEASE_KINDS = ["pause_main", "pause_pool", "slow_commit", "keeper_handover", "swallow_overrun", "handover_failover"]
 KINDS = ["pool_kill", "worker_kill", "redis_kill", "pg_kill", "repl_cut", "broker_cut", "region_failover",
          "cutoff_failover", "move", *LEASE_KINDS]
 
@@ -49,7 +60,7 @@ class Faults(LeaseFaults):
              "pg_kill": self.pg_kill, "region_failover": self.region_failover,
              "cutoff_failover": self.cutoff_failover, "move": self.move, "pause_main": self.pause_main,
              "pause_pool": self.pause_pool, "slow_commit": self.slow_commit, "keeper_handover": self.keeper_handover,
-             "swallow_overrun": self.swallow_overrun}[kind](rng)
+             "swallow_overrun": self.swallow_overrun, "handover_failover": self.handover_failover}[kind](rng)
 
     def pool_kill(self, rng: random.Random) -> None:
         region = rng.choice(self.regions)
@@ -215,3 +226,56 @@ class Faults(LeaseFaults):
         t0 = time.time()
         where, epoch = set_intent(self.mesh.config, tenant, to, "move", "campaign", rng.choice(self.regions))
         self.record.fault("move", None, t0, time.time(), f"{tenant} to {to} (written at {where}, epoch {epoch})")
+
+    def handover_failover(self, rng: random.Random) -> None:
+        victim = rng.choice(self.regions)
+        heir = rng.choice([r for r in self.regions if r != victim])
+        grantor = rng.choice([r for r in self.regions if r not in (victim, heir)])
+        links = [(victim, heir), (heir, victim)]
+        engine = self.mesh.engines[grantor]
+        keep = self._start_keeper(grantor)
+        moves: list[str] = []
+        outcome: dict[str, tuple[FailoverReport, float] | BaseException] = {}
+
+        def fail_over() -> None:
+            try:
+                outcome["done"] = self._fail_over(victim, heir, even_if_reachable=True)
+            except BaseException as exc:  # handed to the fault's thread, which reports it
+                outcome["done"] = exc
+
+        try:
+            self._wait(lambda: bool(pgprobe.sessions_of(engine, keep)), 30, f"lease keep of {grantor} to connect")
+            mains = self._mains(grantor)
+            cut = Clock()
+            for link in links:
+                self.mesh.repl_proxies[link].sever()
+            self._move_lock(grantor, {keep}, [*mains, keep], moves)
+            self.stop.wait(rng.uniform(LEASE_S, 2 * LEASE_S))  # the new holder grants the victim
+            worker = threading.Thread(target=fail_over, daemon=True)
+            worker.start()
+            self._wait(lambda: pgprobe.grant_state(engine, victim, grantor) in ("withheld", "expired"), 90,
+                       f"{grantor} to stop granting {victim}")
+            lost = Clock()
+            self._move_lock(grantor, set(mains), [*mains, keep], moves)
+            worker.join(150)
+            done = outcome.get("done")
+            if not isinstance(done, tuple):
+                raise RuntimeError(f"failover of {victim} to {heir}: {done or 'still waiting after 150s'}")
+            report, began = done
+            self.stop.wait(rng.uniform(5, 15))  # the victim keeps taking load through its own broker
+        finally:
+            for link in links:
+                self.mesh.repl_proxies[link].heal()
+            self._stop_keeper(keep)
+        healed = time.time()
+        self._restore(victim)
+        restored = time.time()
+        self.mesh.wait_healthy(60)
+        self.record.fault("handover_failover", victim, lost.wall, time.time(),
+                          f"{victim}-{heir} cut at {cut.wall - lost.wall:.1f}s; {grantor}'s keeper lock to lease keep "
+                          f"pid {keep}; {grantor} stopped granting {victim} at 0s, its lock moved back to a worker "
+                          f"({'; '.join(moves)}); failed over to {heir} after {began - lost.wall:.1f}s "
+                          f"({report.runs_adopted} runs adopted); links back after {healed - lost.wall:.1f}s, restored "
+                          f"after {restored - lost.wall:.1f}s; mono {lost.mono:.3f}",
+                          severed=tuple(links), cut_off=(victim,), heir=heir, adopted_at=began, healed=restored,
+                          pids=(keep,))

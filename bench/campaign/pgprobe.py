@@ -117,3 +117,12 @@ def running_steps(engine: Engine, region: str) -> list[tuple[str, float]]:
                                      WHERE t.status = 'running' AND t.executed_region = :r AND t.worker IS NOT NULL"""),
                             {"r": region}).all()
     return [(str(w), float(timeout)) for w, timeout in rows]
+
+
+def grant_state(engine: Engine, holder: str, grantor: str) -> str | None:
+    """What ``grantor`` last wrote about ``holder`` in its ``lease_grants`` row, as ``engine``'s
+    region holds it (granting, withheld, expired; None: no row)."""
+    with engine.connect() as conn:
+        state = conn.execute(text("SELECT state FROM lease_grants WHERE holder = :h AND grantor = :g"),
+                             {"h": holder, "g": grantor}).scalar()
+    return None if state is None else str(state)

@@ -22,6 +22,10 @@ what each one does to the lease (docs/explanation/leases.md):
   record carries the cut (``severed``, ``healed``) at the cut's t0, and a handler started on the
   lock's release is bounded like any start in a cut-off region.
 * ``keeper_handover`` and ``swallow_overrun`` take no lease from anyone and forgive nothing.
+* ``handover_failover``: the victim and its heir are cut from each other only, so the victim keeps
+  a majority through the third region until that region stops granting it; the record's t0 is when
+  the injector saw it stop (never before it did), with ``cut_off`` the victim, the heir, the
+  adoption and ``healed`` at the restore, and is judged like a cut-off failover.
 """
 
 from __future__ import annotations

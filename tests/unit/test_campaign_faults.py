@@ -199,3 +199,33 @@ def test_the_overrunning_handler_swallows_what_is_raised_in_it_and_runs_to_its_e
     _swallow_until(started + 0.4)
     signal.setitimer(signal.ITIMER_REAL, 0)
     assert time.monotonic() - started >= 0.4
+
+
+# --- a keeper hand-off in the region whose vote decides a failover -----------------------------------
+
+def handover_failover(t0: float = 100.0) -> Fault:
+    """a and b cut from each other; c's keeper lock moved to another process and back; c stopped
+    granting a at t0 (a's lease lost), b adopted at 110, a restored at 150."""
+    return Fault("handover_failover", "a", t0, 160.0, detail="a-b cut; c's keeper lock to lease keep",
+                 severed=(("a", "b"), ("b", "a")), cut_off=("a",), heir="b", adopted_at=110.0, healed=150.0)
+
+
+def test_the_handover_failovers_victim_lost_its_lease_when_the_deciding_region_stopped_granting_it() -> None:
+    f = normalized(handover_failover(), REGIONS)
+    assert lease_lost(f) == ("a",)  # a pair cut alone takes no one's lease
+    assert no_work_window(f, "a", B) == (100.0 + B, 150.0)
+
+
+@pytest.mark.parametrize(("d_in_a", "d_in_b", "lease_until", "expect"), [
+    # a's handler ran when c stopped granting; b re-ran it after adopting: the documented re-run
+    ((99.0, 101.0), (111.0, 112.0), 103.0, set()),
+    # b started before the lease a saw at its claim had ended: c expired a too early
+    ((99.0, 101.0), (102.0, 103.0), 104.5, {LEASE_OVERRUN}),
+    # a started it long after c stopped granting: a worked without a lease
+    ((107.0, 107.5), (111.0, 112.0), None, {LEASE_OVERRUN}),
+])
+def test_a_rerun_by_the_heir_is_judged_by_when_the_victim_lost_its_lease(
+        d_in_a: tuple[float, float], d_in_b: tuple[float, float], lease_until: float | None, expect: set[str]) -> None:
+    ledger = with_d(execution("d", "a", *d_in_a, lease_until=lease_until), execution("d", "b", *d_in_b, epoch=2))
+    v = evaluate(history(faults=[handover_failover()], ledger=ledger))
+    assert (expect <= v.classes) if expect else v.ok, v.violations
