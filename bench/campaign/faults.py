@@ -229,7 +229,7 @@ class Faults(LeaseFaults):
 
     def handover_failover(self, rng: random.Random) -> None:
         victim = rng.choice(self.regions)
-        heir = rng.choice([r for r in self.regions if r != victim])
+        heir = rng.choice(self.mesh.heirs(victim))  # a zone's region fails over inside its zone
         grantor = rng.choice([r for r in self.regions if r not in (victim, heir)])
         links = [(victim, heir), (heir, victim)]
         engine = self.mesh.engines[grantor]
