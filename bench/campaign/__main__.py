@@ -15,8 +15,22 @@ from typing import Any
 
 import bench.campaign
 from bench import mutants
+from bench.campaign.faults import KINDS
 from bench.campaign.run import run_campaign
 from bench.common import RESULTS, write_json
+
+
+def _kinds(spec: str, mutant: mutants.Mutant | None) -> tuple[str, ...]:
+    """The fault kinds ``--faults`` names (empty: all), with the one ``mutant`` needs."""
+    if spec == "all":
+        return ()
+    kinds = [k.strip() for k in spec.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise SystemExit(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    if mutant is not None and mutant.needs in KINDS and mutant.needs not in kinds:
+        kinds.append(mutant.needs)
+    return tuple(kinds)
 
 
 def _matrix(args: argparse.Namespace, chosen: list[mutants.Mutant]) -> int:
@@ -24,7 +38,7 @@ def _matrix(args: argparse.Namespace, chosen: list[mutants.Mutant]) -> int:
     for m in chosen:
         began = time.monotonic()
         verdict, _ = run_campaign(args.seed, args.minutes, n_regions=args.regions, drain_s=args.drain,
-                                  keep=args.keep, mutant=m)
+                                  keep=args.keep, mutant=m, kinds=_kinds(args.faults, m))
         rows.append({"mutant": m.name, "breaks": m.breaks, "must_report": m.catches,
                      "caught": m.caught(verdict.classes), "reported": sorted(verdict.classes),
                      "seconds": round(time.monotonic() - began)})
@@ -45,6 +59,9 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=300, help="seconds allowed for everything to finish")
     parser.add_argument("--keep", action="store_true", help="keep the mesh folder (logs, ledger) for inspection")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--faults", default="all",
+                        help=f"'all' or a comma-separated list of fault kinds: {', '.join(KINDS)} "
+                             "(a mutant's own fault is always among them)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--mutant", default=None, help=f"one planted bug: {', '.join(mutants.MUTANTS)}")
     group.add_argument("--mutants", default=None, help="'all' or a comma-separated list: one campaign per mutant")
@@ -53,7 +70,7 @@ def main() -> None:
         sys.exit(_matrix(args, mutants.select(args.mutants)))
     mutant = mutants.select(args.mutant)[0] if args.mutant else None
     verdict, _ = run_campaign(args.seed, args.minutes, n_regions=args.regions, drain_s=args.drain, keep=args.keep,
-                              out=args.out, mutant=mutant)
+                              out=args.out, mutant=mutant, kinds=_kinds(args.faults, mutant))
     if mutant is not None:
         caught = mutant.caught(verdict.classes)
         print(f"mutant {mutant.name}: {'caught' if caught else 'NOT caught'} "

@@ -31,10 +31,12 @@ class Plan:
     minutes: float
     regions: list[str]
     mutant: Mutant | None = None  # a planted bug (bench/mutants.py) the checker must catch
+    kinds: tuple[str, ...] = ()  # the fault kinds to draw from (empty: every kind)
 
     @classmethod
-    def of(cls, seed: int, minutes: float, n_regions: int, mutant: Mutant | None = None) -> Plan:
-        return cls(seed, minutes, ALL_REGIONS[:n_regions], mutant)
+    def of(cls, seed: int, minutes: float, n_regions: int, mutant: Mutant | None = None,
+           kinds: tuple[str, ...] = ()) -> Plan:
+        return cls(seed, minutes, ALL_REGIONS[:n_regions], mutant, kinds)
 
     @property
     def prefix(self) -> str:

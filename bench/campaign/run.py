@@ -47,9 +47,10 @@ def run(plan: Plan, mesh: CampaignMesh, record: Record, drain_s: float) -> tuple
 
 
 def run_campaign(seed: int, minutes: float, *, n_regions: int = 3, drain_s: float = 300, keep: bool = False,
-                 out: str | None = None, log: Log = print, mutant: Mutant | None = None) -> tuple[Verdict, dict[str, Any]]:
+                 out: str | None = None, log: Log = print, mutant: Mutant | None = None,
+                 kinds: tuple[str, ...] = ()) -> tuple[Verdict, dict[str, Any]]:
     check_code_root()
-    plan = Plan.of(seed, minutes, n_regions, mutant)
+    plan = Plan.of(seed, minutes, n_regions, mutant, kinds)
     dev = scratch_mesh()
     record = Record(log)
     log(f"fault campaign: seed {seed}, {minutes:g} min, regions {plan.regions}, mesh in {dev.root}"

@@ -16,7 +16,8 @@ def schedule(plan: Plan, mesh: CampaignMesh, faults: Faults, record: Record, sto
     """Seeded faults until the campaign's end: first every kind once in a seeded order (even if
     that takes longer than the campaign), then at random."""
     rng = random.Random(plan.seed * 7919 + 1)
-    order = KINDS[:]
+    kinds = list(plan.kinds or KINDS)
+    order = kinds[:]
     rng.shuffle(order)
     if plan.mutant and plan.mutant.needs in order:  # the fault without which the mutant cannot show
         order.remove(plan.mutant.needs)
@@ -24,7 +25,7 @@ def schedule(plan: Plan, mesh: CampaignMesh, faults: Faults, record: Record, sto
     end = record.started + plan.minutes * 60
     while (time.time() < end or order) and not stop.is_set():
         mesh.wait_healthy(90)
-        kind = order.pop(0) if order else rng.choice(KINDS)
+        kind = order.pop(0) if order else rng.choice(kinds)
         left = end - time.time()
         # Cuts last 10-60 s; while kinds are still owed in a short campaign, they leave them ~15 s each.
         seconds = max(10.0, min(rng.uniform(10, 60), left - 15 * len(order)))
