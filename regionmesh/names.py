@@ -12,6 +12,9 @@ RUN_STEP_TASK = "regionmesh.run_step.v1"  # kwargs: task_id
 # Home -> forwarder: a forwarded submission was rejected. kwargs: submission_id, run_id (or null),
 # tenant_id, region (the home), reason. Carries no input.
 REJECTED_TASK = "regionmesh.rejected.v1"
+# Home -> forwarder outside a zoned tenant's zone: the forwarded submission is a run here.
+# kwargs: region (the home), run_id, submission_id (or null). Carries no input.
+RECEIVED_TASK = "regionmesh.received.v1"
 
 PUBLICATION = "rm_pub"
 
