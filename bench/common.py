@@ -18,14 +18,18 @@ def check_code_root() -> None:
     """Refuse to run when the product's subpackages load from somewhere other than this tree (a
     snapshot run without ``bench.snapshot``'s links picks up the editable install's working tree
     for ``regionmesh.workers`` and the rest: a mixed build, whose results mean nothing)."""
-    import regionmesh.models
-    import regionmesh.workers
+    import sys
 
-    for module in (regionmesh.models, regionmesh.workers):
-        where = Path(module.__file__ or "").resolve()
+    import regionmesh.workers.app  # noqa: F401 - imports what a worker imports
+
+    for name, module in sorted(sys.modules.items()):
+        if name != "regionmesh" and not name.startswith("regionmesh."):
+            continue
+        where = Path(getattr(module, "__file__", None) or ROOT).resolve()
         if not where.is_relative_to(ROOT):
-            raise RuntimeError(f"{module.__name__} loads from {where.parent}, outside {ROOT}: make the run's tree "
-                               f"with 'python -m bench.snapshot DEST' and run it with PYTHONPATH=DEST")
+            raise RuntimeError(f"{name} loads from {where}, outside {ROOT}: make the run's tree with "
+                               f"'python -m bench.snapshot DEST' and run it with PYTHONPATH=DEST (a module the "
+                               f"tree lacks but the editable install's working tree has is a commit missing a file)")
 
 
 def scratch_mesh() -> DevMesh:

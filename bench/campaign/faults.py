@@ -30,6 +30,7 @@ the times to tell a re-run a crash explains from a duplicate.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -39,16 +40,27 @@ import psutil
 from bench.campaign import pgprobe
 from bench.campaign.lease_faults import Clock, LeaseFaults
 from bench.campaign.mesh import LEASE_S
+from bench.campaign.record import Sent
+from bench.campaign_checker import Ack
+from regionmesh.client import home_region, submit
 from regionmesh.models import runs
 from regionmesh.ops.failover import FailoverRefused, FailoverReport, failover, restore, set_intent
 from regionmesh.supervisor import kill_tree
+from regionmesh.workers.submission import run_id_for
 
 LEASE_KINDS = ["pause_main", "pause_pool", "slow_commit", "keeper_handover", "swallow_overrun", "handover_failover"]
 KINDS = ["pool_kill", "worker_kill", "redis_kill", "pg_kill", "repl_cut", "broker_cut", "region_failover",
          "cutoff_failover", "move", *LEASE_KINDS]
 
 
+# A cut-off region's handler still running when it is restored: longer than the cut-off failover
+# (lease expiry, 5-20 s cut, restore), so the heir's re-run is in flight when the old one ends.
+LONG_STEP_S = 35.0
+
+
 class Faults(LeaseFaults):
+    long_runs = 0  # runs with a long first step submitted so far (their keys are numbered)
+
     def inject(self, kind: str, rng: random.Random, seconds: float) -> None:
         """Inject one fault of ``kind``; ``seconds`` is how long a cut lasts (other kinds ignore it)."""
         if kind == "repl_cut":
@@ -199,6 +211,7 @@ class Faults(LeaseFaults):
         heir = rng.choice(self.mesh.heirs(victim))
         others = [r for r in self.regions if r != victim]
         links = [(victim, o) for o in others] + [(o, victim) for o in others]
+        long_runs = self._long_steps_in_flight(victim, rng)
         t0 = time.time()
         for link in links:
             self.mesh.repl_proxies[link].sever()
@@ -216,9 +229,42 @@ class Faults(LeaseFaults):
         # nothing), so that ends its no-work window, not the heal of its links.
         self.record.fault("cutoff_failover", victim, t0, time.time(),
                           f"cut off (isolated) and failed over to {heir} after {began - t0:.1f}s "
-                          f"({report.runs_adopted} runs adopted) while running; links back after {healed - t0:.1f}s, "
-                          f"restored after {restored - t0:.1f}s",
+                          f"({report.runs_adopted} runs adopted) while running, {long_runs} {LONG_STEP_S:g}-s steps in "
+                          f"flight there; links back after {healed - t0:.1f}s, restored after {restored - t0:.1f}s",
                           severed=tuple(links), heir=heir, adopted_at=began, healed=restored)
+
+    def _long_steps_in_flight(self, victim: str, rng: random.Random, n: int = 2) -> int:
+        """Submit ``n`` runs whose first step lasts ``LONG_STEP_S`` to tenants ``victim`` places, and
+        wait (at most 10 s) until the victim started them: handlers still running there when the
+        heir has adopted their runs and re-run them, and when the victim is restored (a completion
+        that ignored the run's epoch would then be accepted: the stale write the epoch fences off).
+        Returns how many started. They are acknowledged submissions like any other."""
+        homed = [t for t in self.plan.tenants if home_region(self.mesh.config, t, victim) == victim]
+        started: list[str] = []
+        for tenant in rng.sample(homed, min(n, len(homed))):
+            self.long_runs += 1
+            key = f"long-{self.plan.seed}-{self.long_runs}"
+            data = {"sleep": {"a": LONG_STEP_S, "b": 0.05, "c": 0.05, "d": 0.05}}
+            if (marker := self.plan.marker(tenant)) is not None:
+                data["note"] = f"{marker}{key}"
+            try:
+                submit(tenant, "t_ledger", data, key, region=victim, config=self.mesh.config, submission_id=key,
+                       resolve_home=False)
+            except Exception as exc:  # not acknowledged: nothing to account for
+                self.record.note(f"long run for {victim}: {type(exc).__name__}")
+                continue
+            self.record.add(Sent(Ack("direct", tenant, key, victim, time.time(), sid=key, workflow="t_ledger",
+                                     input=data), key, None, time.time()))
+            started.append(run_id_for(tenant, key))
+        ledger = self.mesh.ledger_dir / f"ledger-{victim}.jsonl"
+        deadline = time.monotonic() + 10
+        seen: set[str] = set()
+        while time.monotonic() < deadline and len(seen) < len(started):
+            if ledger.exists():
+                seen = {e["run"] for e in map(json.loads, ledger.read_text().splitlines())
+                        if e["phase"] == "start" and e["step"] == "a" and e["run"] in set(map(str, started))}
+            time.sleep(0.2)
+        return len(seen)
 
     def move(self, rng: random.Random) -> None:
         tenant = rng.choice(self.plan.tenants)

@@ -84,7 +84,7 @@ def judge(plan: Plan, mesh: CampaignMesh, record: Record, producers: Producers, 
         dead_letters=got["dead_letters"],
         valid_submission_ids={s.sid for s in record.sent} | {a.sid for a in record.resends},
         outbox_rejected=got["outbox_rejected"], bounds=Bounds(LEASE_S, DRIFT, MARGIN_S), rows=got["rows"],
-        submissions=got["submissions"], zones=zones, marker_hits=hits)
+        submissions=got["submissions"], zones=zones, marker_hits=hits, accepted=got["accepted"])
     verdict = evaluate(history)
     started = record.started
     extra = {"seed": plan.seed, "minutes": plan.minutes, "regions": mesh.regions,

@@ -19,6 +19,7 @@ from bench.checker.verdict import (
     MISSING_EFFECT,
     OUTBOX_REJECTED,
     RESIDENCY,
+    STALE_COMPLETION,
     STUCK,
     UNEXPECTED_EFFECT,
     Verdict,
@@ -57,6 +58,19 @@ def _plans(h: History) -> dict[str, Plan]:
     return out
 
 
+def _stale_completion(task: TaskId, execs: list[Execution], by: dict[str, Any] | None, v: Verdict) -> None:
+    """The output a task kept must come from an execution at the highest epoch that took effect: a
+    completion of a superseded execution (the old owner's, after the heir adopted the run) is what
+    the run's epoch fences off."""
+    if by is None or by.get("epoch") is None:
+        return
+    epochs = [x.epoch for x in execs if x.effect is not None and x.epoch is not None]
+    if epochs and int(by["epoch"]) < max(epochs):
+        name = "/".join(str(x) for x in task if x is not None)
+        v.add(STALE_COMPLETION, f"{name}: kept the output of {by.get('region')} pid {by.get('pid')} at epoch "
+                                f"{by['epoch']}, superseded by an execution at epoch {max(epochs)} that took effect")
+
+
 def _effects(h: History, v: Verdict, faults: list[Any]) -> None:
     by_task: dict[TaskId, list[dict[str, Any]]] = defaultdict(list)
     for e in h.ledger:
@@ -70,6 +84,7 @@ def _effects(h: History, v: Verdict, faults: list[Any]) -> None:
         execs = executions(entries, h.clock)
         v.step_effects += any(x.effect is not None for x in execs)
         judge(task, execs, faults, promise, v)
+        _stale_completion(task, execs, h.accepted.get(task), v)
         per_run[task[0]][(task[1], task[2])] = execs
     plans = _plans(h)
     succeeded = {rid for rows in h.runs.values() for _, _, rid, status in rows if status == "succeeded"}

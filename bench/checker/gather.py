@@ -61,7 +61,7 @@ def read_ledger(folder: Path) -> list[dict[str, Any]]:
 
 def gather(urls: dict[str, str], tenant_prefix: str) -> dict[str, Any]:
     """Every region's rows about the campaign's tenants, read with plain SQL: ``runs``, ``tasks``
-    (succeeded), ``dead_letters``, ``outbox_rejected``, ``created``, ``rows`` (the compared rows,
+    (succeeded), ``accepted`` (which execution each one's output says it came from), ``dead_letters``, ``outbox_rejected``, ``created``, ``rows`` (the compared rows,
     table -> region -> {key: value}) and ``submissions`` (the product's record of what each
     submission id became)."""
     runs: dict[str, list[tuple[str, str, str, str]]] = {}
@@ -70,6 +70,7 @@ def gather(urls: dict[str, str], tenant_prefix: str) -> dict[str, Any]:
     rejected: list[tuple[str, str, str | None]] = []
     created: dict[tuple[str, str], float] = {}
     submissions: list[SubmissionRecord] = []
+    accepted: dict[tuple[str, str, int | None], dict[str, Any]] = {}
     rows: dict[str, dict[str, dict[Any, Any]]] = {table: {} for table in COMPARED}
     like = tenant_prefix + "%"
     for region, url in urls.items():
@@ -82,9 +83,13 @@ def gather(urls: dict[str, str], tenant_prefix: str) -> dict[str, Any]:
                 runs[region] = [(r[0], r[1], str(r[2]), r[3]) for r in got]
                 for r in got:
                     created[(r[0], r[1])] = min(float(r[4]), created.get((r[0], r[1]), float("inf")))
-                tasks |= {(str(r[0]), r[1], r[2]) for r in conn.execute(text(
-                    "SELECT t.run_id, t.step_key, t.idx FROM step_tasks t JOIN workflow_runs w ON w.id = t.run_id "
-                    "WHERE w.tenant_id LIKE :p AND t.status = 'succeeded'"), {"p": like})}
+                for r in conn.execute(text(
+                        "SELECT t.run_id, t.step_key, t.idx, t.output -> 'by' FROM step_tasks t "
+                        "JOIN workflow_runs w ON w.id = t.run_id WHERE w.tenant_id LIKE :p AND t.status = 'succeeded'"),
+                        {"p": like}):
+                    tasks.add((str(r[0]), r[1], r[2]))
+                    if isinstance(r[3], dict):
+                        accepted.setdefault((str(r[0]), r[1], r[2]), r[3])
                 dead += [(region, r[0], r[1]) for r in conn.execute(text(
                     "SELECT submission_id, reason FROM dead_letters"))]
                 rejected += [(region, r[0], r[1]) for r in conn.execute(text(
@@ -101,7 +106,7 @@ def gather(urls: dict[str, str], tenant_prefix: str) -> dict[str, Any]:
         finally:
             engine.dispose()
     return {"runs": runs, "tasks": tasks, "dead_letters": dead, "outbox_rejected": rejected, "created": created,
-            "rows": rows, "submissions": submissions}
+            "rows": rows, "submissions": submissions, "accepted": accepted}
 
 
 def marker_hits(dumps: dict[str, str], markers: dict[str, str]) -> dict[str, dict[str, int]]:

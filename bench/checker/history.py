@@ -122,6 +122,9 @@ class History:
     # of its zone (a tenant not here is unzoned), and region -> tenant -> how many times the
     # tenant's input marker occurs in that region's full database dump.
     zones: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # (run, step, index) -> the execution a succeeded task's kept output says it came from ("by":
+    # region, pid, attempt, epoch, token), as the checker read it from the rows
+    accepted: dict[tuple[str, str, int | None], dict[str, Any]] = field(default_factory=dict)
     marker_hits: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def holders(self, tenant: str) -> list[str]:

@@ -14,6 +14,7 @@ DUPLICATE_EFFECT = "duplicate_effect"  # a second effect of a task the rule does
 OVERLAP_IN_REGION = "overlap_in_region"  # two executions of one task at once in one region
 OVERLAP_ACROSS = "overlap_across_regions"  # at once in two regions, not the cut-off handler and its heir
 LEASE_OVERRUN = "lease_overrun"  # work started (or a lease believed) past L·(1+ρ)+margin after a cut-off
+STALE_COMPLETION = "stale_completion"  # the output kept is a superseded execution's (a lower epoch than one that took effect)
 ORDER = "order"  # a step started before an effect of one of its dependencies
 MISSING_EFFECT = "missing_effect"  # a run or task marked succeeded whose expected effect never happened
 UNEXPECTED_EFFECT = "unexpected_effect"  # an effect of a task the definition and input do not have

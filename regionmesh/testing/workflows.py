@@ -150,7 +150,10 @@ def ledgered(ctx: StepContext, payload: Any) -> dict[str, Any]:
         # A timed wait rather than time.sleep: libfaketime (the clock-skew tests) breaks clock_nanosleep.
         threading.Event().wait(float(cfg.get("sleep", {}).get(ctx.step, 0)))
     ledger_write(ctx, "effect")
-    return {"cfg": cfg, "step": ctx.step}
+    # Which execution this output is from (the ledger's execution key): the campaign's checker
+    # tells from it whether the completion the product accepted was a superseded execution's.
+    return {"cfg": cfg, "step": ctx.step, "by": {"region": ctx.region, "pid": os.getpid(), "attempt": ctx.attempt,
+                                                 "epoch": ctx.epoch, "token": ctx.fencing_token}}
 
 
 @registry.handler("t.ledger_items")

@@ -16,6 +16,7 @@ from bench.checker.verdict import (
     ORDER,
     OVERLAP_ACROSS,
     OVERLAP_IN_REGION,
+    STALE_COMPLETION,
     STUCK,
     UNEXPECTED_EFFECT,
 )
@@ -329,3 +330,18 @@ def test_the_lease_bounds_default_to_the_settings_the_campaign_gave_its_mesh(mon
     monkeypatch.setenv("REGIONMESH_LEASE_MARGIN_S", "1.0")
     assert Bounds.from_env() == Bounds(4.0, 0.01, 1.0)
     assert History([], [], [], {}, set(), [], True, [], {}, [], set(), []).bounds == Bounds(4.0, 0.01, 1.0)
+
+
+@pytest.mark.parametrize(("kept", "classes"), [
+    ({"region": "b", "pid": 100, "attempt": 1, "epoch": 2}, set()),  # the heir's: right
+    ({"region": "a", "pid": 100, "attempt": 1, "epoch": 1}, {STALE_COMPLETION}),  # the old owner's, accepted late
+])
+def test_the_output_a_task_keeps_must_be_from_the_highest_epoch_that_took_effect(kept: dict[str, int],
+                                                                                 classes: set[str]) -> None:
+    # The documented re-run: a cut off at 100, its handler of d still running when b adopted at
+    # epoch 2. The product must keep b's completion; a's, accepted after a's restore (a completion
+    # that does not check the run's epoch), is the stale write the epoch fences off.
+    cut = isolated("a", 100.0, healed=140.0, heir="b", adopted_at=107.0)
+    ledger = with_d(execution("d", "a", 103.0, 112.0), execution("d", "b", 108.0, 109.0, epoch=2))
+    v = evaluate(history(ledger=ledger, faults=[cut], accepted={(RUN, "d", None): kept}))
+    assert v.classes == classes, v.violations
