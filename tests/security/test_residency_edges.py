@@ -22,6 +22,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -209,6 +210,17 @@ def _link_connection(world: World, subscriber: str, publisher: str) -> Any:
     return wait_until(connect, 30, f"a walsender connection as {role}", interval=0.5)
 
 
+def _admin(world: World, region: str, *statements: str) -> None:
+    admin = psycopg2.connect(world.dev.admin_url(region, DATABASE))
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        admin.close()
+
+
 def _drop_slot(world: World, region: str, slot: str) -> None:
     admin = psycopg2.connect(world.dev.admin_url(region, DATABASE))
     admin.autocommit = True
@@ -253,6 +265,7 @@ def test_an_out_of_zone_link_role_can_stream_an_in_zone_publication(world: World
     zoned, unzoned = homed("eu-west", "zlink", zone=EU), homed("eu-west", "olink")
     bound(world, zoned)
     slot = f"rm_probe_{uuid.uuid4().hex[:8]}"
+    _admin(world, "eu-west", "ALTER SYSTEM SET log_replication_commands = on", "SELECT pg_reload_conf()")
     conn = _link_connection(world, OUTSIDE, "eu-west")
     try:
         cur = conn.cursor()
@@ -277,3 +290,10 @@ def test_an_out_of_zone_link_role_can_stream_an_in_zone_publication(world: World
     finally:
         conn.close()
         _drop_slot(world, "eu-west", slot)
+        _admin(world, "eu-west", "ALTER SYSTEM RESET log_replication_commands", "SELECT pg_reload_conf()")
+    # What an operator can watch for: the server logs every replication command with the
+    # publications it names (log_replication_commands), so a link role asking for another
+    # destination's publication shows.
+    log = Path(str(world.dev.region("eu-west").pg.log)).read_text(encoding="utf-8", errors="replace")
+    asked = [line for line in log.splitlines() if "START_REPLICATION" in line and slot in line]
+    assert any(zoned_publication("eu-central") in line for line in asked), asked
