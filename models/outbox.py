@@ -193,3 +193,9 @@ def drop_input(engine: Engine, entry_id: int) -> bool:
     with engine.begin() as conn:
         return bool(conn.execute(text(f"UPDATE outbox SET payload = {_WITHOUT_INPUT} WHERE id = :i"),
                                  {"i": entry_id, "keep": list(KEPT_WITHOUT_INPUT)}).rowcount)
+
+
+def confirm_run(engine: Engine, run_id: uuid.UUID) -> int:
+    """Forget the entry of ``run_id``: its home said the run exists there (a receipt). Returns how many."""
+    with engine.begin() as conn:
+        return int(conn.execute(text("DELETE FROM outbox WHERE run_id = :r"), {"r": run_id}).rowcount)

@@ -41,7 +41,8 @@ def accept(rt: Runtime, sub: Submission, *, hops: int, message: dict[str, object
     """Create the run where its tenant is placed, or send the submission there.
 
     The run is created only while this region holds its lease and the placement it was computed
-    from is still current (rm_place_run); a stale cached placement is computed again once.
+    from is still current (rm_place_run); a stale cached placement is computed again once. A
+    submission is sent elsewhere (and kept in the outbox) only on a placement read fresh.
     Raises RejectedSubmission for an unknown workflow.
     """
     for fresh in (False, True):
@@ -53,6 +54,10 @@ def accept(rt: Runtime, sub: Submission, *, hops: int, message: dict[str, object
         if placement.held:  # zoned, and no region of its zone places runs: wait (in the broker)
             return Started(sub.run_id, False, "no_lease", outcome="no_lease")
         decision = route(placement.region, rt.region, hops)
+        if decision != "create" and not fresh:
+            # Forward only on a fresh read: a zone binding that arrived since the cache was filled
+            # must be seen before this region keeps the input in its outbox (workers/zone_scrub.py).
+            continue
         if placement.zone and rt.region not in rt.config.zones.get(placement.zone, ()):
             # Outside the tenant's zone: no outbox (it would keep the input here); the message
             # waits in this broker while the zone's broker is unreachable.

@@ -1,8 +1,9 @@
 """A zone binding still replicating (issue 21, item 7), on a three-region mesh (zone eu = eu-west +
 eu-central; us-east outside): us-east takes a zoned tenant's submissions before the binding reached
 it, so it forwards them with an outbox entry and refuses a bad one with a dead letter, input
-included. Once the binding arrives, the zone scrub leaves no input of the tenant in us-east's
-database within one reconciler pass (pg_dump); the runs happen in the zone once.
+included. The home's receipt (by broker) ends the entry while the binding is still held back; once
+the binding arrives, the zone scrub leaves no input of the tenant in us-east's database within one
+reconciler pass (pg_dump); the runs happen in the zone once.
 
 Replication of the binding is held back by disabling us-east's subscription from the placer."""
 
@@ -39,6 +40,8 @@ PLACER, OUTSIDE = "eu-west", "us-east"
 # The bound the docs state: one reconciler pass after the binding is applied (0.5 s in the dev
 # mesh), plus the pass itself and this test's polling.
 SCRUB_BOUND_S = 5.0
+# The home's receipt: its publish after the run's creation, and us-east taking it from its queue.
+RECEIPT_BOUND_S = 10.0
 
 
 class World:
@@ -103,6 +106,13 @@ def zone_while_held_back(world: World, tenant: str) -> None:
     assert not world.bound_here(OUTSIDE, tenant)
 
 
+def logged(world: World, region: str, name: str, submission_id: str) -> bool:
+    """Whether a worker of ``region`` logged event ``name`` about ``submission_id``."""
+    return any(name in line and submission_id in line
+               for log in (world.dev.root / "logs").glob(f"worker-{region}-*.log")
+               for line in log.read_text(errors="replace").splitlines())
+
+
 def held_input(world: World, mark: str) -> dict[str, int]:
     """Rows of us-east's local tables that hold ``mark`` (the input of the zoned tenant)."""
     return {table: int(world.scalar(OUTSIDE, f"SELECT count(*) FROM {table} WHERE payload::text LIKE :m",
@@ -131,9 +141,15 @@ def test_input_taken_in_before_the_binding_arrived_is_gone_one_pass_after_it(wor
                      resolve_home=False)
         wait_until(lambda: world.scalar(PLACER, "SELECT status FROM workflow_runs WHERE id = :r AND zone = 'eu'",
                                         r=sent.run_id) == "succeeded", 90, "the run done in the zone")
-        # The window is open: us-east forwarded it as an unzoned tenant's, and keeps it.
-        wait_until(lambda: held_input(world, mark) == {"outbox": 1, "dead_letters": 1}, 30,
-                   "us-east to keep the forwarded input and the refused body")
+        # The window was open: us-east forwarded it as an unzoned tenant's, with an outbox entry...
+        assert logged(world, OUTSIDE, "submit.forwarded", sent.submission_id)
+        # ... which the home's receipt (by broker) ended, though neither the binding nor the run's
+        # summary can reach us-east; the refusal's body waits for the binding.
+        wait_until(lambda: held_input(world, mark) == {"outbox": 0, "dead_letters": 1}, RECEIPT_BOUND_S,
+                   "the home's receipt to end us-east's outbox entry")
+        assert logged(world, OUTSIDE, "outbox.received", sent.submission_id)
+        assert not world.bound_here(OUTSIDE, tenant)
+        assert world.scalar(OUTSIDE, "SELECT count(*) FROM run_summaries WHERE run_id = :r", r=sent.run_id) == 0
         assert world.scalar(OUTSIDE, "SELECT count(*) FROM dead_letters WHERE submission_id = :s",
                             s=bad.submission_id) == 1
     finally:
