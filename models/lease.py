@@ -19,17 +19,20 @@ def beat(engine: Engine, region: str) -> int:
 
 
 def view(engine: Engine, region: str) -> dict[str, Any]:
-    """What the keeper decides from, as this region's copy holds it: every region's beat sequence
-    and status, the grants about this region, this region's own grant rows, the fence."""
+    """What the keeper decides from, as this region's copy holds it: every region's beat sequence,
+    status and epoch, the grants about this region, this region's own grant rows and the episode
+    each answers (its ``epoch``), the fence."""
     with engine.connect() as conn:
         beats = {r[0]: int(r[1]) for r in conn.execute(text("SELECT region, seq FROM heartbeats"))}
-        statuses = {r[0]: r[1] for r in conn.execute(text("SELECT name, status FROM regions"))}
+        regions = conn.execute(text("SELECT name, status, epoch FROM regions")).all()
         grants = {r[0]: (int(r[1]), r[2]) for r in conn.execute(
             text("SELECT grantor, seq, state FROM lease_grants WHERE holder = :me AND grantor <> :me"), {"me": region})}
-        mine = {r[0]: (int(r[1]), r[2]) for r in conn.execute(
-            text("SELECT holder, seq, state FROM lease_grants WHERE grantor = :me"), {"me": region})}
+        own = conn.execute(text("SELECT holder, seq, state, epoch FROM lease_grants WHERE grantor = :me"),
+                           {"me": region}).all()
         fence = conn.execute(text("SELECT fenced, manual, reason FROM local_fence WHERE id = 1")).first()
-    return {"beats": beats, "statuses": statuses, "grants": grants, "mine": mine,
+    return {"beats": beats, "statuses": {r[0]: r[1] for r in regions}, "epochs": {r[0]: int(r[2]) for r in regions},
+            "grants": grants, "mine": {r[0]: (int(r[1]), r[2]) for r in own},
+            "episodes": {r[0]: int(r[3]) for r in own},
             "fenced": bool(fence and fence[0]), "manual": bool(fence and fence[1]),
             "fence_reason": fence[2] if fence else None}
 
@@ -43,18 +46,27 @@ _HOLDS_LOCK = """EXISTS (SELECT 1 FROM pg_locks
                             AND objid::bigint = (hashtext(:lock)::bigint & 4294967295))"""
 
 
-def write_grant(lock_conn: Connection, holder: str, grantor: str, seq: int, state: str, lock: str) -> bool:
+def write_grant(lock_conn: Connection, holder: str, grantor: str, seq: int, state: str, lock: str,
+                episode: int = 0) -> bool:
     """This region's (the grantor's) row about ``holder``, written on ``lock_conn``, the session that
     holds the keeper's advisory lock ``lock``, and only while it holds it (checked in the same
     transaction). A session-level lock is released only when its session ends (or unlocks it), and
     a session that ends takes its open transaction with it; so a write that commits was made by the
     holder, never by a keeper that lost the lock before it committed. Checking the lock from any
     other session would prove nothing at commit time. Returns False when the session does not hold
-    the lock (nothing written)."""
+    the lock (nothing written).
+
+    ``episode``: the holder's region epoch (``regions.epoch``) as the grantor's copy held it, kept
+    in the row's ``epoch``: an ``expired`` row answers the failover whose ``failing_over`` status
+    carried that epoch, and no other (``failover`` counts only those). Region epochs only grow, and
+    the row's epoch never goes down (``greatest``): the conflict rule drops a version with a lower
+    epoch, so a lower one would never reach the peers."""
     result = lock_conn.execute(text(
-        f"""INSERT INTO lease_grants (holder, grantor, seq, state) SELECT :h, :g, :s, :st WHERE {_HOLDS_LOCK}
-            ON CONFLICT (holder, grantor) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state"""
-    ), {"h": holder, "g": grantor, "s": seq, "st": state, "lock": lock})
+        f"""INSERT INTO lease_grants (holder, grantor, seq, state, epoch)
+            SELECT :h, :g, :s, :st, greatest(:e, 1) WHERE {_HOLDS_LOCK}
+            ON CONFLICT (holder, grantor) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state,
+                                                        epoch = greatest(lease_grants.epoch, EXCLUDED.epoch)"""
+    ), {"h": holder, "g": grantor, "s": seq, "st": state, "lock": lock, "e": episode})
     lock_conn.commit()
     return bool(result.rowcount)
 
@@ -88,6 +100,14 @@ def grants_about(engine: Engine, holder: str) -> dict[str, tuple[int, str]]:
     with engine.connect() as conn:
         return {r[0]: (int(r[1]), r[2]) for r in conn.execute(
             text("SELECT grantor, seq, state FROM lease_grants WHERE holder = :h AND grantor <> :h"), {"h": holder})}
+
+
+def grant_episodes(engine: Engine, holder: str) -> dict[str, tuple[str, int]]:
+    """grantor -> (state, episode) of the rows about ``holder`` as this region's copy holds them;
+    the episode is the holder's region epoch the grantor answered (see ``write_grant``)."""
+    with engine.connect() as conn:
+        return {r[0]: (r[1], int(r[2])) for r in conn.execute(
+            text("SELECT grantor, state, epoch FROM lease_grants WHERE holder = :h AND grantor <> :h"), {"h": holder})}
 
 
 def may_work(engine: Engine) -> bool:

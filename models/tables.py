@@ -125,6 +125,8 @@ class LeaseGrant(Replicated, Base):
     ``granting``: it acknowledged beat ``seq`` and promises not to take over the holder's tenants
     until L·(1+ρ)+margin after that, on its own monotonic clock. ``withheld``: it stopped
     acknowledging (the holder is being failed over). ``expired``: it stopped and its promise ran out.
+    ``epoch`` is the holder's region epoch as the grantor saw it (never lower than before): an
+    ``expired`` row answers the failover episode whose ``failing_over`` status carried that epoch.
     """
 
     __tablename__ = "lease_grants"

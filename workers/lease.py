@@ -82,6 +82,25 @@ def expired_needed(voters: int) -> int:
     return voters - majority(voters) + 1
 
 
+def answering(rows: Mapping[str, tuple[str, int]], episode: int) -> dict[str, str]:
+    """Each grantor's state as it bears on the failover episode ``episode`` (the epoch of the
+    holder's ``failing_over`` status): ``rows`` maps grantor -> (state, the episode its row answers).
+
+    An ``expired`` row left from an earlier failover of the same holder says nothing about this
+    one: the grantor may have granted the holder again since the restore, in a row that has not
+    reached this copy yet. It is reported as ``expired earlier`` and does not count."""
+    return {g: state if state != "expired" or answered == episode else "expired earlier"
+            for g, (state, answered) in rows.items()}
+
+
+def episode_expired(row: tuple[int, str] | None, answered: int, episode: int) -> bool:
+    """Whether a grantor whose own row about a holder is ``row`` (seq, state), answering episode
+    ``answered``, should write ``expired`` again for the holder's current episode ``episode``: the
+    row is ``expired`` (no grant since its promise ran out, or there would be a ``granting`` row),
+    so the promise is over for this episode too; only the episode it names is older."""
+    return row is not None and row[1] == "expired" and answered != episode
+
+
 def failover_ready(states: Mapping[str, str], voters: int) -> tuple[bool, int]:
     """From the grant rows about a holder (grantor -> state, the holder itself excluded): whether
     enough of them expired. Returns (ready, how many more are needed)."""

@@ -29,7 +29,7 @@ from sqlalchemy import Connection
 from regionmesh.errors import RegionmeshError
 from regionmesh.log import event
 from regionmesh.models import lease as repo
-from regionmesh.workers.lease import LeaseParams, lease_end, promise_over, should_grant
+from regionmesh.workers.lease import LeaseParams, episode_expired, lease_end, promise_over, should_grant
 from regionmesh.workers.runtime import Runtime
 from regionmesh.workers.singleton import SingletonLoop
 
@@ -104,6 +104,11 @@ class LeaseKeeper:
         me = self.rt.region
         mine: dict[str, tuple[int, str]] = view["mine"]  # type: ignore[assignment]
         beats: dict[str, int] = view["beats"]  # type: ignore[assignment]
+        # The episode a row answers: the holder's region epoch as this copy holds it (a failover's
+        # failing_over status bumps it), so an expiry never stands for a later failover.
+        epochs: dict[str, int] = view["epochs"]  # type: ignore[assignment]
+        episodes: dict[str, int] = view["episodes"]  # type: ignore[assignment]
+        episode, answered = epochs.get(holder, 0), episodes.get(holder, 0)
         row = mine.get(holder)
         if row is not None and row[1] != "expired" and holder not in self.last_grant:
             # A keeper before this one may have granted until it stopped: count from now.
@@ -111,21 +116,23 @@ class LeaseKeeper:
         if should_grant(status):
             seq = beats.get(holder)
             if seq is not None and row != (seq, "granting"):
-                self._write(holder, seq, "granting")
+                self._write(holder, seq, "granting", episode)
                 self.last_grant[holder] = self.clock()  # after it committed: the promise starts now
             return
         if row is None:
-            self._write(holder, 0, "expired")  # never granted: nothing to wait out
+            self._write(holder, 0, "expired", episode)  # never granted: nothing to wait out
         elif row[1] == "granting":
-            self._write(holder, row[0], "withheld")
+            self._write(holder, row[0], "withheld", episode)
             event(logging.WARNING, "lease.withheld", region=me, holder=holder, status=status)
         elif row[1] == "withheld" and promise_over(self.last_grant[holder], self.clock(), params):
-            self._write(holder, row[0], "expired")
-            event(logging.WARNING, "lease.promise_expired", region=me, holder=holder)
+            self._write(holder, row[0], "expired", episode)
+            event(logging.WARNING, "lease.promise_expired", region=me, holder=holder, episode=episode)
+        elif episode_expired(row, answered, episode):
+            self._write(holder, row[0], "expired", episode)
 
-    def _write(self, holder: str, seq: int, state: str) -> None:
+    def _write(self, holder: str, seq: int, state: str, episode: int) -> None:
         me = self.rt.region
-        if not repo.write_grant(self.conn, holder, me, seq, state, f"{LOCK_NAME}:{me}"):
+        if not repo.write_grant(self.conn, holder, me, seq, state, f"{LOCK_NAME}:{me}", episode):
             raise LeaseLockLost(me, holder)
 
     def _publish(self, end: float | None, granted_by: list[str], reason: str | None) -> None:

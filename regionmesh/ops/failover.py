@@ -38,7 +38,7 @@ from regionmesh.routing.router import Router
 from regionmesh.routing.zones import refusal
 from regionmesh.workers.app import create_app
 from regionmesh.workers.definitions import Registry
-from regionmesh.workers.lease import LeaseParams, expired_needed, failover_ready
+from regionmesh.workers.lease import LeaseParams, answering, expired_needed, failover_ready
 
 Progress = Callable[[str], None]
 
@@ -75,6 +75,10 @@ def _reachable(config: MeshConfig, region: str) -> bool:
 
 def _router(config: MeshConfig, region: str) -> Router:
     return Router(engine_for(config, region), list(config.regions), ttl_s=0.0, zones=config.zones)
+
+
+def _granted_as(states: dict[str, str], state: str) -> str:
+    return ", ".join(sorted(g for g, s in states.items() if s == state)) or "none"
 
 
 def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s: float | None = None,
@@ -114,15 +118,19 @@ def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s:
             f"{to_region} holds no lease ({held['reason']}): failover runs only from a side that holds a majority; "
             "a two-region mesh split in two has none (see --override-dead-minority)")
     params = LeaseParams.from_settings(config.settings)
-    if current != "failing_over" and repo.set_region_status(
-            heir, from_region, "failing_over", to_region, expect_from=("active", "draining")) is None:
+    # The episode: the epoch of from_region's failing_over status. Only expiries that answer it
+    # count; one left from an earlier failover of the same region may hide a grant made since.
+    episode = rows[from_region].epoch if current == "failing_over" else repo.set_region_status(
+        heir, from_region, "failing_over", to_region, expect_from=("active", "draining"))
+    if episode is None:
         raise FailoverRefused(f"{from_region}'s status changed meanwhile; look at 'regionmesh lease status'")
     voters = [r for r in config.regions if r == from_region or rows.get(r) is None or rows[r].status != "failed_over"]
     need = 1 if override_dead_minority else expired_needed(len(voters))
     began = time.monotonic()
     deadline = began + (timeout_s if timeout_s is not None else 3 * params.promise_s + 10)
     while True:
-        states = {g: st for g, (_seq, st) in lease_repo.grants_about(heir, from_region).items() if g in voters}
+        states = {g: st for g, st in answering(lease_repo.grant_episodes(heir, from_region), episode).items()
+                  if g in voters}
         if override_dead_minority:
             ready, missing = states.get(to_region) == "expired", int(states.get(to_region) != "expired")
         else:
@@ -134,7 +142,8 @@ def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s:
             raise FailoverRefused(
                 f"{from_region}'s lease cannot be ruled out yet: {missing} more of {need} region(s) must let their "
                 f"promise expire (each waits {params.promise_s:.1f}s after its last acknowledgement; "
-                f"expired so far: {sorted(g for g, s in states.items() if s == 'expired') or 'none'}). "
+                f"expired so far: {_granted_as(states, 'expired')}; "
+                f"expired for an earlier failover only: {_granted_as(states, 'expired earlier')}). "
                 f"{from_region} stays failing_over (its tenants wait); run the same command again to keep "
                 f"waiting, or 'regionmesh restore {from_region}' to cancel")
         if progress:

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from regionmesh.workers.lease import (
     LeaseParams,
+    answering,
+    episode_expired,
     expired_needed,
     failover_ready,
     held_until_db,
@@ -91,3 +93,26 @@ def test_db_time_of_the_lease_end_errs_early() -> None:
 ])
 def test_a_submission_never_starts_off_its_home(placed: str, hops: int, decision: str) -> None:
     assert route(placed, "us-east", hops) == decision
+
+
+def test_an_expiry_from_an_earlier_failover_does_not_count() -> None:
+    """Issue 21 item 4: c's ``expired`` answers episode 2 (the first failover of the holder); the
+    failover at episode 5 counts only b's."""
+    rows = {"b": ("expired", 5), "c": ("expired", 2), "d": ("withheld", 5), "e": ("granting", 4)}
+    states = answering(rows, 5)
+    assert states == {"b": "expired", "c": "expired earlier", "d": "withheld", "e": "granting"}
+    assert failover_ready(states, 5) == (False, 2)
+    assert failover_ready(answering(rows, 2), 5) == (False, 2)  # only c answered episode 2
+    assert failover_ready(answering({"b": ("expired", 5), "c": ("expired", 5)}, 5), 3) == (True, 0)
+
+
+@pytest.mark.parametrize(("row", "answered", "episode", "again"), [
+    ((7, "expired"), 2, 5, True),  # no grant since it expired: it expires for this episode too
+    ((7, "expired"), 5, 5, False),  # already answered
+    ((7, "withheld"), 2, 5, False),  # a promise still to wait out
+    ((7, "granting"), 2, 5, False),
+    (None, 0, 5, False),  # never granted: written by the 'never granted' rule
+])
+def test_an_expired_row_answers_a_new_episode_without_waiting(row: tuple[int, str] | None, answered: int,
+                                                               episode: int, again: bool) -> None:
+    assert episode_expired(row, answered, episode) is again

@@ -27,6 +27,8 @@ class FakeRepo:
     beats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REGIONS, 0))
     statuses: dict[str, str] = field(default_factory=lambda: dict.fromkeys(REGIONS, "active"))
     grants: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)  # (holder, grantor)
+    epochs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REGIONS, 1))  # regions.epoch
+    episodes: dict[tuple[str, str], int] = field(default_factory=dict)  # lease_grants.epoch
     manual: bool = False
     fence_reason: str | None = None
     published: list[tuple[datetime | None, list[str], str | None]] = field(default_factory=list)
@@ -37,13 +39,16 @@ class FakeRepo:
         return self.beats[region]
 
     def view(self, _engine: Any, region: str) -> dict[str, Any]:
-        return {"beats": dict(self.beats), "statuses": dict(self.statuses),
+        return {"beats": dict(self.beats), "statuses": dict(self.statuses), "epochs": dict(self.epochs),
                 "grants": {g: v for (h, g), v in self.grants.items() if h == region and g != region},
                 "mine": {h: v for (h, g), v in self.grants.items() if g == region},
+                "episodes": {h: v for (h, g), v in self.episodes.items() if g == region},
                 "fenced": self.manual, "manual": self.manual, "fence_reason": self.fence_reason}
 
-    def write_grant(self, _conn: Any, holder: str, grantor: str, seq: int, state: str, *_: Any) -> bool:
+    def write_grant(self, _conn: Any, holder: str, grantor: str, seq: int, state: str, _lock: str = "",
+                    episode: int = 0) -> bool:
         self.grants[(holder, grantor)] = (seq, state)
+        self.episodes[(holder, grantor)] = max(self.episodes.get((holder, grantor), 1), episode)  # greatest()
         return True
 
     def db_now(self, _engine: Any) -> datetime:
@@ -245,3 +250,32 @@ def test_taking_the_lock_back_keeps_a_lease_a_majority_still_backs(monkeypatch: 
     clock.now += 1.0
     loop.step()
     assert repo.lease[0] is not None and repo.lease[1] == ["b"]
+
+
+def test_an_expiry_names_the_failover_episode_it_answers(world: tuple[LeaseKeeper, FakeRepo, Clock]) -> None:
+    """Issue 21 item 4: an ``expired`` row carries the holder's region epoch it answered, so that a
+    later failover of the same holder never counts an expiry left from an earlier one."""
+    keeper, repo, clock = world
+    repo.beats["b"] = 5
+    keeper()
+    repo.statuses["b"], repo.epochs["b"] = "failing_over", 2  # first failover of b
+    keeper()
+    clock.now += SETTINGS.lease_s * (1 + SETTINGS.clock_drift) + SETTINGS.lease_margin_s + 0.1
+    keeper()
+    assert repo.grants[("b", "a")] == (5, "expired") and repo.episodes[("b", "a")] == 2
+    repo.statuses["b"], repo.epochs["b"] = "failed_over", 3
+    keeper()  # still no grant since the promise ran out: the expiry stands for the current epoch too
+    assert repo.grants[("b", "a")] == (5, "expired") and repo.episodes[("b", "a")] == 3
+    repo.statuses["b"], repo.epochs["b"] = "active", 4  # restored: granted again
+    repo.beats["b"] = 9
+    keeper()
+    assert repo.grants[("b", "a")] == (9, "granting")
+    repo.statuses["b"], repo.epochs["b"] = "failing_over", 5  # the second failover: a new promise to wait out
+    keeper()
+    assert repo.grants[("b", "a")] == (9, "withheld") and repo.episodes[("b", "a")] == 5
+    clock.now += 1.0
+    keeper()
+    assert repo.grants[("b", "a")][1] == "withheld"
+    clock.now += SETTINGS.lease_s * (1 + SETTINGS.clock_drift) + SETTINGS.lease_margin_s + 0.1
+    keeper()
+    assert repo.grants[("b", "a")] == (9, "expired") and repo.episodes[("b", "a")] == 5
