@@ -116,6 +116,12 @@ def test_a_chain_run_inline_ends_at_the_step_that_overruns_and_goes_on_from_its_
                     region=REGION, config=mesh.config).run_id
     run = wait_finished(engine, run_id, timeout=60)
     assert run["status"] == "succeeded", run
+    # Long enough for an attempt that still ran to show itself in the ledger.
+    count = len(lines(folder, run_id))
+    deadline = time.monotonic() + 2 * TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert len(lines(folder, run_id)) == count, "an attempt still writes after the run succeeded"
+        time.sleep(0.2)  # polling for something that must not happen, until the deadline
     entries = lines(folder, run_id)
     by_step = {s: [e for e in entries if e["step"] == s] for s in ("a", "b", "c")}
     phases = {s: [(e["attempt"], e["phase"]) for e in es if e["phase"] != "tick"] for s, es in by_step.items()}
