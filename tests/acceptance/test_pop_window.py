@@ -6,8 +6,10 @@ inside that read took the message with it when it was killed, and a submission w
 journal never ran. The broker adapter now pops and records in one Redis operation
 (``regionmesh.broker``), so a message is always in its queue, in ``unacked``, or done.
 
-Both tests fail on the adapter before that change (the first at the "nowhere" check, and at the
-90 s deadline if the check is removed).
+Run against the build before that change (a9264d1): the issue's reproduction failed (the message
+was "nowhere"), and so did the dead worker's messages with a live peer (no run within 70 s: only
+the visibility timeout, an hour, would have given them back). The random-moment test passed there
+too: its stops seldom land in the window; it guards the invariant, it does not reproduce the hole.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
+from regionmesh.broker import CONSUMER_TTL_S, SWEEP_EVERY_S, publisher
 from regionmesh.client import submit
 from regionmesh.models.engine import make_engine
-from regionmesh.names import submit_queue
+from regionmesh.names import SUBMIT_TASK, submit_queue
 from regionmesh.routing.hashing import home_by_hash
 from regionmesh.supervisor import kill_tree
 from regionmesh.testing.workflows import TEST_TABLES
+from regionmesh.workers.submission import PROTOCOL_VERSION, run_id_for
 from tests.conftest import Mesh
 from tests.support.helpers import wait_until
 
@@ -172,3 +176,31 @@ def test_stops_at_random_moments_of_the_read_never_leave_a_message_nowhere(
     restart(mesh, pid)
     ids = [r.run_id for r in receipts]
     wait_until(lambda: succeeded(engine, ids) == len(ids), RUN_DEADLINE_S, "every submission to run")
+
+
+def test_a_killed_workers_messages_go_back_while_another_worker_lives(
+        mesh: Mesh, engine: Engine, broker: redis.Redis, no_workers: None) -> None:
+    """Two workers; the one holding messages (not yet due: a countdown) is SIGKILLed. The other
+    answers pings, so no worker start gives them back (restore_orphaned runs only for a region's
+    first worker), and kombu's visibility sweep waits an hour: the dead consumer's heartbeat
+    expires and the live one's sweep puts them back. Failed before the heartbeat (the runs never
+    came within the deadline)."""
+    tenant = local_tenant(mesh, "pop-dead")
+    holder = warm_worker(mesh, engine, broker, tenant)
+    producer = publisher(mesh.config.regions[REGION].broker_url, mesh.config.settings)
+    sids = [f"dead-{uuid.uuid4().hex}" for _ in range(3)]
+    for sid in sids:
+        kwargs = {"v": PROTOCOL_VERSION, "tenant_id": tenant, "workflow": "onboard",
+                  "input": {"email": f"{sid}@example.com"}, "idempotency_key": sid, "submission_id": sid,
+                  "submitted_region": REGION}
+        producer.send_task(SUBMIT_TASK, kwargs=kwargs, queue=submit_queue(REGION), routing_key=submit_queue(REGION),
+                           task_id=sid, countdown=15)
+    held = lambda: {json.loads(raw)[0]["headers"]["id"] for raw in broker.hvals("unacked")}  # noqa: E731
+    wait_until(lambda: set(sids) <= held(), 30, "the first worker to hold the not-yet-due messages")
+    mesh.dev.start_worker(REGION, concurrency=1, extra_env=WORKER_ENV)
+    kill_tree(holder)
+    killed_at = time.monotonic()
+    ids = [run_id_for(tenant, sid) for sid in sids]
+    wait_until(lambda: succeeded(engine, ids) == len(ids), CONSUMER_TTL_S + SWEEP_EVERY_S + 30,
+               "the dead worker's messages to go back and run on the live one")
+    assert time.monotonic() - killed_at >= CONSUMER_TTL_S - 10, "given back before its heartbeat could expire"
