@@ -7,6 +7,7 @@ the external ledger: ``start``, a ``tick`` every half second while it runs, ``ef
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,13 +21,28 @@ from regionmesh.client import submit
 from regionmesh.host import pid_alive
 from regionmesh.models.engine import make_engine
 from regionmesh.models.registry import set_home
+from regionmesh.names import steps_queue, submit_queue
+from regionmesh.ops.devmesh import DEV_WORKER_TIMERS
+from regionmesh.ops.devmesh.processes import metrics_dir
+from regionmesh.supervisor import kill_tree, spawn
 from regionmesh.testing import ledger
 from tests.conftest import Mesh
-from tests.support.helpers import wait_finished
+from tests.support.helpers import wait_finished, wait_until
 
 REGION = "us-east"
 TENANT = "overrun"
 TIMEOUT_S = 2.0  # the t_swallow steps' timeout
+
+
+def worker_env(folder: Path) -> dict[str, str]:
+    """The overrun workflows, the external ledger, and short reconciler timers."""
+    return {
+        "REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,regionmesh.testing.workflows,regionmesh.testing.overrun",
+        "REGIONMESH_RECONCILE_INTERVAL_S": "0.2",
+        "REGIONMESH_REQUEUE_AFTER_S": "1",
+        "REGIONMESH_DEADLINE_SLACK_S": "0.5",
+        "RM_TEST_LEDGER": str(folder),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +52,7 @@ def region(mesh: Mesh) -> Iterator[tuple[Engine, Path]]:
     folder.mkdir(exist_ok=True)
     os.chmod(folder, 0o777)
     set_home(engine, TENANT, REGION, "pin", "step overrun tests")
-    env = {
-        "REGIONMESH_WORKFLOWS": "regionmesh.workers.examples,regionmesh.testing.workflows,regionmesh.testing.overrun",
-        "REGIONMESH_RECONCILE_INTERVAL_S": "0.2",
-        "REGIONMESH_REQUEUE_AFTER_S": "1",
-        "REGIONMESH_DEADLINE_SLACK_S": "0.5",
-        "RM_TEST_LEDGER": str(folder),
-    }
-    mesh.dev.start_worker(REGION, concurrency=2, extra_env=env)
+    mesh.dev.start_worker(REGION, concurrency=2, extra_env=worker_env(folder))
     try:
         yield engine, folder
     finally:
@@ -134,3 +143,53 @@ def test_a_chain_run_inline_ends_at_the_step_that_overruns_and_goes_on_from_its_
     second_b = next(e for e in by_step["b"] if e["attempt"] == 2)
     assert second_b["pid"] != first_b[0]["pid"] and not pid_alive(first_b[0]["pid"]), "the overrunning process ended"
     assert by_step["c"][0]["mono"] > max(e["mono"] for e in by_step["b"]), "c ran after b's retry"
+
+
+THREADS_REGION = "eu-west"
+THREADS_TENANT = "overrun-threads"
+
+
+@pytest.fixture
+def threads_worker(region: tuple[Engine, Path], mesh: Mesh) -> Iterator[tuple[Engine, Path]]:
+    """A ``celery worker -P threads`` of eu-west (the dev mesh starts prefork workers only)."""
+    _, folder = region
+    engine = make_engine(mesh.config.regions[THREADS_REGION].database_url, region=THREADS_REGION)
+    set_home(engine, THREADS_TENANT, THREADS_REGION, "pin", "step limit in a threads pool")
+    root = mesh.dev.root
+    log = root / "logs" / f"worker-{THREADS_REGION}-threads.log"
+    env = dict(os.environ) | DEV_WORKER_TIMERS | worker_env(folder) | {
+        "REGIONMESH_CONFIG": str(mesh.dev.mesh_file), "REGIONMESH_REGION": THREADS_REGION, "PYTHONUNBUFFERED": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(root, THREADS_REGION))}
+    pid = spawn([sys.executable, "-m", "celery", "-A", "regionmesh.workers.app", "worker", "-P", "threads", "-c", "2",
+                 "-Q", f"{submit_queue(THREADS_REGION)},{steps_queue(THREADS_REGION)}",
+                 "-n", f"{THREADS_REGION}-threads@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+                log, env=env)
+    try:
+        wait_until(lambda: b" ready." in log.read_bytes() or not pid_alive(pid), 60, "the threads worker to start")
+        assert pid_alive(pid), log.read_text(errors="replace")[-3000:]
+        yield engine, folder
+    finally:
+        kill_tree(pid)
+        engine.dispose()
+
+
+def test_in_a_threads_pool_a_handler_that_swallows_its_timeout_runs_on_beside_its_retry(
+        threads_worker: tuple[Engine, Path], mesh: Mesh) -> None:
+    """The limit's edge (docs/explanation/limits.md, "Pools"): a threads pool has neither end, so a
+    one-attempt step that overruns its 2 s timeout runs on; the reconciler re-queues it at its
+    deadline plus the slack as a lost worker's, a second attempt starts beside the first, the first
+    reaches its effect though its completion is refused, and the run fails as 'worker lost'."""
+    engine, folder = threads_worker
+    run_id = submit(THREADS_TENANT, "t_swallow_once", {"seconds": 6}, f"threads-{uuid.uuid4()}",
+                    region=THREADS_REGION, config=mesh.config).run_id
+
+    def overlapped() -> bool:
+        entries = lines(folder, run_id)
+        second = [e["mono"] for e in entries if e["attempt"] == 2 and e["phase"] == "start"]
+        return bool(second) and any(e["attempt"] == 1 and e["mono"] > second[0] for e in entries)
+
+    wait_until(overlapped, 30, "a second attempt to start while the first still ran")
+    run = wait_finished(engine, run_id, timeout=60)
+    assert run["status"] == "failed" and "worker lost" in run["error"], run
+    wait_until(lambda: [e for e in lines(folder, run_id) if e["attempt"] == 1 and e["phase"] == "effect"], 30,
+               "the first attempt to reach its effect")
