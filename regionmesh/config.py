@@ -503,6 +503,18 @@ def flower_auth_from_env(environ: Mapping[str, str] | None = None) -> str | None
     return env.get(ENV_FLOWER_AUTH) or None
 
 
+# The operator console's logins (``regionmesh console``), the same model as Flower's basic auth.
+ENV_CONSOLE_AUTH = "REGIONMESH_CONSOLE_AUTH"
+ENV_CONSOLE_OPERATOR_AUTH = "REGIONMESH_CONSOLE_OPERATOR_AUTH"
+
+
+def console_auth_from_env(environ: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+    """(``REGIONMESH_CONSOLE_AUTH``, ``REGIONMESH_CONSOLE_OPERATOR_AUTH``): the console's viewer and
+    operator logins as ``user:password`` (the operator may also cancel and retry runs)."""
+    env = os.environ if environ is None else environ
+    return env.get(ENV_CONSOLE_AUTH) or None, env.get(ENV_CONSOLE_OPERATOR_AUTH) or None
+
+
 def config_path(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     return explicit or env.get(ENV_CONFIG) or DEFAULT_CONFIG_PATH

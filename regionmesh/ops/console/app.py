@@ -1,0 +1,192 @@
+"""The console's web application: routes, the login and CSRF checks, security headers.
+
+Sync endpoints (Starlette runs them in its thread pool) because the repository is synchronous.
+Every page is a Jinja2 template with autoescaping on: a tenant id or a dead letter's reason holding
+HTML is shown as text. The Content-Security-Policy allows scripts and styles from this origin only,
+so even a value that escaped escaping could not run.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import uvicorn
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from regionmesh.config import MeshConfig
+from regionmesh.models.engine import engine_for
+from regionmesh.ops.console import actions, auth, dag, views
+from regionmesh.ops.console.auth import Decision, Identity, Policy
+
+HERE = Path(__file__).resolve().parent
+STATIC = {"console.js": "text/javascript", "console.css": "text/css"}
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+DEFAULT_REFRESH_S = 5
+
+
+def template_env() -> Environment:
+    """The pages' templates, autoescaped whatever their name (an .svg or .txt one too)."""
+    return Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
+
+
+@dataclass
+class State:
+    console: views.Console
+    policy: Policy
+    refresh_s: int = DEFAULT_REFRESH_S
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    runtimes: dict[str, Any] = field(default_factory=dict)
+    templates: Environment = field(default_factory=lambda: template_env())
+
+
+def _headers(response: Response) -> Response:
+    response.headers.update(HEADERS)
+    return response
+
+
+def _refused(decision: Decision) -> Response:
+    if decision is Decision.CHALLENGE:
+        return _headers(HTMLResponse("login required", status_code=401,
+                                     headers={"WWW-Authenticate": f'Basic realm="{auth.REALM}", charset="UTF-8"'}))
+    return _headers(HTMLResponse("this login may not take actions", status_code=403))
+
+
+def _who(request: Request, *, act: bool = False) -> Identity | Response:
+    st: State = request.app.state.console
+    identity = auth.identify(st.policy, request.headers.get("authorization"))
+    decision = auth.decide(identity, act=act)
+    if decision is not Decision.ALLOW or identity is None:
+        return _refused(decision)
+    return identity
+
+
+def _page(request: Request, template: str, identity: Identity, status: int = 200, **context: Any) -> Response:
+    st: State = request.app.state.console
+    c = st.console
+    html = st.templates.get_template(template).render(
+        region=c.region, zone=c.zone, mesh=c.config.name, lag=views.view_lag(c), user=identity.user,
+        may_act=identity.may_act, actions_configured=st.policy.operator is not None,
+        csrf=auth.csrf_token(st.secret, identity.user), refresh_s=st.refresh_s, dag=dag, path=request.url.path,
+        **context)
+    return _headers(HTMLResponse(html, status_code=status))
+
+
+def runs_list(request: Request) -> Response:
+    who = _who(request)
+    if isinstance(who, Response):
+        return who
+    data = views.runs_list(request.app.state.console.console, dict(request.query_params))
+    return _page(request, "runs.html", who, **data)
+
+
+def _run_id(request: Request) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(request.path_params["run_id"])
+    except ValueError:
+        return None
+
+
+def run_detail(request: Request) -> Response:
+    who = _who(request)
+    if isinstance(who, Response):
+        return who
+    run_id = _run_id(request)
+    data = None if run_id is None else views.run_page(request.app.state.console.console, run_id)
+    if data is None:
+        return _page(request, "missing.html", who, status=404, run_id=request.path_params["run_id"])
+    message = request.query_params.get("message")
+    return _page(request, "run.html", who, run_id=run_id, message=message, **data)
+
+
+async def run_action(request: Request) -> Response:
+    """POST /runs/{id}/{action}: operator login, same origin, the page's CSRF token; then the action."""
+    who = _who(request, act=True)
+    if isinstance(who, Response):
+        return who
+    st: State = request.app.state.console
+    form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+    if not auth.same_origin(request.headers.get("origin"), request.headers.get("host")) \
+            or not auth.csrf_ok(st.secret, who.user, form.get("csrf")):
+        return _headers(HTMLResponse("refused: the form's CSRF token or origin does not match; reload the run page",
+                                     status_code=403))
+    run_id = _run_id(request)
+    action = request.path_params["action"]
+    if run_id is None or action not in actions.ACTIONS:
+        return _headers(HTMLResponse("no such action", status_code=404))
+    _done, message = await run_in_threadpool(actions.act, st.console, action, run_id, who.user, st.runtimes)
+    return _headers(RedirectResponse(f"/runs/{run_id}?{urlencode({'message': message})}", status_code=303))
+
+
+def mesh(request: Request) -> Response:
+    who = _who(request)
+    if isinstance(who, Response):
+        return who
+    return _page(request, "mesh.html", who, **views.mesh_page(request.app.state.console.console))
+
+
+def tenants(request: Request) -> Response:
+    who = _who(request)
+    if isinstance(who, Response):
+        return who
+    return _page(request, "tenants.html", who, **views.tenants_page(request.app.state.console.console))
+
+
+def login(request: Request) -> Response:
+    """Asks for the operator login (a viewer's is not enough), then goes back to ``next``: the way
+    to log in where pages are open, so the browser sends the login with later actions."""
+    who = _who(request, act=True)
+    if isinstance(who, Response):
+        return who
+    target = request.query_params.get("next", "/")
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/"  # never a redirect off the console
+    return _headers(RedirectResponse(target, status_code=303))
+
+
+def static(request: Request) -> Response:
+    who = _who(request)
+    if isinstance(who, Response):
+        return who
+    name = request.path_params["name"]
+    if name not in STATIC:
+        return _headers(HTMLResponse("not found", status_code=404))
+    return _headers(FileResponse(HERE / "static" / name, media_type=STATIC[name]))
+
+
+def create_app(config: MeshConfig, policy: Policy, *, refresh_s: int = DEFAULT_REFRESH_S) -> Starlette:
+    """The console for ``config``'s local region (the engine is made once, here)."""
+    app = Starlette(routes=[
+        Route("/", runs_list),
+        Route("/runs", runs_list),
+        Route("/runs/{run_id}", run_detail),
+        Route("/runs/{run_id}/{action}", run_action, methods=["POST"]),
+        Route("/mesh", mesh),
+        Route("/tenants", tenants),
+        Route("/login", login),
+        Route("/static/{name}", static),
+    ])
+    console = views.Console(config, engine_for(config, config.local.name))
+    app.state.console = State(console, policy, refresh_s=refresh_s)
+    return app
+
+
+def serve(config: MeshConfig, policy: Policy, *, bind: str, port: int, refresh_s: int = DEFAULT_REFRESH_S) -> None:
+    """Serve the console until stopped (SIGINT or SIGTERM)."""
+    app = create_app(config, policy, refresh_s=refresh_s)
+    uvicorn.run(app, host=bind, port=port, log_level="warning", server_header=False, access_log=False)
