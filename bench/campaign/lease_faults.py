@@ -128,11 +128,14 @@ class LeaseFaults:
         pause (a pause past a step's timeout plus the slack is the documented limit a fencing token
         answers, not what this fault tests), else any."""
         mains = set(self._mains(region))
-        for worker, timeout_s in pgprobe.running_steps(self.mesh.engines[region], region):
-            host_pid = worker.rsplit(":", 1)[-1]
-            if host_pid.isdigit() and int(host_pid) not in mains and psutil.pid_exists(int(host_pid)) \
-                    and timeout_s > seconds + DEADLINE_SLACK_S:
-                return int(host_pid), f"running a step (timeout {timeout_s:g}s)"
+        deadline = time.monotonic() + 10  # a step is usually running within a few seconds
+        while time.monotonic() < deadline and not self.stop.is_set():
+            for worker, timeout_s in pgprobe.running_steps(self.mesh.engines[region], region):
+                host_pid = worker.rsplit(":", 1)[-1]
+                if host_pid.isdigit() and int(host_pid) not in mains and psutil.pid_exists(int(host_pid)) \
+                        and timeout_s > seconds + DEADLINE_SLACK_S:
+                    return int(host_pid), f"running a step (timeout {timeout_s:g}s)"
+            self.stop.wait(0.1)
         children = [c.pid for m in mains for c in psutil.Process(m).children()]
         return (rng.choice(children), "idle or between steps") if children else (None, "")
 
