@@ -132,6 +132,8 @@ def print_table(v: Verdict, seed: int) -> None:
     row("duplicated (runs + effects)", v.duplicated)
     row("overlaps (in a region / across)", f"{len(v.of(OVERLAP_IN_REGION))} / {len(v.of(OVERLAP_ACROSS))}")
     row("started past the lease bound", len(v.of(LEASE_OVERRUN)))
+    row("stale completions kept", len(v.of(STALE_COMPLETION)))
+    row("residency (zoned data outside its zone)", len(v.of(RESIDENCY)))
     row("order / missing / unexpected effects",
         f"{len(v.of(ORDER))} / {len(v.missing_effects)} / {len(v.of(UNEXPECTED_EFFECT))}")
     row("documented re-runs", sum(v.crash_reruns.values()))
