@@ -34,6 +34,7 @@ import json
 import random
 import threading
 import time
+from typing import Any
 
 import psutil
 
@@ -244,7 +245,7 @@ class Faults(LeaseFaults):
         for tenant in rng.sample(homed, min(n, len(homed))):
             self.long_runs += 1
             key = f"long-{self.plan.seed}-{self.long_runs}"
-            data = {"sleep": {"a": LONG_STEP_S, "b": 0.05, "c": 0.05, "d": 0.05}}
+            data: dict[str, Any] = {"sleep": {"a": LONG_STEP_S, "b": 0.05, "c": 0.05, "d": 0.05}}
             if (marker := self.plan.marker(tenant)) is not None:
                 data["note"] = f"{marker}{key}"
             try:
@@ -322,6 +323,6 @@ class Faults(LeaseFaults):
                           f"pid {keep}; {grantor} stopped granting {victim} at 0s, its lock moved back to a worker "
                           f"({'; '.join(moves)}); failed over to {heir} after {began - lost.wall:.1f}s "
                           f"({report.runs_adopted} runs adopted); links back after {healed - lost.wall:.1f}s, restored "
-                          f"after {restored - lost.wall:.1f}s; mono {lost.mono:.3f}",
+                          f"after {restored - lost.wall:.1f}s",
                           severed=tuple(links), cut_off=(victim,), heir=heir, adopted_at=began, healed=restored,
-                          pids=(keep,))
+                          pids=(keep,), mono=(lost.mono, time.monotonic()))

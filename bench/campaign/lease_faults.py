@@ -21,7 +21,8 @@
   overlapping the first in one region, and both from taking effect.
 
 Every record carries the wall clock (t0, t1, healed: the fault log's clock) and, in its detail, the
-same instants on this host's monotonic clock (``mono a..b``), and the pids involved.
+same start and end on this host's monotonic clock (``mono``, the ledger's other clock), and the pids
+involved.
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ class Clock:
         self.wall, self.mono = time.time(), time.monotonic()
 
 
-def _mono(a: Clock, b: Clock) -> str:
-    return f"mono {a.mono:.3f}..{b.mono:.3f}"
+def _mono(a: Clock, b: Clock) -> tuple[float, float]:
+    """The record's ``mono``: its start and end on the monotonic clock."""
+    return a.mono, b.mono
 
 
 class LeaseFaults:
@@ -108,8 +110,8 @@ class LeaseFaults:
         lease: dict[str, Any] = {"cut_off": (region,), "healed": b.wall} if keeper else {}
         role = "holds the lease keeper lock" if keeper else "does not hold the lease keeper lock"
         self.record.fault("pause_main", region, a.wall, b.wall,
-                          f"main pid {pid} ({role}) stopped for {b.wall - a.wall:.1f}s (L={LEASE_S:g}s); {_mono(a, b)}",
-                          pids=(pid,), **lease)
+                          f"main pid {pid} ({role}) stopped for {b.wall - a.wall:.1f}s (L={LEASE_S:g}s)",
+                          pids=(pid,), mono=_mono(a, b), **lease)
 
     def pause_pool(self, rng: random.Random) -> None:
         region = rng.choice(self.regions)
@@ -120,8 +122,8 @@ class LeaseFaults:
             return
         a, b = self._pause(pid, seconds)
         self.record.fault("pause_pool", region, a.wall, b.wall,
-                          f"pool pid {pid} {what} stopped for {b.wall - a.wall:.1f}s (L={LEASE_S:g}s); {_mono(a, b)}",
-                          pids=(pid,))
+                          f"pool pid {pid} {what} stopped for {b.wall - a.wall:.1f}s (L={LEASE_S:g}s)",
+                          pids=(pid,), mono=_mono(a, b))
 
     def _pool_process(self, region: str, rng: random.Random, seconds: float) -> tuple[int | None, str]:
         """A pool process of ``region``: preferably one running a step whose deadline outlasts the
@@ -179,14 +181,15 @@ class LeaseFaults:
             self.mesh.wait_healthy(60)
         waited = "; ".join(f"{p}: {q}" for p, q in sorted(seen.items())) or "none seen"
         detail = (f"{mode}: {pgprobe.ROW_TABLES[mode]} row {row} locked FOR UPDATE by backend {me} for "
-                  f"{released.wall - a.wall:.1f}s (L={LEASE_S:g}s); waiting behind it: {waited}; {_mono(a, released)}")
+                  f"{released.wall - a.wall:.1f}s (L={LEASE_S:g}s); waiting behind it: {waited}")
         if cut_at is None or healed is None:
-            self.record.fault("slow_commit", region, a.wall, released.wall, detail)
+            self.record.fault("slow_commit", region, a.wall, released.wall, detail, mono=_mono(a, released))
             return
-        self.record.fault("slow_commit", region, cut_at.wall, time.time(),
+        done = Clock()
+        self.record.fault("slow_commit", region, cut_at.wall, done.wall,
                           f"{detail}; {region} isolated {cut_at.wall - a.wall:.1f}s after the lock, released "
                           f"{released.wall - cut_at.wall:.1f}s after the cut, healed {healed.wall - cut_at.wall:.1f}s "
-                          f"after it ({_mono(cut_at, healed)})", severed=tuple(links), healed=healed.wall)
+                          f"after it", severed=tuple(links), healed=healed.wall, mono=_mono(cut_at, done))
 
     def _lock_a_row(self, conn: Connection, mode: str, region: str) -> str | None:
         """Lock a row of ``mode`` in ``conn``'s transaction, trying for up to 15 s."""
@@ -229,8 +232,8 @@ class LeaseFaults:
             self._stop_keeper(keep)
         self.record.fault("keeper_handover", region, a.wall, b.wall,
                           f"lease keeper lock from pid {first and first.process} to lease keep pid {keep} after "
-                          f"{there - a.wall:.1f}s, back to a worker after {back - a.wall:.1f}s ({'; '.join(moves)}); "
-                          f"{_mono(a, b)}", pids=tuple(p for p in (first and first.process, keep) if p is not None))
+                          f"{there - a.wall:.1f}s, back to a worker after {back - a.wall:.1f}s ({'; '.join(moves)})",
+                          mono=_mono(a, b), pids=tuple(p for p in (first and first.process, keep) if p is not None))
 
     def _start_keeper(self, region: str) -> int:
         env = dict(os.environ) | self.mesh.worker_env(region) | {"REGIONMESH_REGION": region, "PYTHONUNBUFFERED": "1"}
@@ -295,7 +298,7 @@ class LeaseFaults:
         runs_ = ", ".join(f"{k} ({s} in {h}): {done.get(k, 'unknown')}" for _, k, h, s in sent)
         self.record.fault("swallow_overrun", None, a.wall, b.wall,
                           f"{len(sent)} {WORKFLOW} runs, the first attempt of one step of each swallowing its "
-                          f"{TIMEOUT_S:g}s timeout: {runs_}; {_mono(a, b)}",
+                          f"{TIMEOUT_S:g}s timeout: {runs_}", mono=_mono(a, b),
                           regions=tuple(sorted({h for _, _, h, _ in sent})))
 
     def _submit(self, tenant: str, data: dict[str, Any], key: str, home: str, sid: str) -> None:

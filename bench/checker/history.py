@@ -75,6 +75,8 @@ class Fault:
     healed: float | None = None  # when the regions killed or cut off could first hold a lease again
     heir: str | None = None  # a failover: the region that adopted the victim's runs …
     adopted_at: float | None = None  # … no later than its adoption committed (read only for ledgers without epochs)
+    # t0 and t1 again on the host's monotonic clock (the ledger's ``mono``), where the driver read both
+    mono: tuple[float, float] | None = None
 
     def hits(self, region: str) -> bool:
         return region == self.region or region in self.regions

@@ -229,3 +229,10 @@ def test_a_rerun_by_the_heir_is_judged_by_when_the_victim_lost_its_lease(
     ledger = with_d(execution("d", "a", *d_in_a, lease_until=lease_until), execution("d", "b", *d_in_b, epoch=2))
     v = evaluate(history(faults=[handover_failover()], ledger=ledger))
     assert (expect <= v.classes) if expect else v.ok, v.violations
+
+
+def test_a_fault_record_keeps_its_instants_on_the_monotonic_clock_beside_the_wall_clock() -> None:
+    record = Record(lambda _: None)
+    record.fault("pause_pool", "a", 100.0, 110.0, "pool pid 7 stopped", pids=(7,), mono=(5000.0, 5010.0))
+    (f,) = record.faults
+    assert (f.t0, f.t1, f.mono, f.pids) == (100.0, 110.0, (5000.0, 5010.0), (7,))
