@@ -10,9 +10,17 @@ from __future__ import annotations
 from sqlalchemy import Engine, text
 
 
+def bindings_version(engine: Engine) -> tuple[int, str | None]:
+    """Changes whenever a zone binding arrives, changes or is removed here: (count, newest stamp)."""
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT count(*), max(updated_at)::text FROM tenant_zones")).one()
+    return int(row[0]), None if row[1] is None else str(row[1])
+
+
 def bound_tenants_with_bodies(engine: Engine) -> list[str]:
     """Tenants bound to a zone (as this region's registry holds it) whose dead letters here keep
-    a body: the candidates of the zone scrub, usually none."""
+    a body: the candidates of the zone scrub, usually none. A scan of ``dead_letters``, which may
+    be large: the scrub runs it only while bindings have changed recently."""
     with engine.connect() as conn:
         return [str(t) for t in conn.execute(text(
             """SELECT DISTINCT d.tenant_id FROM dead_letters d

@@ -28,7 +28,7 @@ from regionmesh.workers.registry import default_registry
 from regionmesh.workers.runtime import Runtime
 from regionmesh.workers.step_limit import allow_process_end
 from regionmesh.workers.tasks import register_tasks
-from regionmesh.workers.zone_scrub import scrub_job
+from regionmesh.workers.zone_scrub import ZoneScrubJob
 
 
 def celery_settings(region: str, broker_url: str, settings: Settings) -> dict[str, Any]:
@@ -120,7 +120,7 @@ def _wire_reconciler(app: Celery, rt: Runtime) -> None:
             event(30, "broker.restore_failed", region=rt.region, error=exc)
         recon = Reconciler(rt, reconciler_settings(settings),
                            extra_jobs=(ErasureJob(rt), lambda: link_health.observe_link_errors(rt.engine),
-                                       lambda: scrub_job(rt), lambda: drain_outbox(rt), lambda: restore_after_loss(app, rt)))
+                                       ZoneScrubJob(rt), lambda: drain_outbox(rt), lambda: restore_after_loss(app, rt)))
         keeper = LeaseLoop(rt, settings.reconcile_interval_s)
         holder["r"] = recon
         holder["k"] = keeper

@@ -14,19 +14,28 @@ reconciler (with or without a lease: it creates no work) does what the zoned pat
 * dead letters of the tenant lose their body prefix (ids, size, digest and the reason stay).
 
 Candidates come from one query per table (tenants kept here that have a binding now); the
-router decides with a fresh read whether this region is outside the zone. A failure is logged and
-left to the next pass.
+router decides with a fresh read whether this region is outside the zone. The outbox (small: what
+waits or is unconfirmed) is scanned every pass. ``dead_letters`` may be large, and a refusal made
+once the binding is here already keeps no body (the refusal path reads the binding fresh), so it is
+scanned only in the passes of the ``LETTERS_GRACE_S`` after the bindings last changed here (a
+refusal in flight when the binding arrived commits within it). A failure is logged and left to the
+next pass.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from regionmesh.log import event
 from regionmesh.models import outbox, zone_scrub
 from regionmesh.workers.forward import PUBLISH_ERRORS, publish_local
 from regionmesh.workers.runtime import Runtime
+
+# Dead letters are scanned in every pass for this long after the bindings last changed here.
+LETTERS_GRACE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -69,21 +78,39 @@ def _scrub_outbox(rt: Runtime, tenants: list[str]) -> tuple[int, int, int]:
     return forgotten, requeued, stripped
 
 
-def scrub(rt: Runtime) -> Scrubbed:
-    """One pass over this region's outbox and dead letters (see the module docstring)."""
+def scrub(rt: Runtime, *, letters: bool = True) -> Scrubbed:
+    """One pass over this region's outbox and (``letters``) dead letters (see the module docstring)."""
     kept = outside_zone(rt, outbox.zoned_tenants(rt.engine))
     forgotten, requeued, stripped = _scrub_outbox(rt, kept) if kept else (0, 0, 0)
-    letters = zone_scrub.drop_bodies(rt.engine, outside_zone(rt, zone_scrub.bound_tenants_with_bodies(rt.engine)))
-    done = Scrubbed(forgotten, requeued, stripped, letters)
+    bodies = zone_scrub.drop_bodies(rt.engine, outside_zone(rt, zone_scrub.bound_tenants_with_bodies(rt.engine))) \
+        if letters else 0
+    done = Scrubbed(forgotten, requeued, stripped, bodies)
     if done != Scrubbed():
         event(logging.WARNING, "zone_scrub.dropped", region=rt.region, forgotten=forgotten, requeued=requeued,
-              stripped=stripped, dead_letters=letters)
+              stripped=stripped, dead_letters=bodies)
     return done
 
 
-def scrub_job(rt: Runtime) -> None:
-    """The reconciler's job: :func:`scrub`, a failure logged and left to the next pass."""
-    try:
-        scrub(rt)
-    except Exception as exc:  # the next pass tries again; the reconciler's other jobs go on
-        event(logging.WARNING, "zone_scrub.failed", region=rt.region, error=type(exc).__name__)
+class ZoneScrubJob:
+    """The reconciler's job: :func:`scrub` each pass, dead letters only while the bindings changed
+    within ``LETTERS_GRACE_S``; a failure is logged and left to the next pass."""
+
+    def __init__(self, rt: Runtime, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rt = rt
+        self.clock = clock
+        self.version: tuple[int, str | None] | None = None  # of the bindings, as last read
+        self.changed_at = 0.0
+
+    def letters_due(self, version: tuple[int, str | None]) -> bool:
+        """Whether this pass scans dead letters: the bindings changed (or this is the first pass)
+        less than ``LETTERS_GRACE_S`` ago."""
+        now = self.clock()
+        if version != self.version:
+            self.version, self.changed_at = version, now
+        return now - self.changed_at <= LETTERS_GRACE_S
+
+    def __call__(self) -> None:
+        try:
+            scrub(self.rt, letters=self.letters_due(zone_scrub.bindings_version(self.rt.engine)))
+        except Exception as exc:  # the next pass tries again; the reconciler's other jobs go on
+            event(logging.WARNING, "zone_scrub.failed", region=self.rt.region, error=type(exc).__name__)
