@@ -113,4 +113,5 @@ class ZoneScrubJob:
         try:
             scrub(self.rt, letters=self.letters_due(zone_scrub.bindings_version(self.rt.engine)))
         except Exception as exc:  # the next pass tries again; the reconciler's other jobs go on
+            self.version = None  # and scans dead letters again, however long the failures lasted
             event(logging.WARNING, "zone_scrub.failed", region=self.rt.region, error=type(exc).__name__)
