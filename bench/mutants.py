@@ -64,7 +64,9 @@ _KEEP_OLDER = r"IF verdict = 1 THEN(\s+)RETURN NEW;(\s+)END IF;(\s+)RETURN NULL;
 MUTANTS: dict[str, Mutant] = {m.name: m for m in [
     Mutant("no_lease_check", "a region works only while it holds its lease (rm_may_work)",
            "lease_overrun",
-           sql=(SqlPatch("rm_may_work()", r"SELECT NOT EXISTS .*?clock_timestamp\(\)\)", "SELECT true"),),
+           sql=(SqlPatch("rm_may_work()", r"SELECT NOT EXISTS .*?clock_timestamp\(\)\)", "SELECT true"),
+                # the guarded transactions' check at the start and at the commit (0021)
+                SqlPatch("rm_lease_left()", r"SELECT held_until .*?WHERE fenced\)", "SELECT interval '1 hour'")),
            needs="cutoff_failover"),
     Mutant("keeper_expires_at_once", "a grantor waits out its promise before it writes 'expired'",
            "lease_overrun", python=True, needs="cutoff_failover"),

@@ -2,17 +2,45 @@
 
 State transitions are PL/pgSQL functions (migration 0002): one round trip and
 one transaction each. Functions here own their transaction.
+
+Claims, completions, failures and run creation are guarded by the lease up to their commit
+(``rm_guard_work``, ``rm_lease_at_commit``; migration 0021): a transaction that would commit with
+less than the commit margin of lease left is rolled back (SQLSTATE ``RM001``), and a lock wait
+that outlasts the lease ends it (``55P03``, lock_timeout). Both are translated here into what
+the lease check at the start already answered: no claim, a discarded outcome, ``no_lease``.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+T = TypeVar("T")
+# rm_lease_at_commit's refusal: the lease (minus the commit margin) ended before the commit.
+LEASE_ENDED_AT_COMMIT = "RM001"
+# lock_not_available: a lock wait outlasted the lock_timeout rm_guard_work derived from the lease.
+LOCK_WAIT_OUTLASTED_LEASE = "55P03"
+
+
+def _pgcode(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "pgcode", None)
+
+
+def _unless_lease_refused(work: Callable[[], T], refused: T, codes: tuple[str, ...]) -> T:
+    """``work()``, or ``refused`` when the database rolled it back for want of lease (``codes``)."""
+    try:
+        return work()
+    except DBAPIError as exc:
+        if _pgcode(exc) in codes:
+            return refused
+        raise
 
 
 @dataclass(frozen=True)
@@ -64,6 +92,12 @@ def place_run(
     only while they are unchanged and this region holds its lease. With ``claim_for=(region,
     worker)`` the first ready task is claimed in the same transaction.
     """
+    return _unless_lease_refused(lambda: _place_run(engine, run, steps, version, claim_for), Placed("no_lease", []),
+                                 (LEASE_ENDED_AT_COMMIT, LOCK_WAIT_OUTLASTED_LEASE))
+
+
+def _place_run(engine: Engine, run: dict[str, Any], steps: list[dict[str, Any]], version: str,
+               claim_for: tuple[str, str] | None) -> Placed:
     with engine.begin() as conn:
         out = conn.execute(
             text("SELECT rm_place_run(CAST(:run AS jsonb), CAST(:steps AS jsonb), :v)"),
@@ -105,12 +139,15 @@ def claim_task(engine: Engine, task_id: uuid.UUID, *, region: str, worker: str, 
     Returns None when the task is not claimable here: finished, held by a live
     worker, cancelled, owned by another region, or not due yet.
     """
-    with engine.begin() as conn:
-        row = conn.execute(
-            text("SELECT rm_claim_task(:t, :region, :worker, :takeover)"),
-            {"t": task_id, "region": region, "worker": worker, "takeover": takeover or ""},
-        ).scalar_one()
-    return _claim(row)
+    def claim() -> Claim | None:
+        with engine.begin() as conn:
+            row = conn.execute(
+                text("SELECT rm_claim_task(:t, :region, :worker, :takeover)"),
+                {"t": task_id, "region": region, "worker": worker, "takeover": takeover or ""},
+            ).scalar_one()
+        return _claim(row)
+
+    return _unless_lease_refused(claim, None, (LEASE_ENDED_AT_COMMIT, LOCK_WAIT_OUTLASTED_LEASE))
 
 
 @dataclass(frozen=True)
@@ -124,15 +161,22 @@ def complete_and_claim(
     engine: Engine, task_id: uuid.UUID, attempt: int, output: Any, *, region: str, worker: str, claim_next: bool
 ) -> Completion:
     """Store a task's output (maybe completing its step, releasing dependents, finishing the run)
-    and, with ``claim_next``, claim the first released task, all in one transaction."""
-    with engine.begin() as conn:
-        row = conn.execute(
-            text("SELECT rm_complete_and_claim(:t, :a, CAST(:o AS jsonb), :region, :worker, :claim)"),
-            {"t": task_id, "a": attempt, "o": json.dumps(output), "region": region, "worker": worker, "claim": claim_next},
-        ).scalar_one()
-    if row["discarded"]:
-        return Completion(True, [], None)
-    return Completion(False, [uuid.UUID(t) for t in row["released"] or []], _claim(row["claim"]))
+    and, with ``claim_next``, claim the first released task, all in one transaction.
+
+    Rolled back for want of lease at its commit, it is discarded like one refused at its start; a
+    lock wait that outlasted the lease raises (OperationalError: the caller retries it)."""
+    def complete() -> Completion:
+        with engine.begin() as conn:
+            row = conn.execute(
+                text("SELECT rm_complete_and_claim(:t, :a, CAST(:o AS jsonb), :region, :worker, :claim)"),
+                {"t": task_id, "a": attempt, "o": json.dumps(output), "region": region, "worker": worker,
+                 "claim": claim_next},
+            ).scalar_one()
+        if row["discarded"]:
+            return Completion(True, [], None)
+        return Completion(False, [uuid.UUID(t) for t in row["released"] or []], _claim(row["claim"]))
+
+    return _unless_lease_refused(complete, Completion(True, [], None), (LEASE_ENDED_AT_COMMIT,))
 
 
 def task_holder(engine: Engine, task_id: uuid.UUID) -> tuple[str, str | None, datetime | None] | None:
@@ -145,14 +189,18 @@ def task_holder(engine: Engine, task_id: uuid.UUID) -> tuple[str, str | None, da
 
 
 def fail_task(engine: Engine, task_id: uuid.UUID, attempt: int, error: str, retry_in: float | None) -> str:
-    """Record a failed try. Returns 'retry', 'failed' or 'discarded'."""
-    with engine.begin() as conn:
-        return str(
-            conn.execute(
-                text("SELECT rm_fail_task(:t, :a, :e, :r)"),
-                {"t": task_id, "a": attempt, "e": error[:4000], "r": retry_in},
-            ).scalar_one()
-        )
+    """Record a failed try. Returns 'retry', 'failed' or 'discarded' (also when the lease ended
+    before it could commit)."""
+    def fail() -> str:
+        with engine.begin() as conn:
+            return str(
+                conn.execute(
+                    text("SELECT rm_fail_task(:t, :a, :e, :r)"),
+                    {"t": task_id, "a": attempt, "e": error[:4000], "r": retry_in},
+                ).scalar_one()
+            )
+
+    return _unless_lease_refused(fail, "discarded", (LEASE_ENDED_AT_COMMIT, LOCK_WAIT_OUTLASTED_LEASE))
 
 
 def cancel_run(engine: Engine, run_id: uuid.UUID) -> bool:

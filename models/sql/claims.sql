@@ -3,6 +3,64 @@
 -- owned elsewhere or of an older epoch.
 -- rm_complete_and_claim completes a task and claims the next one it released
 -- in the same transaction (inline continuation). Called from models/runs.py.
+-- rm_guard_work and rm_lease_at_commit bound every transaction that claims,
+-- completes, fails or creates work by the lease (0021): its last lease check is
+-- at its commit, and no lock wait outlasts the lease.
+
+-- How much lease a guarded transaction must still hold when it makes its last lease check:
+-- that check runs at the commit, and the margin covers the commit after it (the WAL flush).
+CREATE OR REPLACE FUNCTION rm_commit_margin() RETURNS interval LANGUAGE sql IMMUTABLE AS $$
+  SELECT interval '500 milliseconds'
+$$;
+
+-- What is left of this region's lease beyond the commit margin (NULL: no lease, or fenced): the
+-- lease and the fence as rm_may_work() reads them, with the margin taken off.
+CREATE OR REPLACE FUNCTION rm_lease_left() RETURNS interval LANGUAGE sql VOLATILE AS $$
+  SELECT held_until - clock_timestamp() - rm_commit_margin() FROM local_lease
+   WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM local_fence WHERE fenced)
+$$;
+
+-- rm_may_work() for a transaction about to write work (a claim, a completion, a failure, a run):
+-- true while no fence is up and more than rm_commit_margin() of the lease is left. It then bounds
+-- every later lock wait of the transaction to what is left (lock_timeout, transaction-local), so
+-- a claim stuck behind a row lock gives up before the lease ends instead of committing after it,
+-- and marks the transaction guarded (regionmesh.guarded), so that rm_lease_at_commit checks the
+-- lease again when it commits: after every lock wait, whenever the client sends COMMIT.
+CREATE OR REPLACE FUNCTION rm_guard_work() RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+  v_left interval := rm_lease_left();
+BEGIN
+  IF v_left IS NULL OR v_left <= interval '0' THEN
+    RETURN false;
+  END IF;
+  PERFORM set_config('lock_timeout', least(ceil(extract(epoch FROM v_left) * 1000), 86400000)::bigint || 'ms', true);
+  PERFORM set_config('regionmesh.guarded', 'on', true);
+  RETURN true;
+END $$;
+
+-- The last lease check of a guarded transaction, at its commit (a deferred constraint trigger on
+-- step_tasks, which every claim, completion, failure and run creation writes). A transaction that
+-- waited for a lock, or whose client paused before COMMIT, past held_until minus the margin (or a
+-- fence raised meanwhile) is rolled back: SQLSTATE RM001. Checked once per transaction.
+CREATE OR REPLACE FUNCTION rm_lease_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('regionmesh.guarded', true) IS DISTINCT FROM 'on' THEN
+    RETURN NULL;  -- checked already in this commit
+  END IF;
+  PERFORM set_config('regionmesh.guarded', 'checked', true);
+  IF coalesce(rm_lease_left() <= interval '0', true) THEN
+    RAISE EXCEPTION 'this region''s lease ended (or a fence went up) before the transaction could commit'
+      USING ERRCODE = 'RM001', HINT = 'the work stays as it was; it is retried once the region holds a lease again';
+  END IF;
+  RETURN NULL;
+END $$;
+
+-- Only transactions marked by rm_guard_work queue the check (the WHEN clause is evaluated at the
+-- write); the apply worker (replica mode) never fires it.
+DROP TRIGGER IF EXISTS rm_lease_at_commit ON step_tasks;
+CREATE CONSTRAINT TRIGGER rm_lease_at_commit AFTER INSERT OR UPDATE ON step_tasks
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+  WHEN (current_setting('regionmesh.guarded', true) = 'on') EXECUTE FUNCTION rm_lease_at_commit();
 
 -- Claim a queued task (or one held by p_takeover: a dead worker on this host) for this
 -- region's worker; records the attempt. The result carries the claim's fencing stamp,
@@ -12,8 +70,8 @@
 -- larger stamp, across retries, re-queues and 'runs retry'), and lease_until, this region's
 -- lease end as the claim read it: the handler's fencing token and lease without a round trip
 -- of their own. The attempt's id includes the stamp: 'runs retry' starts attempt over within an
--- epoch, and (task, attempt, region, epoch) alone would collide with the first run's attempt. A running task past its deadline is not taken over
--- here: the reconciler re-queues it once both the database's clock and its own monotonic
+-- epoch, and (task, attempt, region, epoch) alone would collide with the first run's attempt.
+-- A running task past its deadline is not taken over here: the reconciler re-queues it once both the database's clock and its own monotonic
 -- clock say the deadline passed (workers/deadlines.py), so a wall clock that steps forward
 -- hands no live task to a second worker. NULL when it is not claimable here:
 -- the region is fenced, the run is not running or owned elsewhere, the task
@@ -23,8 +81,8 @@ RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
   c record;
 BEGIN
-  IF NOT rm_may_work() THEN
-    RETURN NULL;  -- no lease, or fenced: execute nothing
+  IF NOT rm_guard_work() THEN
+    RETURN NULL;  -- no lease (or too little to commit in), or fenced: execute nothing
   END IF;
   UPDATE step_tasks t
      SET status = 'running', attempt = t.attempt + 1, started_at = clock_timestamp(),

@@ -150,7 +150,7 @@ DECLARE
   v_step uuid;
   remaining int;
 BEGIN
-  IF NOT rm_may_work() THEN RETURN NULL; END IF;  -- no lease: this region's writes would lose anyway
+  IF NOT rm_guard_work() THEN RETURN NULL; END IF;  -- no lease: this region's writes would lose anyway
   UPDATE step_tasks t SET status = 'succeeded', output = p_output, error = NULL, finished_at = clock_timestamp()
     FROM workflow_runs r
    WHERE t.id = p_task AND t.status = 'running' AND t.attempt = p_attempt
@@ -172,7 +172,7 @@ RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
   t record;
 BEGIN
-  IF NOT rm_may_work() OR NOT EXISTS (
+  IF NOT rm_guard_work() OR NOT EXISTS (
        SELECT 1 FROM step_tasks st JOIN workflow_runs wr ON wr.id = st.run_id
         WHERE st.id = p_task AND wr.owner_region = current_setting('regionmesh.region', true)
           AND st.epoch = wr.epoch) THEN
@@ -273,7 +273,7 @@ CREATE OR REPLACE FUNCTION rm_record_duplicate(p_run jsonb) RETURNS void LANGUAG
 $$;
 
 -- Create a run where its tenant is placed, once: only while this region may work
--- (rm_may_work) and the placement inputs are still those the caller computed
+-- (rm_guard_work, checked again at the commit) and the placement inputs are still those the caller computed
 -- the placement from (p_version, see rm_placement_version). Serialized with
 -- placement writers by rm_lock_placement. A duplicate is recorded (rm_record_duplicate).
 -- {"status": "created", "ready": [...]} | {"status": "duplicate"}
@@ -285,7 +285,7 @@ DECLARE
   ready uuid[];
 BEGIN
   PERFORM rm_lock_placement(p_run->>'tenant_id', false);
-  IF NOT rm_may_work() THEN RETURN jsonb_build_object('status', 'no_lease'); END IF;
+  IF NOT rm_guard_work() THEN RETURN jsonb_build_object('status', 'no_lease'); END IF;
   v_now := rm_placement_version(p_run->>'tenant_id');
   IF v_now IS DISTINCT FROM p_version THEN
     RETURN jsonb_build_object('status', 'moved', 'version', v_now);

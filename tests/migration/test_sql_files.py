@@ -61,6 +61,8 @@ def test_head_has_the_functions_the_files_define_and_the_triggers_of_every_repli
                           for name in ("rm_zone_stamp", "rm_zone_summary") if (t, name) != ("step_tasks", "rm_zone_summary")}
     # watch.sql: heartbeat jumps a subscriber receives (the apply worker only).
     expected_triggers[("heartbeats", "rm_beat_watch")] = "R"
+    # claims.sql: the lease check at the commit of a claim, completion, failure or run creation (0021).
+    expected_triggers[("step_tasks", "rm_lease_at_commit")] = "O"
     assert {key: enabled for key, (_, enabled) in at_head.triggers.items()} == expected_triggers
     assert set(at_head.tables) == set(Base.metadata.tables)
 

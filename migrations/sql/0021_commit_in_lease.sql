@@ -1,0 +1,189 @@
+-- 0021: a claim, completion, failure or run creation commits only inside the lease (issue 21,
+-- item 2). rm_may_work() was checked when such a transaction started; one that then waited behind a
+-- row lock (the reconciler's FOR UPDATE, an apply transaction, another claim), or whose client
+-- paused before COMMIT, could commit after held_until and start a handler after the heir adopted.
+-- Now rm_guard_work() replaces that first check: it needs more than rm_commit_margin() (0.5 s) of
+-- lease left (rm_lease_left), sets the transaction's lock_timeout to what is left beyond the
+-- margin, and marks the transaction; the deferred constraint trigger rm_lease_at_commit checks the
+-- lease and the fence again when the transaction commits and rolls it back (SQLSTATE RM001) if no
+-- more than the margin is left. Signatures and results are unchanged: workers of the previous
+-- release call these functions as before and get the bound too (a refusal at commit reaches them
+-- as a database error).
+-- Downgrade: the trigger is dropped; the functions come back as of 0020 by revision, the new ones
+-- are dropped.
+
+-- How much lease a guarded transaction must still hold when it makes its last lease check:
+-- that check runs at the commit, and the margin covers the commit after it (the WAL flush).
+CREATE OR REPLACE FUNCTION rm_commit_margin() RETURNS interval LANGUAGE sql IMMUTABLE AS $$
+  SELECT interval '500 milliseconds'
+$$;
+
+-- What is left of this region's lease beyond the commit margin (NULL: no lease, or fenced): the
+-- lease and the fence as rm_may_work() reads them, with the margin taken off.
+CREATE OR REPLACE FUNCTION rm_lease_left() RETURNS interval LANGUAGE sql VOLATILE AS $$
+  SELECT held_until - clock_timestamp() - rm_commit_margin() FROM local_lease
+   WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM local_fence WHERE fenced)
+$$;
+
+-- rm_may_work() for a transaction about to write work (a claim, a completion, a failure, a run):
+-- true while no fence is up and more than rm_commit_margin() of the lease is left. It then bounds
+-- every later lock wait of the transaction to what is left (lock_timeout, transaction-local), so
+-- a claim stuck behind a row lock gives up before the lease ends instead of committing after it,
+-- and marks the transaction guarded (regionmesh.guarded), so that rm_lease_at_commit checks the
+-- lease again when it commits: after every lock wait, whenever the client sends COMMIT.
+CREATE OR REPLACE FUNCTION rm_guard_work() RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+  v_left interval := rm_lease_left();
+BEGIN
+  IF v_left IS NULL OR v_left <= interval '0' THEN
+    RETURN false;
+  END IF;
+  PERFORM set_config('lock_timeout', least(ceil(extract(epoch FROM v_left) * 1000), 86400000)::bigint || 'ms', true);
+  PERFORM set_config('regionmesh.guarded', 'on', true);
+  RETURN true;
+END $$;
+
+-- The last lease check of a guarded transaction, at its commit (a deferred constraint trigger on
+-- step_tasks, which every claim, completion, failure and run creation writes). A transaction that
+-- waited for a lock, or whose client paused before COMMIT, past held_until minus the margin (or a
+-- fence raised meanwhile) is rolled back: SQLSTATE RM001. Checked once per transaction.
+CREATE OR REPLACE FUNCTION rm_lease_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('regionmesh.guarded', true) IS DISTINCT FROM 'on' THEN
+    RETURN NULL;  -- checked already in this commit
+  END IF;
+  PERFORM set_config('regionmesh.guarded', 'checked', true);
+  IF coalesce(rm_lease_left() <= interval '0', true) THEN
+    RAISE EXCEPTION 'this region''s lease ended (or a fence went up) before the transaction could commit'
+      USING ERRCODE = 'RM001', HINT = 'the work stays as it was; it is retried once the region holds a lease again';
+  END IF;
+  RETURN NULL;
+END $$;
+
+-- Only transactions marked by rm_guard_work queue the check (the WHEN clause is evaluated at the
+-- write); the apply worker (replica mode) never fires it.
+DROP TRIGGER IF EXISTS rm_lease_at_commit ON step_tasks;
+CREATE CONSTRAINT TRIGGER rm_lease_at_commit AFTER INSERT OR UPDATE ON step_tasks
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+  WHEN (current_setting('regionmesh.guarded', true) = 'on') EXECUTE FUNCTION rm_lease_at_commit();
+
+-- Claim a queued task (or one held by p_takeover: a dead worker on this host) for this
+-- region's worker; records the attempt. The result carries the claim's fencing stamp,
+-- fence_us: the updated_at this claim wrote into the task's row, in microseconds since 1970
+-- (rm_stamp makes every local write of a row strictly later than the version it replaces, and
+-- replication never moves it back, so within an epoch every later claim of the task has a
+-- larger stamp, across retries, re-queues and 'runs retry'), and lease_until, this region's
+-- lease end as the claim read it: the handler's fencing token and lease without a round trip
+-- of their own. The attempt's id includes the stamp: 'runs retry' starts attempt over within an
+-- epoch, and (task, attempt, region, epoch) alone would collide with the first run's attempt.
+-- A running task past its deadline is not taken over here: the reconciler re-queues it once both the database's clock and its own monotonic
+-- clock say the deadline passed (workers/deadlines.py), so a wall clock that steps forward
+-- hands no live task to a second worker. NULL when it is not claimable here:
+-- the region is fenced, the run is not running or owned elsewhere, the task
+-- belongs to an older epoch of the run, or its backoff has not elapsed.
+CREATE OR REPLACE FUNCTION rm_claim_task(p_task uuid, p_region text, p_worker text, p_takeover text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+  c record;
+BEGIN
+  IF NOT rm_guard_work() THEN
+    RETURN NULL;  -- no lease (or too little to commit in), or fenced: execute nothing
+  END IF;
+  UPDATE step_tasks t
+     SET status = 'running', attempt = t.attempt + 1, started_at = clock_timestamp(),
+         deadline_at = clock_timestamp() + make_interval(secs => s.timeout_s),
+         worker = p_worker, executed_region = p_region, not_before = NULL
+    FROM workflow_steps s, workflow_runs r
+   WHERE t.id = p_task AND s.id = t.step_id AND r.id = t.run_id
+     AND r.status = 'running' AND r.owner_region = p_region AND t.epoch = r.epoch
+     AND (t.status = 'queued' OR (t.status = 'running' AND t.worker = p_takeover))
+     AND (t.not_before IS NULL OR t.not_before <= clock_timestamp() + interval '200 milliseconds')
+  RETURNING t.id, t.run_id, t.attempt, t.input, t.idx, t.idempotency_key, s.step_key, s.handler,
+            s.max_attempts, s.backoff_base_s, s.backoff_max_s, s.timeout_s, r.tenant_id, r.workflow, r.epoch,
+            (extract(epoch FROM t.updated_at) * 1000000)::bigint AS fence_us
+  INTO c;
+  IF c IS NULL THEN RETURN NULL; END IF;
+  INSERT INTO step_attempts (id, task_id, run_id, attempt, region, worker, epoch)
+  VALUES (md5(c.id::text || ':' || c.attempt || ':' || p_region || ':' || c.epoch || ':' || c.fence_us)::uuid, c.id,
+          c.run_id, c.attempt, p_region, p_worker, c.epoch)
+  ON CONFLICT DO NOTHING;
+  RETURN to_jsonb(c) || jsonb_build_object('lease_until', (SELECT held_until FROM local_lease WHERE id = 1));
+END $$;
+
+-- NULL: the completion was discarded (a duplicate, a lost race, a cancelled run,
+-- a run owned elsewhere or at a newer epoch, no lease here).
+-- Otherwise the tasks it released, to be published after commit.
+CREATE OR REPLACE FUNCTION rm_complete_task(p_task uuid, p_attempt int, p_output jsonb) RETURNS uuid[]
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_step uuid;
+  remaining int;
+BEGIN
+  IF NOT rm_guard_work() THEN RETURN NULL; END IF;  -- no lease: this region's writes would lose anyway
+  UPDATE step_tasks t SET status = 'succeeded', output = p_output, error = NULL, finished_at = clock_timestamp()
+    FROM workflow_runs r
+   WHERE t.id = p_task AND t.status = 'running' AND t.attempt = p_attempt
+     AND r.id = t.run_id AND r.owner_region = current_setting('regionmesh.region', true) AND t.epoch = r.epoch
+  RETURNING t.step_id INTO v_step;
+  IF v_step IS NULL THEN RETURN NULL; END IF;
+  UPDATE workflow_steps SET remaining_tasks = remaining_tasks - 1
+   WHERE id = v_step AND status = 'queued'
+  RETURNING remaining_tasks INTO remaining;
+  IF remaining = 0 THEN
+    RETURN coalesce(array(SELECT rm_step_succeeded(v_step)), '{}');
+  END IF;
+  RETURN '{}';
+END $$;
+
+-- p_retry_in NULL: final failure. Returns 'retry', 'failed' or 'discarded'.
+CREATE OR REPLACE FUNCTION rm_fail_task(p_task uuid, p_attempt int, p_error text, p_retry_in double precision)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+  t record;
+BEGIN
+  IF NOT rm_guard_work() OR NOT EXISTS (
+       SELECT 1 FROM step_tasks st JOIN workflow_runs wr ON wr.id = st.run_id
+        WHERE st.id = p_task AND wr.owner_region = current_setting('regionmesh.region', true)
+          AND st.epoch = wr.epoch) THEN
+    RETURN 'discarded';
+  END IF;
+  IF p_retry_in IS NOT NULL THEN
+    UPDATE step_tasks SET status = 'queued', error = p_error, queued_at = clock_timestamp(),
+           not_before = clock_timestamp() + make_interval(secs => p_retry_in), deadline_at = NULL
+     WHERE id = p_task AND status = 'running' AND attempt = p_attempt;
+    RETURN CASE WHEN FOUND THEN 'retry' ELSE 'discarded' END;
+  END IF;
+  UPDATE step_tasks SET status = 'failed', error = p_error, finished_at = clock_timestamp()
+   WHERE id = p_task AND status = 'running' AND attempt = p_attempt
+  RETURNING step_id, step_key, idx INTO t;
+  IF t IS NULL THEN RETURN 'discarded'; END IF;
+  PERFORM rm_fail_step(t.step_id, format('step %s%s failed after %s attempt(s): %s', t.step_key,
+                       CASE WHEN t.idx IS NULL THEN '' ELSE '[' || t.idx || ']' END, p_attempt, p_error));
+  RETURN 'failed';
+END $$;
+
+-- Create a run where its tenant is placed, once: only while this region may work
+-- (rm_guard_work, checked again at the commit) and the placement inputs are still those the caller computed
+-- the placement from (p_version, see rm_placement_version). Serialized with
+-- placement writers by rm_lock_placement. A duplicate is recorded (rm_record_duplicate).
+-- {"status": "created", "ready": [...]} | {"status": "duplicate"}
+-- | {"status": "no_lease"} | {"status": "moved", "version": ...}
+CREATE OR REPLACE FUNCTION rm_place_run(p_run jsonb, p_steps jsonb, p_version text) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_now text;
+  ready uuid[];
+BEGIN
+  PERFORM rm_lock_placement(p_run->>'tenant_id', false);
+  IF NOT rm_guard_work() THEN RETURN jsonb_build_object('status', 'no_lease'); END IF;
+  v_now := rm_placement_version(p_run->>'tenant_id');
+  IF v_now IS DISTINCT FROM p_version THEN
+    RETURN jsonb_build_object('status', 'moved', 'version', v_now);
+  END IF;
+  ready := rm_create_run(p_run, p_steps);
+  IF ready IS NULL THEN
+    PERFORM rm_record_duplicate(p_run);
+    RETURN jsonb_build_object('status', 'duplicate');
+  END IF;
+  RETURN jsonb_build_object('status', 'created', 'ready', to_jsonb(ready));
+END $$;
