@@ -6,7 +6,10 @@ the SHA-256 of the tenant id, never the id. A region finds the tenant's rows fro
 region that was down erases on its return from the replicated receipt.
 
 A region erases its own copy through the delete rule's two steps (models/deletes.py): one
-transaction tombstones every row of the tenant it holds (replicated updates under
+transaction, holding the tenant's placement lock and its runs' lock exclusively (so no run is
+created and no completion of its runs commits meanwhile; a completion that started before waits
+to be over first, one that starts after finds its task tombstoned), tombstones every row of the
+tenant it holds (replicated updates under
 ``(epoch, updated_at, origin)``), the next removes those tombstones (replicated deletes that
 receivers apply only to tombstones) with the tenant's rows of the local tables (outbox, dead
 letters, resolved conflicts) and writes this region's confirmation at the receipt's epoch.
@@ -27,6 +30,7 @@ from regionmesh.models import deletes
 
 HASH = "encode(sha256(convert_to({col}, 'UTF8')), 'hex')"
 TENANT_TABLES = tuple(table for table, _ in deletes.TENANT_ROWS)
+ATTEMPT_ROWS = tuple((table, column) for table, column in deletes.RUN_ROWS if table == "step_attempts")
 
 
 def _tenant_ids(conn: Connection, tenant_hash: str) -> list[str]:
@@ -54,6 +58,10 @@ def _run_ids(conn: Connection, tenants: list[str]) -> list[Any]:
 
 def _tombstone_txn(conn: Connection, tenants: list[str], run_ids: list[Any]) -> int:
     n = sum(deletes.tombstone_txn(conn, (*deletes.RUN_ROWS, *deletes.SUMMARY_ROWS), run_ids).values())
+    # Claims do not take the tenant's lock: a claim that held its task's row lock when the step_tasks
+    # statement reached it committed its attempt after the step_attempts statement's snapshot (the
+    # statement waited for it). It is visible now; a claim that came later found the tombstone.
+    n += sum(deletes.tombstone_txn(conn, ATTEMPT_ROWS, run_ids).values())
     return n + sum(deletes.tombstone_txn(conn, deletes.TENANT_ROWS, tenants).values())
 
 
@@ -81,9 +89,11 @@ def erase_here(engine: Engine, tenant_hash: str, epoch: int, region: str, *, con
     Returns rows removed per table."""
     with engine.begin() as conn:
         tenants = _tenant_ids(conn, tenant_hash)
-        run_ids = _run_ids(conn, tenants) if tenants else []
-        for t in tenants:  # serialized with run creation here, as a placement change is
+        for t in tenants:  # serialized with run creation here, as a placement change is,
             conn.execute(text("SELECT rm_lock_placement(:t, true)"), {"t": t})
+            # and with completions of its runs, which release tasks (rm_lock_tenant_runs, 0022)
+            conn.execute(text("SELECT rm_lock_tenant_runs(:t, true)"), {"t": t})
+        run_ids = _run_ids(conn, tenants) if tenants else []
         if tenants:
             _tombstone_txn(conn, tenants, run_ids)
     with engine.begin() as conn:

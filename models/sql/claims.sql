@@ -75,7 +75,9 @@ CREATE CONSTRAINT TRIGGER rm_lease_at_commit AFTER INSERT OR UPDATE ON step_task
 -- clock say the deadline passed (workers/deadlines.py), so a wall clock that steps forward
 -- hands no live task to a second worker. NULL when it is not claimable here:
 -- the region is fenced, the run is not running or owned elsewhere, the task
--- belongs to an older epoch of the run, or its backoff has not elapsed.
+-- belongs to an older epoch of the run, its backoff has not elapsed, or it is tombstoned (an
+-- erasure: a claim that took the row lock first commits before the erasure reads the attempts,
+-- one that waited for the erasure's finds the tombstone; models/erasure.py).
 CREATE OR REPLACE FUNCTION rm_claim_task(p_task uuid, p_region text, p_worker text, p_takeover text)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
@@ -91,7 +93,7 @@ BEGIN
     FROM workflow_steps s, workflow_runs r
    WHERE t.id = p_task AND s.id = t.step_id AND r.id = t.run_id
      AND r.status = 'running' AND r.owner_region = p_region AND t.epoch = r.epoch
-     AND (t.status = 'queued' OR (t.status = 'running' AND t.worker = p_takeover))
+     AND (t.status = 'queued' OR (t.status = 'running' AND t.worker = p_takeover)) AND t.deleted_at IS NULL
      AND (t.not_before IS NULL OR t.not_before <= clock_timestamp() + interval '200 milliseconds')
   RETURNING t.id, t.run_id, t.attempt, t.input, t.idx, t.idempotency_key, s.step_key, s.handler,
             s.max_attempts, s.backoff_base_s, s.backoff_max_s, s.timeout_s, r.tenant_id, r.workflow, r.epoch,

@@ -141,8 +141,27 @@ BEGIN
   END LOOP;
 END $$;
 
+-- Completions, failures, cancels and retries of a tenant's runs take this lock shared, before
+-- they lock any row; an erasure of the tenant takes it exclusively for its tombstone
+-- transaction (models/erasure.py). A completion may release tasks (inserts the erasure's
+-- statements, each with its own snapshot, would not see); serialized, a completion either
+-- commits before the erasure reads anything, or starts after the tombstones committed and
+-- finds its task tombstoned (discarded). Claims do not take it (rm_claim_task).
+CREATE OR REPLACE FUNCTION rm_lock_tenant_runs(p_tenant text, p_exclusive boolean) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF p_tenant IS NULL THEN RETURN; END IF;
+  IF p_exclusive THEN PERFORM pg_advisory_xact_lock(hashtext('rm.runs:' || p_tenant));
+  ELSE PERFORM pg_advisory_xact_lock_shared(hashtext('rm.runs:' || p_tenant)); END IF;
+END $$;
+
+-- The tenant of the run a task belongs to (NULL: no such task here).
+CREATE OR REPLACE FUNCTION rm_task_tenant(p_task uuid) RETURNS text LANGUAGE sql STABLE AS $$
+  SELECT r.tenant_id FROM step_tasks t JOIN workflow_runs r ON r.id = t.run_id WHERE t.id = p_task
+$$;
+
 -- NULL: the completion was discarded (a duplicate, a lost race, a cancelled run,
--- a run owned elsewhere or at a newer epoch, no lease here).
+-- a run owned elsewhere or at a newer epoch, no lease here, the tenant erased).
 -- Otherwise the tasks it released, to be published after commit.
 CREATE OR REPLACE FUNCTION rm_complete_task(p_task uuid, p_attempt int, p_output jsonb) RETURNS uuid[]
 LANGUAGE plpgsql AS $$
@@ -151,9 +170,10 @@ DECLARE
   remaining int;
 BEGIN
   IF NOT rm_guard_work() THEN RETURN NULL; END IF;  -- no lease: this region's writes would lose anyway
+  PERFORM rm_lock_tenant_runs(rm_task_tenant(p_task), false);  -- serialized with an erasure
   UPDATE step_tasks t SET status = 'succeeded', output = p_output, error = NULL, finished_at = clock_timestamp()
     FROM workflow_runs r
-   WHERE t.id = p_task AND t.status = 'running' AND t.attempt = p_attempt
+   WHERE t.id = p_task AND t.status = 'running' AND t.attempt = p_attempt AND t.deleted_at IS NULL
      AND r.id = t.run_id AND r.owner_region = current_setting('regionmesh.region', true) AND t.epoch = r.epoch
   RETURNING t.step_id INTO v_step;
   IF v_step IS NULL THEN RETURN NULL; END IF;
@@ -172,7 +192,9 @@ RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
   t record;
 BEGIN
-  IF NOT rm_guard_work() OR NOT EXISTS (
+  IF NOT rm_guard_work() THEN RETURN 'discarded'; END IF;
+  PERFORM rm_lock_tenant_runs(rm_task_tenant(p_task), false);  -- serialized with an erasure
+  IF NOT EXISTS (
        SELECT 1 FROM step_tasks st JOIN workflow_runs wr ON wr.id = st.run_id
         WHERE st.id = p_task AND wr.owner_region = current_setting('regionmesh.region', true)
           AND st.epoch = wr.epoch) THEN
@@ -224,8 +246,9 @@ END $$;
 
 CREATE OR REPLACE FUNCTION rm_cancel_run(p_run uuid) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
+  PERFORM rm_lock_tenant_runs((SELECT tenant_id FROM workflow_runs WHERE id = p_run), false);
   UPDATE workflow_runs SET status = 'cancelled', finished_at = clock_timestamp(), error = 'cancelled'
-   WHERE id = p_run AND status = 'running';
+   WHERE id = p_run AND status = 'running' AND deleted_at IS NULL;
   IF NOT FOUND THEN RETURN false; END IF;
   UPDATE step_tasks SET status = 'cancelled' WHERE run_id = p_run AND status IN ('queued', 'running');
   UPDATE workflow_steps SET status = 'cancelled' WHERE run_id = p_run AND status IN ('waiting', 'queued');
@@ -238,8 +261,9 @@ DECLARE
   ready uuid[];
   extra uuid[];
 BEGIN
+  PERFORM rm_lock_tenant_runs((SELECT tenant_id FROM workflow_runs WHERE id = p_run), false);
   UPDATE workflow_runs SET status = 'running', error = NULL, finished_at = NULL
-   WHERE id = p_run AND status = 'failed';
+   WHERE id = p_run AND status = 'failed' AND deleted_at IS NULL;
   IF NOT FOUND THEN RETURN NULL; END IF;
   WITH reset AS (
     UPDATE step_tasks SET status = 'queued', attempt = 0, error = NULL, not_before = NULL,
@@ -273,8 +297,8 @@ CREATE OR REPLACE FUNCTION rm_record_duplicate(p_run jsonb) RETURNS void LANGUAG
 $$;
 
 -- Create a run where its tenant is placed, once: only while this region may work
--- (rm_guard_work, checked again at the commit) and the placement inputs are still those the caller computed
--- the placement from (p_version, see rm_placement_version). Serialized with
+-- (rm_guard_work, checked again at the commit) and the placement inputs are still those
+-- the caller computed the placement from (p_version, see rm_placement_version). Serialized with
 -- placement writers by rm_lock_placement. A duplicate is recorded (rm_record_duplicate).
 -- {"status": "created", "ready": [...]} | {"status": "duplicate"}
 -- | {"status": "no_lease"} | {"status": "moved", "version": ...}
