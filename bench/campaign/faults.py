@@ -19,11 +19,11 @@ the times to tell a re-run a crash explains from a duplicate.
 - ``pause_main``, ``pause_pool``, ``slow_commit``, ``keeper_handover``, ``swallow_overrun``: the
   faults that attack the lease and the step limit (issue 21), in ``bench.campaign.lease_faults``;
 - ``handover_failover``: a keeper hand-off in the one region whose vote decides a failover (issue
-  21, item 1): the victim and the heir cut from each other (each still has the third region), the
-  third region's keeper lock moved to a ``regionmesh lease keep`` process, which grants the victim;
-  the victim failed over with ``--even-if-reachable``, and as soon as the third region's row about
-  it says ``withheld`` the lock is moved back to its worker, which must not expire the victim
-  before the promise the other process made ran out. The victim lost its lease when that third
+  21, item 1): the third region's keeper lock moved to a ``regionmesh lease keep`` process, which
+  grants the victim for L..2L; then the victim and the heir cut from each other (each still has the
+  third region) and the victim failed over with ``--even-if-reachable``; as soon as the third
+  region's row about it says ``withheld`` the lock is moved back to its worker, which must not
+  expire the victim before the promise the other process made ran out. The victim lost its lease when that third
   region stopped granting it: the record's t0 (when the injector saw ``withheld``, no earlier than
   it happened), ``cut_off`` the victim.
 """
@@ -293,11 +293,14 @@ class Faults(LeaseFaults):
         try:
             self._wait(lambda: bool(pgprobe.sessions_of(engine, keep)), 30, f"lease keep of {grantor} to connect")
             mains = self._mains(grantor)
+            self._move_lock(grantor, {keep}, [*mains, keep], moves)
+            self.stop.wait(rng.uniform(LEASE_S, 2 * LEASE_S))  # the new holder grants the victim
+            # Cut just before the failover, so that the victim loses its lease (the third region
+            # withholds) within about a second of the heir's last news of it, as in a cut-off
+            # failover: what it did after the cut the heir re-runs, the documented last moments.
             cut = Clock()
             for link in links:
                 self.mesh.repl_proxies[link].sever()
-            self._move_lock(grantor, {keep}, [*mains, keep], moves)
-            self.stop.wait(rng.uniform(LEASE_S, 2 * LEASE_S))  # the new holder grants the victim
             worker = threading.Thread(target=fail_over, daemon=True)
             worker.start()
             self._wait(lambda: pgprobe.grant_state(engine, victim, grantor) in ("withheld", "expired"), 90,
