@@ -274,7 +274,11 @@ class Faults(LeaseFaults):
         where, epoch = set_intent(self.mesh.config, tenant, to, "move", "campaign", rng.choice(self.regions))
         self.record.fault("move", None, t0, time.time(), f"{tenant} to {to} (written at {where}, epoch {epoch})")
 
-    def handover_failover(self, rng: random.Random) -> None:
+    def handover_failover(self, rng: random.Random, early_cut: bool = False) -> None:
+        """``early_cut``: cut victim and heir before the hand-off instead of just before the failover
+        (issue 21's sequence: the heir expired the victim long before the third region withholds, so
+        only the third region's promise holds the heir back; the heir then also re-runs what the
+        victim completed after the cut, which the checker reports as duplicate effects)."""
         victim = rng.choice(self.regions)
         heir = rng.choice(self.mesh.heirs(victim))  # a zone's region fails over inside its zone
         grantor = rng.choice([r for r in self.regions if r not in (victim, heir)])
@@ -293,14 +297,19 @@ class Faults(LeaseFaults):
         try:
             self._wait(lambda: bool(pgprobe.sessions_of(engine, keep)), 30, f"lease keep of {grantor} to connect")
             mains = self._mains(grantor)
+            cut = Clock()
+            if early_cut:
+                for link in links:
+                    self.mesh.repl_proxies[link].sever()
             self._move_lock(grantor, {keep}, [*mains, keep], moves)
             self.stop.wait(rng.uniform(LEASE_S, 2 * LEASE_S))  # the new holder grants the victim
             # Cut just before the failover, so that the victim loses its lease (the third region
             # withholds) within about a second of the heir's last news of it, as in a cut-off
             # failover: what it did after the cut the heir re-runs, the documented last moments.
-            cut = Clock()
-            for link in links:
-                self.mesh.repl_proxies[link].sever()
+            if not early_cut:
+                cut = Clock()
+                for link in links:
+                    self.mesh.repl_proxies[link].sever()
             worker = threading.Thread(target=fail_over, daemon=True)
             worker.start()
             self._wait(lambda: pgprobe.grant_state(engine, victim, grantor) in ("withheld", "expired"), 90,
