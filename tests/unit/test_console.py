@@ -112,7 +112,7 @@ CLOSED = auth.policy_for("0.0.0.0", VIEWER, OPERATOR)
 
 @pytest.mark.parametrize(("policy", "hdr", "act", "decision"), [
     (OPEN, None, False, Decision.ALLOW),  # loopback, no viewer login: pages open
-    (OPEN, None, True, Decision.CHALLENGE),  # ... but an action asks for the operator login
+    (OPEN, None, True, Decision.FORBID),  # ... but an action needs the operator login (/login asks)
     (OPEN, header("op", "o:pass"), True, Decision.ALLOW),
     (OPEN, header("op", "wrong"), False, Decision.CHALLENGE),  # a wrong login is asked again, even where open
     (CLOSED, None, False, Decision.CHALLENGE),

@@ -64,7 +64,9 @@ def _refused(decision: Decision) -> Response:
     if decision is Decision.CHALLENGE:
         return _headers(HTMLResponse("login required", status_code=401,
                                      headers={"WWW-Authenticate": f'Basic realm="{auth.REALM}", charset="UTF-8"'}))
-    return _headers(HTMLResponse("this login may not take actions", status_code=403))
+    return _headers(HTMLResponse(
+        '<!doctype html><title>refused</title><p id="refused">Cancel and retry need the operator login: '
+        '<a href="/login">log in</a>, then go back to the run.</p>', status_code=403))
 
 
 def _who(request: Request, *, act: bool = False) -> Identity | Response:
@@ -150,9 +152,10 @@ def tenants(request: Request) -> Response:
 def login(request: Request) -> Response:
     """Asks for the operator login (a viewer's is not enough), then goes back to ``next``: the way
     to log in where pages are open, so the browser sends the login with later actions."""
-    who = _who(request, act=True)
-    if isinstance(who, Response):
-        return who
+    st: State = request.app.state.console
+    identity = auth.identify(st.policy, request.headers.get("authorization"))
+    if identity is None or not identity.may_act:  # anyone else is asked, a viewer too (to switch)
+        return _refused(Decision.CHALLENGE)
     target = request.query_params.get("next", "/")
     if not target.startswith("/") or target.startswith("//"):
         target = "/"  # never a redirect off the console

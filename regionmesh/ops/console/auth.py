@@ -7,8 +7,9 @@ The rules, each a pure function here:
 - Bound to loopback with no viewer login configured, pages are open to the host's own users (as
   ``regionmesh runs show`` is to anyone holding the mesh file); once a viewer login is set, every
   page needs a login wherever the console is bound.
-- Actions (cancel, retry) always need the operator login, wherever the console is bound: a viewer
-  is refused (403), nobody is challenged (401). No operator login configured: no actions.
+- Actions (cancel, retry) always need the operator login, wherever the console is bound: a viewer or
+  an anonymous reader is refused (403, the page links to ``/login``, which asks for it); a request
+  without a login where pages need one is challenged (401). No operator login configured: no actions.
 - An action also needs the CSRF token of the page it was taken from: an HMAC of the user under a
   secret made when the console starts, so a form posted by another site (which a browser would
   send with the cached basic-auth header) is refused.
@@ -141,8 +142,8 @@ def decide(identity: Identity | None, *, act: bool) -> Decision:
         return Decision.CHALLENGE
     if not act:
         return Decision.ALLOW
-    if identity.user == ANONYMOUS:
-        return Decision.CHALLENGE
+    # An anonymous reader (pages open on loopback) is refused, not challenged: the page it gets says
+    # where to log in (/login challenges), and no browser prompt pops up in the middle of an action.
     return Decision.ALLOW if identity.may_act else Decision.FORBID
 
 

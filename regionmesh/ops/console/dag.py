@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 150, 46, 56, 18, 12
+BOX_W, BOX_H, GAP_X, GAP_Y, PAD = 170, 62, 56, 18, 12
 # Step states (models.tables.STEP_STATUSES) -> fill colour; text stays dark on all of them.
 COLOURS = {
     "waiting": "#e5e7eb", "ready": "#dbeafe", "queued": "#dbeafe", "running": "#93c5fd",

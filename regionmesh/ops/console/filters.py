@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from regionmesh.models.console import MAX_PAGE, RunFilter
@@ -37,7 +38,7 @@ def _cursor(value: str) -> tuple[datetime, uuid.UUID]:
 def parse(query: Mapping[str, str]) -> Parsed:
     """A ``RunFilter`` from the list page's query parameters; a value that does not parse is
     reported and left out rather than failing the page."""
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}
     problems: list[str] = []
     for param, field in TEXT_FIELDS.items():
         value = query.get(param, "").strip()
@@ -69,7 +70,7 @@ def parse(query: Mapping[str, str]) -> Parsed:
             fields["limit"] = int(limit)
         else:
             problems.append(f"limit: a whole number from 1 to {MAX_PAGE}")
-    return Parsed(RunFilter(**fields), tuple(problems))  # type: ignore[arg-type]
+    return Parsed(RunFilter(**fields), tuple(problems))
 
 
 def cursor_of(created_at: datetime, run_id: uuid.UUID) -> str:
