@@ -170,6 +170,9 @@ def test_malformed_messages_are_dead_lettered_and_never_stop_a_worker(mesh: Mesh
                           30, "the forwarder's outbox to record the home's rejection")
     assert f"rejected by {HOME}" in rejected[0]["rejection"] and "unknown workflow" in rejected[0]["rejection"]
     assert outbox.due(fwd.engine) == [] or all(e["run_id"] != fwd_receipt.run_id for e in outbox.due(fwd.engine))
+    with fwd.engine.connect() as conn:  # kept for good, so without its input (the home's dead letter has it)
+        kept = conn.execute(text("SELECT payload FROM outbox WHERE run_id = :r"), {"r": fwd_receipt.run_id}).scalar_one()
+    assert not {"input", "idempotency_key"} & set(kept) and kept["tenant_id"] == TENANT, kept
 
     assert worker_pids(mesh, HOME) | worker_pids(mesh, FORWARDER) == pids_before, "a worker process died"
     for region in (HOME, FORWARDER):
