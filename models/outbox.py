@@ -25,7 +25,10 @@ def put(engine: Engine, *, submission_id: str, run_id: uuid.UUID, target_region:
         payload: dict[str, Any], error: str | None, sent: bool, confirm_within_s: float = 60.0) -> bool:
     """Keep a submission: unsent (its home broker was unreachable) or sent and awaiting its run.
 
-    False if an entry for this run is already kept (the same tenant and idempotency key).
+    False if an entry for this run is already kept (the same tenant and idempotency key): then
+    this submission is recorded as a duplicate of that run here, in the same transaction, so a
+    producer's re-send absorbed by the kept entry still has a durable outcome under its own id
+    (``duplicate_submissions``; found by the campaign's checker, which lost such re-sends).
     """
     with engine.begin() as conn:
         result = conn.execute(text(
@@ -38,7 +41,16 @@ def put(engine: Engine, *, submission_id: str, run_id: uuid.UUID, target_region:
                ON CONFLICT (run_id) DO NOTHING"""
         ), {"s": submission_id, "run": run_id, "r": target_region, "t": task_name, "p": json.dumps(payload),
             "e": None if error is None else error[:2000], "sent": sent, "c": confirm_within_s})
-    return bool(result.rowcount)
+        if result.rowcount:
+            return True
+        conn.execute(text(
+            """INSERT INTO duplicate_submissions (run_id, submission_id, tenant_id, region)
+               SELECT :run, :s, :tenant, coalesce(current_setting('regionmesh.region', true), '')
+                WHERE :s IS NOT NULL AND :tenant IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM outbox WHERE run_id = :run AND submission_id = :s)
+               ON CONFLICT DO NOTHING"""
+        ), {"run": run_id, "s": submission_id, "tenant": payload.get("tenant_id")})
+    return False
 
 
 # What a rejected entry keeps of its message: ids and routing, never the input or the producer's key.

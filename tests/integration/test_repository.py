@@ -14,7 +14,7 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 
-from regionmesh.models import lease, runs
+from regionmesh.models import lease, outbox, runs
 from regionmesh.models.engine import make_engine
 from regionmesh.models.failover import adopt_runs
 from regionmesh.ops.migrate import alembic_config
@@ -210,3 +210,22 @@ def test_a_later_submission_of_a_key_is_recorded_as_a_duplicate_of_its_run_once(
     assert fates["resend-1"] == [("duplicate", run_id, REGION)]
     assert fates[key] == [("created", run_id, REGION)]
     assert fates["never-seen"] == []
+
+
+def test_a_resend_absorbed_by_a_kept_outbox_entry_is_recorded_under_its_own_id(db: Engine) -> None:
+    # A producer's re-send reaches a region whose outbox already keeps the run (the first publish,
+    # forwarded while the home's broker was away): the entry is not kept twice, and the re-send
+    # gets a durable outcome under its own submission id (the campaign's checker lost such re-sends).
+    run_id = uuid.uuid4()
+    message = {"v": 1, "tenant_id": "t-out", "workflow": "diamond", "input": {}, "idempotency_key": "k"}
+    assert outbox.put(db, submission_id="first", run_id=run_id, target_region="eu-west", task_name="t",
+                      payload=message | {"submission_id": "first"}, error="down", sent=False)
+    assert not outbox.put(db, submission_id="first.r1", run_id=run_id, target_region="eu-west", task_name="t",
+                          payload=message | {"submission_id": "first.r1"}, error="down", sent=False)
+    # The same submission delivered again is neither kept twice nor its own duplicate.
+    assert not outbox.put(db, submission_id="first", run_id=run_id, target_region="eu-west", task_name="t",
+                          payload=message | {"submission_id": "first"}, error="down", sent=False)
+    with db.connect() as conn:
+        rows = conn.execute(text("SELECT submission_id, tenant_id, region FROM duplicate_submissions "
+                                 "WHERE run_id = :r"), {"r": run_id}).all()
+    assert [tuple(r) for r in rows] == [("first.r1", "t-out", REGION)]
