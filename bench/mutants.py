@@ -82,9 +82,12 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
     Mutant("ack_without_run", "an acknowledged submission becomes a run, a duplicate or a dead letter",
            "lost_submission", python=True, or_else=("lost_first_publish",)),
     Mutant("outbox_forgets_sent", "a forwarded submission is kept until its run arrives",
-           "lost_submission", python=True, needs="broker_cut", or_else=("lost_first_publish",)),
+           # A sent forward is lost only when the home's Redis loses it (a SIGKILL drops its last
+           # second of writes); a broker cut makes the forward fail, which the outbox keeps anyway.
+           "lost_submission", python=True, needs="redis_kill", or_else=("lost_first_publish",)),
     Mutant("conflict_keeps_older", "apply keeps the write with the higher (epoch, updated_at, origin)",
-           "divergence",
+           # Two regions writing one row: the old owner's and the heir's around a failover.
+           "divergence", needs="region_failover",
            sql=tuple(SqlPatch(f"rm_conflict_upd_{t}()", _KEEP_OLDER,
                               r"IF verdict <> 0 THEN\1RETURN NEW;\2END IF;\3RETURN NULL;")
                      for t in CONFLICT_TABLES)),
