@@ -217,3 +217,15 @@ def test_the_templates_show_html_in_values_as_text() -> None:
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
     assert html.count("<script") == 1  # the console's own script tag only
+
+
+def test_the_command_refuses_to_bind_beyond_loopback_without_a_login(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from regionmesh.ops.cli import cli
+
+    monkeypatch.delenv("REGIONMESH_CONSOLE_AUTH", raising=False)
+    monkeypatch.delenv("REGIONMESH_CONSOLE_OPERATOR_AUTH", raising=False)
+    res = CliRunner().invoke(cli, ["--config", "/nonexistent.toml", "console", "--bind", "0.0.0.0"])
+    assert isinstance(res.exception, ConsoleAuthError) and res.exception.exit_code == 2
+    assert "refusing to serve on 0.0.0.0 without a login" in str(res.exception)

@@ -34,7 +34,9 @@ HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it a browser sends 'Origin: null' with a form post, which the origin
+    # check refuses; same-origin keeps the console's URLs from other sites and the Origin intact.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 DEFAULT_REFRESH_S = 5
