@@ -86,8 +86,8 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            # second of writes); a broker cut makes the forward fail, which the outbox keeps anyway.
            "lost_submission", python=True, needs="redis_kill", or_else=("lost_first_publish",)),
     Mutant("conflict_keeps_older", "apply keeps the write with the higher (epoch, updated_at, origin)",
-           # Two regions writing one row: the old owner's and the heir's around a failover.
-           "divergence", needs="region_failover",
+           # Two regions writing one row: a live cut-off region and its heir, until the heal.
+           "divergence", needs="cutoff_failover",
            sql=tuple(SqlPatch(f"rm_conflict_upd_{t}()", _KEEP_OLDER,
                               r"IF verdict <> 0 THEN\1RETURN NEW;\2END IF;\3RETURN NULL;")
                      for t in CONFLICT_TABLES)),
