@@ -6,8 +6,9 @@
 Starts its own PostgreSQL 16 + Redis (a one-region dev mesh in a temp folder)
 and, for each contender in turn, one worker with the same concurrency on the
 same broker. Then the lease's cost: regionmesh again, with the lease check
-(rm_may_work() in every run creation, claim and completion) and with it replaced
-by a constant, alternating. Prints a table and writes bench/results/throughput.json.
+(rm_may_work() and rm_guard_work() in every run creation, claim and completion, and the
+check at their commit) and with them replaced by a constant, alternating. Prints a table and
+writes bench/results/throughput.json.
 ``--appendfsync everysec`` measures the broker as it was before the durability fix (the dev mesh
 writes ``always``; see docs/explanation/durability.md).
 """
@@ -108,14 +109,17 @@ def _throughput(engine: Any, config: Any, n_runs: int, n_chain_runs: int) -> dic
 
 
 def _lease_check(admin: Any, on: bool) -> None:
-    """Put rm_may_work() back as lease.sql defines it, or make it a constant true: the
-    same engine without the lease and fence check in every creation, claim and completion."""
+    """Put rm_may_work() and rm_guard_work() back as lease.sql and claims.sql define them, or make
+    them a constant true: the same engine without the lease and fence check in every creation,
+    claim and completion, at their start and (rm_guard_work marks the transaction for
+    rm_lease_at_commit, 0021) at their commit."""
     with admin.begin() as conn:
         if on:
-            schema_sql.apply(conn, "lease.sql")
+            schema_sql.apply(conn, "lease.sql", "claims.sql")
         else:
-            conn.exec_driver_sql("CREATE OR REPLACE FUNCTION rm_may_work() RETURNS boolean LANGUAGE sql VOLATILE "
-                                 "AS $$ SELECT true $$")
+            for name in ("rm_may_work", "rm_guard_work"):
+                conn.exec_driver_sql(f"CREATE OR REPLACE FUNCTION {name}() RETURNS boolean LANGUAGE sql VOLATILE "
+                                     "AS $$ SELECT true $$")
 
 
 def regionmesh_runs(dev: DevMesh, n_runs: int, n_chain_runs: int, n_latency: int, concurrency: int,
