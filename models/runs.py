@@ -179,6 +179,14 @@ def complete_and_claim(
     return _unless_lease_refused(complete, Completion(True, [], None), (LEASE_ENDED_AT_COMMIT,))
 
 
+def lease_within_commit_margin(engine: Engine) -> bool:
+    """Whether this region holds its lease (no fence, ``rm_may_work``) but ends it within the commit
+    margin, so that guarded transactions are refused (``rm_guard_work``, 0021) until it is renewed."""
+    with engine.connect() as conn:
+        return bool(conn.execute(
+            text("SELECT rm_may_work() AND coalesce(rm_lease_left() <= interval '0', false)")).scalar_one())
+
+
 def task_holder(engine: Engine, task_id: uuid.UUID) -> tuple[str, str | None, datetime | None] | None:
     """(status, worker, not_before) of a task, or None if it does not exist here."""
     with engine.connect() as conn:

@@ -220,10 +220,10 @@ def _complete(rt: Runtime, claim: runs.Claim, output: Any, *, claim_next: bool, 
         try:
             done = runs.complete_and_claim(rt.engine, claim.task_id, claim.attempt, output,
                                            region=rt.region, worker=rt.worker_id, claim_next=claim_next and not waited)
-            if done.discarded and time.monotonic() + delay < until and lease.lease_lapsed(rt.engine, rt.region):
+            if done.discarded and time.monotonic() + delay < until and _lease_may_return(rt):
                 # Refused for want of a lease that a keeper pass may bring back (a pass late, the
-                # database's clock stepped): the handler ran; wait for the lease rather than leave
-                # the task to run again after its deadline. A fence or a failover ends the wait at
+                # database's clock stepped, less lease left than a commit needs): the handler ran;
+                # wait for the lease rather than leave the task to run again after its deadline. A fence or a failover ends the wait at
                 # once, as does the deadline: then it is the documented crash re-run (README,
                 # "Limits"). After a wait nothing more is claimed inline (the budget has passed).
                 if not waited:
@@ -242,6 +242,13 @@ def _complete(rt: Runtime, claim: runs.Claim, output: Any, *, claim_next: bool, 
                   retry_in=round(delay, 2), **fields)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def _lease_may_return(rt: Runtime) -> bool:
+    """Whether a completion refused for want of lease may commit once a keeper pass renews it:
+    the lease lapsed (no fence, no failover), or it still runs but ends within the commit margin,
+    where rm_guard_work refuses what rm_may_work would still allow (0021)."""
+    return lease.lease_lapsed(rt.engine, rt.region) or runs.lease_within_commit_margin(rt.engine)
 
 
 def _publish(rt: Runtime, task_ids: list[uuid.UUID], countdown: float | None = None) -> None:

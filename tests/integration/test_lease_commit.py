@@ -11,15 +11,18 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 
+from regionmesh.config import Settings
 from regionmesh.models import lease, runs
 from regionmesh.models.engine import make_engine
 from regionmesh.ops.migrate import alembic_config
+from regionmesh.workers import executor
 from regionmesh.workers.definitions import Registry, Step, Workflow
 from regionmesh.workers.submission import parse_submission, plan_run
 from tests.conftest import Mesh
@@ -168,3 +171,28 @@ def test_the_bound_ends_with_the_guarded_transaction(db: Engine) -> None:
         assert conn.execute(text("SHOW lock_timeout")).scalar_one() == before
         assert conn.execute(text("SELECT current_setting('regionmesh.guarded', true)")).scalar() in (None, "")
     assert datetime.now(UTC) < lease.lease_row(db)["held_until"]
+
+
+def runtime(engine: Engine) -> Any:
+    """What the executor reads of a Runtime; publishing is a no-op (no broker here)."""
+    return SimpleNamespace(engine=engine, region=REGION, worker_id=WORKER, registry=registry,
+                           config=SimpleNamespace(settings=Settings()),
+                           publish_steps=lambda ids, countdown=None: len(list(ids)))
+
+
+def test_a_completion_refused_in_the_commit_margin_waits_for_the_renewed_lease(db: Engine) -> None:
+    """Less lease left than the commit margin: rm_guard_work refuses the completion while
+    rm_may_work still says the region works. The executor waits for a keeper pass to renew the
+    lease, as it does for a lapsed one, instead of leaving the task to run again after its deadline."""
+    task_id = queued_task(db)
+    claim = runs.claim_task(db, task_id, region=REGION, worker=WORKER)
+    assert claim is not None
+    hold_lease(db, 0.45)  # inside the 0.5 s margin: guarded work is refused from now on
+    out: dict[str, str] = {}
+    running = threading.Thread(target=lambda: out.setdefault("outcome", executor.execute(runtime(db), task_id, claim)))
+    running.start()
+    lease_runs_out(db)()
+    hold_lease(db, 3600)  # the keeper's next pass
+    running.join(30)
+    assert out["outcome"] == "succeeded"
+    assert scalar(db, "SELECT status FROM step_tasks WHERE id = :t", t=task_id) == "succeeded"
