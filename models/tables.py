@@ -96,6 +96,18 @@ class TenantZone(Replicated, Base):
     zone: Mapped[str] = mapped_column(Text, nullable=False)
 
 
+class Zone(Replicated, Base):
+    """A zone (data residency) and its regions, as the mesh holds it: written by ``regionmesh zones
+    set`` (or seeded from the mesh file's ``[zones]``, routing/membership.py), read by placement
+    everywhere.
+    ``epoch`` grows with every change and is part of a bound tenant's placement version; a zone
+    with no regions is removed (the row stays, so a seed from an old mesh file never revives it)."""
+
+    __tablename__ = "zones"
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    regions: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+
+
 class TenantErasure(Replicated, Base):
     """The kept receipt of a tenant's erasure, keyed by the SHA-256 of its id (never the id).
     While ``state`` is 'erased' the tenant's submissions are refused; 'enabled' lifts that."""
@@ -406,6 +418,7 @@ REPLICATED_TABLES = (
     "run_summaries",
     "tenant_registry_history",
     "duplicate_submissions",
+    "zones",
 )
 # Tables holding payloads: published per destination, filtered on zone (payload.sql).
 ZONED_TABLES = ("workflow_runs", "workflow_steps", "step_tasks")

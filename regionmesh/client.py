@@ -54,7 +54,7 @@ def _router(config: MeshConfig, via: str) -> Router:
     key = (config.path, via)
     router = _routers.get(key)
     if router is None:
-        router = _routers[key] = Router(engine_for(config, via), list(config.regions), zones=config.zones)
+        router = _routers[key] = Router(engine_for(config, via), list(config.regions))
     return router
 
 
@@ -74,7 +74,7 @@ def zone_region(config: MeshConfig, tenant_id: str, via: str) -> str | None:
         placement = _router(config, via).place(tenant_id)
     except Exception:
         return None
-    members = config.zones.get(placement.zone or "", ())
+    members = placement.zone_regions  # as the zones table of ``via`` holds them
     if not placement.zone or via in members or not members:
         return None
     return placement.region if placement.region in members else members[0]

@@ -26,6 +26,7 @@ from regionmesh.errors import RegionmeshError
 from regionmesh.models import retention
 from regionmesh.models.engine import engine_for
 from regionmesh.replication.verify import wait_drained
+from regionmesh.routing.membership import with_mesh_zones
 
 BATCH = 1000
 LEFTOVER_GRACE_S = 3600.0  # tombstones an interrupted prune left are removed after this long
@@ -48,7 +49,7 @@ def tombstoning_regions(config: MeshConfig, region: str) -> list[str]:
     """Where prune tombstones: ``region`` (unzoned runs and its zone's), then the first region of
     every other zone (only a zone's regions hold its runs)."""
     out = [region]
-    for members in config.zones.values():
+    for members in with_mesh_zones(config, region).zones.values():
         if region not in members:
             out += [r for r in config.regions if r in members][:1]
     return out

@@ -15,6 +15,7 @@ from regionmesh.models.engine import engine_for
 from regionmesh.models.tables import ZONED_TABLES
 from regionmesh.names import PUBLICATION, subscription_name
 from regionmesh.replication import publications
+from regionmesh.routing.membership import seed_from_file, wait_everywhere, with_mesh_zones
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def setup(config: MeshConfig, regions: list[str] | None = None, *, timeout: floa
     bring it; 'regionmesh region add' joins such a region.
     """
     names = regions or list(config.regions)
+    file_config, config = config, with_mesh_zones(config)  # payload filters follow the zones the mesh holds
     engines = {n: engine_for(config, n) for n in config.regions}
     try:
         pending = publications.unswitched(engines, config.regions)
@@ -98,6 +100,8 @@ def setup(config: MeshConfig, regions: list[str] | None = None, *, timeout: floa
             switched = {subscription_name(s, p) for s, p in pending}
             links = [lk if lk.subscription not in switched else
                      Link(lk.subscriber, lk.publisher, lk.subscription, _with_switch(lk.result)) for lk in links]
+        if seed_from_file(file_config, {n: engines[n] for n in names}):  # now the seed replicates everywhere
+            wait_everywhere({n: engines[n] for n in names}, file_config.zones, timeout)
         return links
     finally:
         for engine in engines.values():

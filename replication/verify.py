@@ -24,6 +24,7 @@ from regionmesh.models.engine import engine_for
 from regionmesh.models.tables import REPLICATED_TABLES, ZONED_TABLES
 from regionmesh.names import subscription_name
 from regionmesh.replication import publications
+from regionmesh.routing.membership import with_mesh_zones
 
 BUCKETS = 1024
 # Heartbeats change every second by design; they measure lag and are not compared.
@@ -81,6 +82,7 @@ def scopes(config: MeshConfig, table: str) -> list[tuple[list[str] | None, list[
 def verify(config: MeshConfig, *, timeout: float = 30.0, tables: tuple[str, ...] = COMPARED_TABLES) -> VerifyResult:
     """Compare each table over exactly the rows each region should hold (payload tables per zone,
     replication/publications.py), and look for payload rows outside their zone."""
+    config = with_mesh_zones(config)  # the zones the mesh holds, not this process's mesh file
     engines = {n: engine_for(config, n) for n in config.regions}
     try:
         started = time.monotonic()

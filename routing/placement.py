@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from regionmesh.routing.hashing import home_by_hash
-from regionmesh.routing.zones import ZoneBinding, zone_fallback, zone_intent
+from regionmesh.routing.zones import ZoneBinding, held_reason, zone_fallback, zone_intent
 
 OVERRIDE_REASONS = ("pin", "move", "failover")  # 'failover' rows come from releases before 0009
 FOLLOWED_STATUSES = ("failed_over", "draining")
@@ -54,6 +54,8 @@ class Placement:
     zone: str | None = None  # the zone the tenant is bound to
     held: bool = False  # zoned and no region of its zone places runs now: nothing creates its runs
     erased: bool = False  # the tenant was erased and not re-enabled: its submissions are refused
+    zone_regions: tuple[str, ...] = ()  # the regions of its zone, as the zones table holds them
+    waits_for: str | None = None  # held: what its submissions wait for
 
     def explain(self) -> str:
         how = ("rendezvous hash over the configured regions" if self.reason == "hash"
@@ -66,11 +68,13 @@ class Placement:
 
 
 def version(entry: RegistryEntry | None, rows: Mapping[str, RegionRow], zone_epoch: int = 0,
-            erasure_epoch: int = 0) -> str:
+            erasure_epoch: int = 0, members_epoch: int | None = None) -> str:
     """The placement inputs in the form ``rm_placement_version()`` returns (models/sql/lease.sql):
-    registry epoch / region rows / zone binding epoch / erasure epoch (0 where there is no row)."""
+    registry epoch / region rows / zone binding epoch[:its zone row's epoch, once that row was
+    changed (> 1)] / erasure epoch (0 where there is no row)."""
     regions = ",".join(f"{name}={rows[name].status}@{rows[name].epoch}" for name in sorted(rows))
-    return f"{entry.epoch if entry else 0}/{regions}/{zone_epoch}/{erasure_epoch}"
+    zone = f"{zone_epoch}:{members_epoch}" if members_epoch is not None and members_epoch > 1 else f"{zone_epoch}"
+    return f"{entry.epoch if entry else 0}/{regions}/{zone}/{erasure_epoch}"
 
 
 def place(tenant_id: str, configured: Iterable[str], entry: RegistryEntry | None,
@@ -109,9 +113,10 @@ def place(tenant_id: str, configured: Iterable[str], entry: RegistryEntry | None
         epoch += row.epoch
         region = successor
         seen.add(region)
+    waits = held_reason(zone, known, {n: r.status for n, r in rows.items()}) if zone is not None and held else None
     return Placement(tenant_id, region, reason, max(1, epoch), intent,
-                     version(entry, rows, zone.epoch if zone else 0, erasure[0]),
-                     zone.zone if zone else None, held, erasure[1])
+                     version(entry, rows, zone.epoch if zone else 0, erasure[0], zone.members_epoch if zone else None),
+                     zone.zone if zone else None, held, erasure[1], zone.regions if zone else (), waits)
 
 
 def placing_regions(configured: Iterable[str], rows: Mapping[str, RegionRow]) -> list[str]:

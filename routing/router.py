@@ -7,7 +7,6 @@ A cached placement may be stale; ``rm_place_run`` refuses to create a run from a
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -27,7 +26,6 @@ class Router:
     engine: Engine
     regions: list[str]
     ttl_s: float = CACHE_TTL_S
-    zones: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     _rows: tuple[float, dict[str, RegionRow], int] | None = None
     _entries: dict[str, tuple[float, RegistryEntry | None]] = field(default_factory=dict)
     _facts: dict[str, tuple[float, Facts]] = field(default_factory=dict)
@@ -54,12 +52,13 @@ class Router:
         return cached[1]
 
     def facts(self, tenant_id: str, *, fresh: bool = False) -> Facts:
-        """The tenant's zone binding (with the zone's regions from the mesh file) and erasure fact."""
+        """The tenant's zone binding (with the zone's regions as this region's ``zones`` table holds
+        them, read with the binding) and erasure fact."""
         now = time.monotonic()
         cached = self._facts.get(tenant_id)
         if fresh or cached is None or now - cached[0] > self.ttl_s:
             bound = residency.zone_binding(self.engine, tenant_id)
-            binding = None if bound is None else ZoneBinding(bound[0], tuple(self.zones.get(bound[0], ())), bound[1])
+            binding = None if bound is None else ZoneBinding(bound[0], bound[2] or (), bound[1], bound[3])
             cached = (now, (binding, residency.erasure_fact(self.engine, tenant_id)))
             self._facts[tenant_id] = cached
         return cached[1]

@@ -1,13 +1,16 @@
 """Zones (data residency): which regions may place a zoned tenant. Pure.
 
-A zone is a set of regions named in the mesh file (``[zones] eu = ["eu-west", "eu-central"]``).
+A zone is a set of regions, a replicated fact of the mesh (the ``zones`` table, written by
+``regionmesh zones set`` or seeded from the mesh file's ``[zones] eu = ["eu-west", "eu-central"]``
+by ``migrate``), so every running process places with the membership its region's copy holds.
 A tenant bound to a zone (``tenant_zones``, a replicated registry fact with its own epoch) is
 placed only in the zone's regions:
 
 * its intent is a pin or move inside the zone, else the rendezvous hash over the zone's regions;
 * following region successors (failover, drain) never leaves the zone: a successor outside the
   zone is replaced by the zone's next region by hash among those that still place runs;
-* with no such region the placement is *held*: nothing creates its runs, its submissions wait.
+* with no such region the placement is *held*: nothing creates its runs, its submissions wait
+  (``held_reason`` says for what). So is a binding whose zone's row has not reached the region.
 
 Operations that would take a zone's tenants out of the zone are refused (``refusal``).
 """
@@ -24,11 +27,27 @@ FOLLOWED = ("failed_over", "draining")
 
 @dataclass(frozen=True)
 class ZoneBinding:
-    """A tenant's zone as the registry holds it, and the zone's regions from the mesh file."""
+    """A tenant's zone as the registry holds it, and the zone's regions as the ``zones`` table
+    holds them (``members_epoch`` None: the zone's row has not reached this region)."""
 
     zone: str
     regions: tuple[str, ...]
     epoch: int
+    members_epoch: int | None = None
+
+
+def held_reason(binding: ZoneBinding, known: Iterable[str], statuses: Mapping[str, str]) -> str:
+    """What a held zoned tenant's submissions wait for, in words an operator can act on."""
+    zone = binding.zone
+    if binding.members_epoch is None:
+        return (f"the definition of zone {zone} (its row in the zones table) to reach this region; "
+                f"'regionmesh zones list' shows it, 'regionmesh zones set {zone} REGION...' defines it")
+    members = [r for r in sorted(set(known)) if r in binding.regions]
+    if not members:
+        return (f"zone {zone} to name a region of the mesh (it names {', '.join(binding.regions) or 'none'}); "
+                f"'regionmesh zones set {zone} REGION...'")
+    states = ", ".join(f"{r} {statuses.get(r, 'active')}" for r in members)
+    return f"a region of zone {zone} that places runs ({states}); 'regionmesh restore' one of them"
 
 
 def zone_intent(tenant_id: str, binding: ZoneBinding, known: Iterable[str], pinned: str | None) -> str | None:

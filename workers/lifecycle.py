@@ -52,13 +52,15 @@ def accept(rt: Runtime, sub: Submission, *, hops: int, message: dict[str, object
                                      "until 'regionmesh tenants erase TENANT --reenable'",
                                      submission_id=sub.submission_id)  # not the tenant id: erased
         if placement.held:  # zoned, and no region of its zone places runs: wait (in the broker)
+            event(logging.WARNING, "submission.held_for_zone", region=rt.region, tenant=sub.tenant_id, run=sub.run_id,
+                  zone=placement.zone, waits_for=placement.waits_for)
             return Started(sub.run_id, False, "no_lease", outcome="no_lease")
         decision = route(placement.region, rt.region, hops)
         if decision != "create" and not fresh:
             # Forward only on a fresh read: a zone binding that arrived since the cache was filled
             # must be seen before this region keeps the input in its outbox (workers/zone_scrub.py).
             continue
-        if placement.zone and rt.region not in rt.config.zones.get(placement.zone, ()):
+        if placement.zone and rt.region not in placement.zone_regions:
             # Outside the tenant's zone: no outbox (it would keep the input here); the message
             # waits in this broker while the zone's broker is unreachable.
             if forward.pass_on(rt, placement.region, message | {"hops": hops}) == "waiting":

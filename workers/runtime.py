@@ -44,7 +44,7 @@ class Runtime:
     def router(self) -> Router:
         """Tenant placement from this region's copy of the registry (cached briefly)."""
         if self._router is None or self._router.engine is not self.engine:
-            self._router = Router(self.engine, list(self.config.regions), zones=self.config.zones)
+            self._router = Router(self.engine, list(self.config.regions))
         return self._router
 
     @property

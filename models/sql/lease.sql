@@ -12,13 +12,19 @@ $$;
 
 -- What a tenant's placement is computed from, as this region's copy holds it:
 -- the tenant's registry epoch (0 without a row), every region's status and
--- epoch, its zone binding's epoch and its erasure receipt's epoch (keyed by the
--- SHA-256 of the tenant id). rm_place_run creates a run only while this is what
--- the worker saw (routing/placement.py version() spells the same text).
+-- epoch, its zone binding's epoch (with ':' and the epoch of its zone's row in
+-- zones once that row was changed, epoch > 1: a zone's regions changed while
+-- workers run change the version of its tenants only; a zone's first row needs
+-- no mark, since a worker without it places nothing: the tenant is held) and
+-- its erasure receipt's epoch (keyed by the SHA-256 of the tenant id).
+-- rm_place_run creates a run only while this is what the worker saw
+-- (routing/placement.py version() spells the same text).
 CREATE OR REPLACE FUNCTION rm_placement_version(p_tenant text) RETURNS text LANGUAGE sql STABLE AS $$
   SELECT coalesce((SELECT epoch::text FROM tenant_registry WHERE tenant_id = p_tenant), '0') || '/' ||
          coalesce((SELECT string_agg(name || '=' || status || '@' || epoch, ',' ORDER BY name COLLATE "C") FROM regions), '')
-         || '/' || coalesce((SELECT epoch::text FROM tenant_zones WHERE tenant_id = p_tenant AND deleted_at IS NULL), '0')
+         || '/' || coalesce((SELECT t.epoch::text || coalesce(':' || nullif(z.epoch, 1)::text, '')
+                               FROM tenant_zones t LEFT JOIN zones z ON z.name = t.zone AND z.deleted_at IS NULL
+                              WHERE t.tenant_id = p_tenant AND t.deleted_at IS NULL), '0')
          || '/' || coalesce((SELECT epoch::text FROM tenant_erasures
                               WHERE tenant_hash = encode(sha256(convert_to(p_tenant, 'UTF8')), 'hex')), '0')
 $$;

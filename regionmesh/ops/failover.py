@@ -33,6 +33,7 @@ from regionmesh.models import link_health, residency
 from regionmesh.models.engine import engine_for
 from regionmesh.models.registry import set_home
 from regionmesh.names import subscription_name
+from regionmesh.routing.membership import with_mesh_zones
 from regionmesh.routing.placement import Placement, placing_regions
 from regionmesh.routing.router import Router
 from regionmesh.routing.zones import refusal
@@ -74,7 +75,7 @@ def _reachable(config: MeshConfig, region: str) -> bool:
 
 
 def _router(config: MeshConfig, region: str) -> Router:
-    return Router(engine_for(config, region), list(config.regions), ttl_s=0.0, zones=config.zones)
+    return Router(engine_for(config, region), list(config.regions), ttl_s=0.0)
 
 
 def _granted_as(states: dict[str, str], state: str) -> str:
@@ -95,6 +96,7 @@ def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s:
     """
     if from_region == to_region or to_region not in config.regions or from_region not in config.regions:
         raise FailoverRefused(f"cannot fail {from_region} over to {to_region}: name two different regions of the mesh")
+    config = with_mesh_zones(config, to_region)  # the zones as the heir holds them, not a mesh file's
     heir = engine_for(config, to_region)
     rows = _router(config, to_region).rows(fresh=True)
     heir_row = rows.get(to_region)
@@ -188,6 +190,7 @@ def set_intent(config: MeshConfig, tenant: str, region: str | None, reason: str,
     while its placement there is unchanged. Returns (where it was written, the new registry epoch)."""
     if region is not None and region not in config.regions:
         raise FailoverRefused(f"{region} is not a region of the mesh")
+    config = with_mesh_zones(config, via)
     deadline = time.monotonic() + timeout
     while True:
         placement = placer_of(config, tenant, via)
@@ -212,6 +215,7 @@ def drain(config: MeshConfig, region: str, to_region: str) -> int:
     ``region``, which places them). Runs in flight finish where they are. Returns the region epoch."""
     if region == to_region or to_region not in config.regions:
         raise FailoverRefused(f"cannot drain {region} to {to_region}")
+    config = with_mesh_zones(config, region)
     rows = _router(config, region).rows(fresh=True)
     outside = refusal("drain", to_region, config.zones, residency.bound_counts(engine_for(config, region)),
                       source=region, inactive={r for r, row in rows.items() if row.status != "active"})

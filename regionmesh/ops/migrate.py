@@ -50,6 +50,7 @@ from regionmesh.models.engine import engine_for
 from regionmesh.models.tables import ZONED_TABLES
 from regionmesh.names import PUBLICATION, subscription_name
 from regionmesh.replication import publications
+from regionmesh.routing.membership import seed_from_file, with_mesh_zones
 
 
 def script_location() -> str:
@@ -235,6 +236,11 @@ def upgrade_live(
                 ) from exc
             say(f"{name}: upgraded {before[name] or '(empty)'} -> {current_revision(engine)}")
         out.append(RegionRevision(name, before[name], current_revision(engine)))
+    if any(subs.values()) or len(config.regions) == 1:  # a new mesh is seeded by 'replication setup'
+        seeded = seed_from_file(config, engines)
+        if seeded and seeded[1]:
+            say(f"{seeded[0]}: zones {', '.join(seeded[1])} from the mesh file (replicated to every region)")
+    config = with_mesh_zones(config)  # the payload publications' filters follow the zones the mesh holds
     published: dict[str, list[str]] = {}
     to_switch: set[tuple[str, str]] = set()
     marks: dict[str, str] = {}

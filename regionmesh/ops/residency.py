@@ -14,6 +14,7 @@ from regionmesh.config import MeshConfig
 from regionmesh.models import residency
 from regionmesh.models.engine import engine_for
 from regionmesh.ops.failover import FailoverRefused, placer_of
+from regionmesh.routing.membership import with_mesh_zones
 
 
 def bind_zone(config: MeshConfig, tenant: str, zone: str, via: str, *, timeout: float = 30.0) -> tuple[str, int]:
@@ -23,9 +24,10 @@ def bind_zone(config: MeshConfig, tenant: str, zone: str, via: str, *, timeout: 
     zone now, it already has runs (replicated everywhere before the binding), or its placement
     kept changing for ``timeout`` seconds.
     """
-    members = config.zones.get(zone)
+    zones = with_mesh_zones(config, via).zones  # the zones the mesh holds (regionmesh zones set)
+    members = zones.get(zone)
     if not members:
-        known = ", ".join(config.zones) or "none (add a [zones] table to the mesh file)"
+        known = ", ".join(zones) or "none (define one: 'regionmesh zones set NAME REGION...')"
         raise FailoverRefused(f"unknown zone {zone!r}; zones of the mesh: {known}")
     deadline = time.monotonic() + timeout
     while True:
@@ -39,6 +41,10 @@ def bind_zone(config: MeshConfig, tenant: str, zone: str, via: str, *, timeout: 
                                             expect_version=placement.version)
         if outcome == "bound":
             return placement.region, value
+        if outcome == "unknown_zone":
+            raise FailoverRefused(
+                f"zone {zone} has not reached {placement.region}, which places {tenant}, yet; "
+                "wait for replication ('regionmesh zones list --region " + placement.region + "') and try again")
         if outcome == "has_runs":
             raise FailoverRefused(
                 f"{tenant} already has {value} run(s), replicated to every region before any binding; "

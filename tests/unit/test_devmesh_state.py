@@ -232,3 +232,27 @@ def test_a_tls_mesh_names_each_roles_redis_user(tmp_path: Path) -> None:
     dev = _mesh(tmp_path, json.dumps(raw))
     assert dev.role_mesh_file("producer") == tmp_path / "producer.toml"
     assert dev.role_mesh_file("worker") == dev.mesh_file
+
+
+def test_dev_up_zones_option_parses_one_zone_per_spec() -> None:
+    import click
+
+    from regionmesh.ops.cli.dev import parse_zones
+
+    assert parse_zones(("eu=eu-west, eu-central", "us=us-east")) == {"eu": ["eu-west", "eu-central"], "us": ["us-east"]}
+    for bad in (("eu",), ("=eu-west",), ("eu=",), ("eu=a", "eu=b")):
+        with pytest.raises(click.BadParameter):
+            parse_zones(bad)
+
+
+def test_zones_an_operator_wrote_into_mesh_toml_are_kept(tmp_path: Path) -> None:
+    """Issue 21 item 11: 'dev up' used to write mesh.toml over a [zones] table added to it."""
+    from regionmesh.ops.devmesh.meshfile import edited_zones
+
+    mesh = tmp_path / "mesh.toml"
+    mesh.write_text('[mesh]\nname = "dev"\n\n[zones]\neu = ["eu-west", "eu-central"]\n', encoding="utf-8")
+    assert edited_zones(mesh, None) == {"eu": ["eu-west", "eu-central"]}
+    assert edited_zones(mesh, {"eu": ["eu-west", "eu-central"]}) is None  # what up wrote: nothing to keep
+    mesh.write_text('[mesh]\nname = "dev"\n', encoding="utf-8")
+    assert edited_zones(mesh, {"eu": ["eu-west"]}) is None  # no [zones]: the recorded ones stay
+    assert edited_zones(tmp_path / "missing.toml", None) is None

@@ -121,3 +121,28 @@ def test_a_refused_failover_names_only_active_regions_of_the_zone_as_the_way_out
     why = refusal("fail over", "us-east", ZONES, {"eu": 1}, source="eu-central", inactive={"eu-west"})
     assert why is not None and "instead" not in why
     assert "no other region of zone eu is active (eu-west not either)" in why and "restore" in why
+
+
+def test_the_version_covers_a_change_of_the_zone_s_regions() -> None:
+    """Issue 21 item 11: a zone whose regions changed while workers run changes its tenants'
+    version (rm_placement_version appends ':' and the zones row's epoch once it is > 1), and only
+    theirs; a zone's first row leaves it as it was (a worker without the row holds the tenant)."""
+    unknown = place("t", FOUR, None, {}, ZoneBinding("eu", (), 3))  # the binding arrived, the zone's row not yet
+    first = place("t", FOUR, None, {}, ZoneBinding("eu", ("eu-west", "eu-central"), 3, members_epoch=1))
+    changed = place("t", FOUR, None, {}, ZoneBinding("eu", ("eu-west", "eu-central"), 3, members_epoch=2))
+    assert unknown.held and not first.held
+    assert unknown.version == first.version == "0//3/0" and changed.version == "0//3:2/0"
+    assert place("t", FOUR, None, {}, None).version == version(None, {}) == "0//0/0"  # unzoned: as before
+
+
+@pytest.mark.parametrize(("binding", "rows", "says"), [
+    (ZoneBinding("eu", (), 1), {}, "the definition of zone eu (its row in the zones table) to reach this region"),
+    (ZoneBinding("eu", ("mars",), 1, 1), {}, "zone eu to name a region of the mesh (it names mars)"),
+    (ZoneBinding("eu", ("eu-west", "eu-central"), 1, 1),
+     {"eu-west": failed("us-east"), "eu-central": failed("us-east")},
+     "a region of zone eu that places runs (eu-central failed_over, eu-west failed_over)"),
+])
+def test_a_held_placement_says_what_it_waits_for(binding: ZoneBinding, rows: dict[str, RegionRow], says: str) -> None:
+    p = place("t", FOUR, None, rows, binding)
+    assert p.held and p.waits_for is not None and says in p.waits_for
+    assert place("t", FOUR, None, {}, EU).waits_for is None  # placed: nothing to wait for

@@ -22,6 +22,20 @@ def dev() -> None:
 
 
 
+def parse_zones(specs: tuple[str, ...]) -> dict[str, list[str]]:
+    """``eu=eu-west,eu-central`` (one zone per spec) -> {"eu": ["eu-west", "eu-central"]}.
+    Raises click.BadParameter naming the spec that is not NAME=REGION,..."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        name, _, members = spec.partition("=")
+        regions = [r.strip() for r in members.split(",") if r.strip()]
+        if not name.strip() or not regions or name.strip() in out:
+            raise click.BadParameter(f"{spec!r}: write NAME=REGION,REGION (one zone per --zones, each once)",
+                                     param_hint="--zones")
+        out[name.strip()] = regions
+    return out
+
+
 @dev.command("up")
 @click.option(
     "--regions", envvar="REGIONMESH_DEV_REGIONS", show_envvar=True, default=None,
@@ -42,7 +56,11 @@ def dev() -> None:
               show_envvar=True, help="Start 'regionmesh metrics serve' per region.")
 @click.option("--tls", is_flag=True, envvar="REGIONMESH_DEV_TLS", show_envvar=True,
               help="A throwaway CA; PostgreSQL (ssl=on, hostssl only) and Redis (TLS port only), verified by every client.")
-def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, metrics: bool, tls: bool, root: str) -> None:
+@click.option("--zones", "zone_specs", multiple=True, envvar="REGIONMESH_DEV_ZONES", show_envvar=True,
+              metavar="NAME=REGION,...", help="A zone and its regions (repeat for more); kept across 'up' "
+                                               "(mesh.toml) and defined in the mesh ('regionmesh zones').")
+def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, metrics: bool, tls: bool, root: str,
+           zone_specs: tuple[str, ...]) -> None:
     """Start (or reuse) every region's servers and workers, migrate, write the mesh file."""
     _needs("dev")  # imported here: an optional extra
     from regionmesh.ops.devmesh import DevMesh
@@ -50,7 +68,8 @@ def dev_up(regions: str | None, n_workers: int, concurrency: int, flower: bool, 
     started = time.monotonic()
     mesh = DevMesh(root)
     wanted = [r.strip() for r in regions.split(",") if r.strip()] if regions else None
-    config = mesh.up(wanted, workers=n_workers, concurrency=concurrency, flower=flower, metrics=metrics, tls=tls)
+    config = mesh.up(wanted, workers=n_workers, concurrency=concurrency, flower=flower, metrics=metrics, tls=tls,
+                     zones=parse_zones(zone_specs) if zone_specs else None)
     table = Table(title=f"regionmesh dev mesh ({time.monotonic() - started:.1f}s) - {mesh.mesh_file}")
     for col in ("region", "postgres", "redis (broker)", "queues"):
         table.add_column(col)

@@ -22,6 +22,7 @@ from regionmesh.models.runs import dead_letters as fetch
 from regionmesh.models.runs import get_run, list_runs, statuses, submission_fates
 from regionmesh.ops.cli.base import Context, _engine_for, _needs, cli, console, pass_ctx
 from regionmesh.replication.retention import prune
+from regionmesh.routing.membership import with_mesh_zones
 from regionmesh.workers.definitions import Registry
 
 
@@ -243,7 +244,7 @@ def runs_show(ctx: Context, run_id: str, region: str | None, as_json: bool) -> N
 
 def _show_summary(ctx: Context, summary: dict[str, Any], as_json: bool) -> None:
     """A zoned run seen from outside its zone: its metadata, and where its payload is held."""
-    held_in = list(ctx.config.zones.get(summary["zone"], ()))
+    held_in = list(with_mesh_zones(ctx.config).zones.get(summary["zone"], ()))
     if as_json:
         click.echo(json.dumps({**summary, "payload_held_in": held_in}, default=str, indent=2))
         return

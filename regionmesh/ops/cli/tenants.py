@@ -16,6 +16,7 @@ from regionmesh.replication.erasure import erase as erase_tenant
 from regionmesh.replication.erasure import reenable as erasure_reenable
 from regionmesh.replication.erasure import status as erasure_status
 from regionmesh.routing.hashing import score
+from regionmesh.routing.membership import with_mesh_zones
 from regionmesh.routing.router import Router
 
 
@@ -29,7 +30,7 @@ def route(ctx: Context, tenant: str, as_json: bool) -> None:
     cfg = ctx.config
     via = cfg.local.name if cfg.local_region else next(iter(cfg.regions))
     engine = engine_for(cfg, via)
-    placement = Router(engine, list(cfg.regions), zones=cfg.zones).place(tenant)
+    placement = Router(engine, list(cfg.regions)).place(tenant)
     engine.dispose()
     if as_json:
         click.echo(json.dumps({"tenant": tenant, "home": placement.region, "reason": placement.reason,
@@ -91,14 +92,15 @@ def tenants_move(ctx: Context, tenant: str, to_region: str) -> None:
 @click.argument("zone")
 @pass_ctx
 def tenants_zone(ctx: Context, tenant: str, zone: str) -> None:
-    """Bind TENANT to ZONE (a [zones] entry of the mesh file): its runs are placed only in the zone's
-    regions and their inputs and outputs are held only there. Written at the region that places it."""
+    """Bind TENANT to ZONE (a zone of the mesh: 'regionmesh zones list'): its runs are placed only in
+    the zone's regions and their inputs and outputs are held only there. Written at the region that
+    places it."""
     _needs("server")  # imported here: an optional extra
     from regionmesh.ops.residency import bind_zone
 
     at, epoch = bind_zone(ctx.config, tenant, zone, _via(ctx))
-    console.print(f"{tenant} bound to zone {zone} ({', '.join(ctx.config.zones[zone])}) at epoch {epoch} "
-                  f"(written at {at})")
+    members = with_mesh_zones(ctx.config, at).zones.get(zone, ())
+    console.print(f"{tenant} bound to zone {zone} ({', '.join(members)}) at epoch {epoch} (written at {at})")
 
 
 def _via(ctx: Context) -> str:

@@ -25,6 +25,7 @@ from regionmesh.models.tables import RUN_STATUSES
 from regionmesh.ops.console import dag, filters, present
 from regionmesh.ops.failover import lease_status
 from regionmesh.replication.status import mesh_status
+from regionmesh.routing.membership import with_mesh_zones
 from regionmesh.routing.router import Router
 
 
@@ -37,15 +38,20 @@ class Console:
     router: Router = field(init=False)
 
     def __post_init__(self) -> None:
-        self.router = Router(self.engine, list(self.config.regions), zones=self.config.zones)
+        self.router = Router(self.engine, list(self.config.regions))
 
     @property
     def region(self) -> str:
         return self.config.local.name
 
     @property
+    def zones(self) -> MeshConfig:
+        """The config with the zones this region's copy holds (``regionmesh zones``), not the file's."""
+        return with_mesh_zones(self.config, self.region)
+
+    @property
     def zone(self) -> str | None:
-        return self.config.zone_of(self.region)
+        return self.zones.zone_of(self.region)
 
 
 def view_lag(c: Console) -> dict[str, Any]:
@@ -77,7 +83,7 @@ def run_page(c: Console, run_id: uuid.UUID) -> dict[str, Any] | None:
         if summary is None:
             return None
         return {"summary": summary, "layout": dag.layout(dag.summary_steps(summary["steps"])), "attempts": attempts,
-                "held_in": list(c.config.zones.get(summary["zone"], ()))}
+                "held_in": list(c.zones.zones.get(summary["zone"], ()))}
     shown = present.payload_visible(run.get("zone") or "", c.zone)
     return {
         "run": run, "layout": dag.layout(run["steps"]), "attempts": attempts, "payload_shown": shown,

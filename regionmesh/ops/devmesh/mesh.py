@@ -25,9 +25,11 @@ from regionmesh.ops.devmesh.folder import (
 )
 from regionmesh.ops.devmesh.state import MeshState, ProcessState, RegionState, StateFile
 from regionmesh.ops.migrate import current_revision, upgrade_all
+from regionmesh.ops.zones import set_zone
 from regionmesh.pgbin import PgBin, find_pg_bin
 from regionmesh.replication.join import add_region
 from regionmesh.replication.setup import setup
+from regionmesh.routing.membership import mesh_zones
 from regionmesh.supervisor import kill_tree, terminate
 
 
@@ -241,6 +243,8 @@ class DevMesh:
             for region in wanted:
                 if region not in state.regions:
                     state.regions[region] = state.new_region(region)
+            if zones is None:  # zones an operator wrote into mesh.toml are kept, not written over
+                zones = meshfile.edited_zones(self.mesh_file, state.zones)
             if zones is not None:
                 state.zones = zones
             if state.tls:
@@ -275,6 +279,8 @@ class DevMesh:
                 pg.seal_subscriptions(self.folder, state, config, joined, seal=False)
                 setup(config, joined)
                 pg.seal_subscriptions(self.folder, state, config, joined)
+            if zones:
+                self._apply_zones(config, zones)
         if workers:
             for region in config.regions:
                 missing = workers - len(self.workers(region))
@@ -287,6 +293,17 @@ class DevMesh:
             for region in config.regions:
                 self.start_metrics(region)
         return config
+
+    @staticmethod
+    def _apply_zones(config: MeshConfig, zones: Mapping[str, list[str]]) -> None:
+        """Make the mesh's zones (the replicated ``zones`` table) what ``up`` was given: setup (or
+        migrate) seeded the new ones; a zone whose regions changed is set as 'regionmesh zones set'
+        does it (refused, ZoneRefused, for a zone tenants are bound to)."""
+        held = mesh_zones(config) or {}
+        via = next(iter(config.regions))
+        for name, members in zones.items():
+            if sorted(held.get(name, ())) != sorted(members):
+                set_zone(config, name, list(members), via)
 
     def add_region(self, name: str, *, seed: str | None = None) -> Any:
         """Start ``name`` and join it to the running mesh (Zodan), copying from ``seed``.

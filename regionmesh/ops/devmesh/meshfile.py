@@ -3,6 +3,7 @@ TLS mesh, ``producer.toml`` and ``flower.toml`` (the same regions, that role's R
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -58,6 +59,20 @@ def render(state: MeshState, role: str, *, broker_urls: Mapping[str, str] | None
         lines += ["[zones]", *(f"{z} = [{', '.join(repr(r) for r in members)}]"
                                for z, members in state.zones.items()), ""]
     return "\n".join(lines)
+
+
+def edited_zones(path: Path, recorded: Mapping[str, list[str]] | None) -> dict[str, list[str]] | None:
+    """The ``[zones]`` of the mesh file at ``path`` when an operator changed them there (they differ
+    from the ``recorded`` ones ``up`` wrote), else None: ``up`` keeps such an edit instead of writing
+    the file over it. A file that does not parse is left to the config loader to report."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8")).get("zones")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    found = {str(z): [str(r) for r in members] for z, members in raw.items() if isinstance(members, list)}
+    return found if found != dict(recorded or {}) else None
 
 
 def write(path: Path, text: str) -> Path:
