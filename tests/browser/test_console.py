@@ -30,6 +30,8 @@ from regionmesh.client import submit
 from regionmesh.models.engine import make_engine
 from regionmesh.models.registry import set_home
 from regionmesh.models.runs import record_dead_letter
+from regionmesh.models.subscribing import set_subscription_enabled
+from regionmesh.names import subscription_name
 from regionmesh.testing.workflows import TEST_TABLES
 from tests.conftest import Mesh
 from tests.support.helpers import run_row, scalar, wait_finished, wait_until
@@ -37,6 +39,7 @@ from tests.support.helpers import run_row, scalar, wait_finished, wait_until
 pytestmark = pytest.mark.browser
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402 - after the skip when Selenium is missing
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -303,6 +306,42 @@ def test_the_mesh_page_shows_every_region_and_link_and_updates_itself(site: Site
     wait_until(lambda: site.driver.find_element(By.TAG_NAME, "body").get_attribute("data-refreshed"), 15,
                "a live update of the page")
     assert "mesh" in site.driver.title.lower()
+
+
+def _lag(site: Site, publisher: str, subscriber: str) -> float | None:
+    """The lag in seconds the mesh page shows now for one link (the page updates itself)."""
+    value = _link_cell(site, publisher, subscriber, "data-lag-s")
+    return float(value) if value else None
+
+
+def _link_cell(site: Site, publisher: str, subscriber: str, attribute: str | None = None) -> str:
+    """One link cell's attribute (or text), "" while the page is being swapped under us."""
+    try:
+        cell = site.driver.find_element(By.CSS_SELECTOR, f"#links td.link[data-from='{publisher}'][data-to='{subscriber}']")
+        return str((cell.get_attribute(attribute) if attribute else cell.text) or "")
+    except (StaleElementReferenceException, NoSuchElementException):
+        return ""
+
+
+def test_the_mesh_page_shows_a_cut_links_lag_growing(site: Site) -> None:
+    """us-east -> ap-south cut (its subscription disabled in ap-south): the page, left open, shows that
+    link's lag in seconds growing and the link's problem, while the other links stay current."""
+    admin = make_engine(site.mesh.dev.admin_url("ap-south", "regionmesh"), pool_size=1)
+    link = subscription_name("ap-south", "us-east")
+    site.open("/mesh")
+    wait_until(lambda: (_lag(site, "us-east", "ap-south") or 99) < 3, 20, "the link to be current first")
+    set_subscription_enabled(admin, link, False)
+    try:
+        first = wait_until(lambda: (lag := _lag(site, "us-east", "ap-south")) is not None and lag > 3 and lag, 30,
+                           "the cut link's lag to pass 3 s on the open page")
+        wait_until(lambda: (_lag(site, "us-east", "ap-south") or 0) > first + 2, 20, "the lag to keep growing")
+        assert (_lag(site, "eu-west", "ap-south") or 99) < 3  # the other link into ap-south is current
+        wait_until(lambda: "subscription disabled" in _link_cell(site, "us-east", "ap-south"), 10, "the link's problem")
+        site.shot("mesh-cut-link")
+    finally:
+        set_subscription_enabled(admin, link, True)
+        admin.dispose()
+    wait_until(lambda: (_lag(site, "us-east", "ap-south") or 99) < 3, 60, "the link to catch up once restored")
 
 
 def test_the_tenants_page_says_where_and_why(site: Site, demo_runs: dict[str, Any]) -> None:
