@@ -150,7 +150,7 @@ def forgiven_in_region(first: Execution, then: Execution, faults: Sequence[Fault
     for f in faults:
         if then.start < f.t0:
             continue
-        if (killed_process(f, first.region, first.pid) and first.start <= f.t0
+        if (killed_process(f, first.region, first.pid) and first.start <= f.t1
                 and (first.effect is None or first.effect >= f.t0 - EFFECT_TO_COMPLETION_S)):
             return f"process killed ({f.kind})"
         if _ran_through(first, f, promise_s) and (_higher(first.attempt, then.attempt) or _higher(first.epoch, then.epoch)):
@@ -169,7 +169,11 @@ def judge(task: TaskId, execs: list[Execution], faults: Sequence[Fault], promise
         if ex.effect is not None:
             ex.end = ex.effect
         else:
-            kills = [f.t0 for f in faults if f.t0 >= ex.start and killed_process(f, ex.region, ex.pid)]
+            # A kill lands between the fault's t0 and its t1 (the driver finds the processes, then
+            # kills them): an execution that started inside that window in a killed process ended
+            # by t1, one that started before it ended by t0.
+            kills = [f.t0 if f.t0 >= ex.start else f.t1 for f in faults
+                     if f.t1 >= ex.start and killed_process(f, ex.region, ex.pid)]
             ex.end = min(kills) if kills else None
             v.open_executions += ex.end is None
     name = "/".join(str(x) for x in task if x is not None)

@@ -345,3 +345,15 @@ def test_the_output_a_task_keeps_must_be_from_the_highest_epoch_that_took_effect
     ledger = with_d(execution("d", "a", 103.0, 112.0), execution("d", "b", 108.0, 109.0, epoch=2))
     v = evaluate(history(ledger=ledger, faults=[cut], accepted={(RUN, "d", None): kept}))
     assert v.classes == classes, v.violations
+
+
+def test_a_handler_started_while_its_worker_was_being_killed_ended_with_that_kill() -> None:
+    # Found by CI's seed 12: a worker kill recorded at t0 = 100 killed its pool process a moment
+    # later, after that process had started d at 101; the restarted worker ran d again at 110.
+    # The first execution ended by the kill's t1 (104), not at the region's next kill (200): no
+    # overlap, and the repeat is the documented re-run of a killed process.
+    kill = Fault("worker_kill", "a", 100.0, 104.0, pids=(100,))
+    later = Fault("region_failover", "a", 200.0, 230.0, killed=("a",), heir="b", adopted_at=201.0)
+    ledger = with_d(execution("d", "a", 101.0, None), execution("d", "a", 110.0, 111.0, pid=200, attempt=2))
+    v = evaluate(history(ledger=ledger, faults=[kill, later]))
+    assert v.ok, v.violations
