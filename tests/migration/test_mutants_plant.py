@@ -42,8 +42,11 @@ def test_no_lease_check_lets_a_region_without_a_lease_work(head: Engine) -> None
     with head.connect() as conn, conn.begin() as tx:
         conn.execute(text("DELETE FROM local_lease"))
         assert conn.execute(text("SELECT rm_may_work()")).scalar_one() is False
+        assert conn.execute(text("SELECT rm_guard_work()")).scalar_one() is False
         mutants.apply_sql(conn, mutants.MUTANTS["no_lease_check"])
         assert conn.execute(text("SELECT rm_may_work()")).scalar_one() is True
+        # the guarded transactions' checks (0021: at the start and at the commit) are gone too
+        assert conn.execute(text("SELECT rm_guard_work()")).scalar_one() is True
         tx.rollback()
 
 
