@@ -35,7 +35,9 @@ def test_short_campaign_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> 
     # The campaign did what it claims: every kind of fault and every producer path at least once.
     assert set(v["faults"]) == set(KINDS), v["faults"]  # every kind at least once
     assert all(v["submissions"].get(p, 0) > 0 for p in ("direct", "forwarded", "batch", "raw")), v["submissions"]
-    assert v["runs"] >= sum(v["submissions"].values()) * 0.9
+    # Load happened: about 1,000 runs a minute here. (Acknowledged publishes count every producer
+    # re-send under its own id, so on a loaded machine they are several times the runs.)
+    assert v["runs"] >= 300 * MINUTES, v["runs"]
 
 
 # --- the checker against planted bugs: a short campaign per mutant must report the class it causes --
