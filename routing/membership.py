@@ -28,6 +28,11 @@ from regionmesh.models.engine import engine_for
 UNDEFINED_TABLE = "42P01"
 
 
+def _sqlstate(exc: ProgrammingError) -> str | None:
+    """The SQLSTATE of a driver error: psycopg2 names it ``pgcode``, psycopg 3 ``sqlstate``."""
+    return getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
+
+
 def mesh_zones(config: MeshConfig, via: str | None = None) -> dict[str, tuple[str, ...]] | None:
     """Zone -> regions as the first region that answers holds them (``via`` first, then the local
     region, then the others in mesh-file order), the mesh file's zones it has no row of included;
@@ -38,7 +43,7 @@ def mesh_zones(config: MeshConfig, via: str | None = None) -> dict[str, tuple[st
             held = {**config.zones, **residency.zones(engine_for(config, region))}
             return {name: members for name, members in held.items() if members}
         except ProgrammingError as exc:
-            if getattr(exc.orig, "sqlstate", None) == UNDEFINED_TABLE:
+            if _sqlstate(exc) == UNDEFINED_TABLE:
                 return None  # a schema before 0023: the mesh file's zones are the only ones
             raise
         except Exception:  # an unreachable region: ask the next
@@ -56,7 +61,7 @@ def seed_from_file(config: MeshConfig, engines: Mapping[str, Engine]) -> tuple[s
         try:
             return region, residency.seed_zones(engine, config.zones)
         except ProgrammingError as exc:
-            if getattr(exc.orig, "sqlstate", None) == UNDEFINED_TABLE:
+            if _sqlstate(exc) == UNDEFINED_TABLE:
                 return None
             raise
         except OperationalError:  # unreachable: the next one
