@@ -41,8 +41,8 @@ def put(engine: Engine, *, submission_id: str, run_id: uuid.UUID, target_region:
                ON CONFLICT (run_id) DO NOTHING"""
         ), {"s": submission_id, "run": run_id, "r": target_region, "t": task_name, "p": json.dumps(payload),
             "e": None if error is None else error[:2000], "sent": sent, "c": confirm_within_s})
-        if result.rowcount:
-            return True
+        if result.rowcount or sent:  # sent: the home records its outcome (created or duplicate)
+            return bool(result.rowcount)
         conn.execute(text(
             """INSERT INTO duplicate_submissions (run_id, submission_id, tenant_id, region)
                SELECT :run, :s, :tenant, coalesce(current_setting('regionmesh.region', true), '')
