@@ -155,10 +155,15 @@ BEGIN
   ELSE PERFORM pg_advisory_xact_lock_shared(hashtext('rm.runs:' || p_tenant)); END IF;
 END $$;
 
--- The tenant of the run a task belongs to (NULL: no such task here).
-CREATE OR REPLACE FUNCTION rm_task_tenant(p_task uuid) RETURNS text LANGUAGE sql STABLE AS $$
-  SELECT r.tenant_id FROM step_tasks t JOIN workflow_runs r ON r.id = t.run_id WHERE t.id = p_task
-$$;
+-- The tenant of the run a task belongs to (NULL: no such task here). PL/pgSQL keeps its query's
+-- plan for the session; as a SQL function (0022) its join was planned again on every call.
+CREATE OR REPLACE FUNCTION rm_task_tenant(p_task uuid) RETURNS text LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  v_tenant text;
+BEGIN
+  SELECT r.tenant_id INTO v_tenant FROM step_tasks t JOIN workflow_runs r ON r.id = t.run_id WHERE t.id = p_task;
+  RETURN v_tenant;
+END $$;
 
 -- NULL: the completion was discarded (a duplicate, a lost race, a cancelled run,
 -- a run owned elsewhere or at a newer epoch, no lease here, the tenant erased).
