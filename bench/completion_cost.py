@@ -30,7 +30,7 @@ from regionmesh.ops.devmesh import DevMesh
 from regionmesh.ops.devmesh.folder import DATABASE
 
 REGION = "us-east"
-STEP = {"key": "only", "handler": "noop", "depends_on": [], "map_over": None, "max_attempts": 1,
+STEP: dict[str, Any] = {"key": "only", "handler": "noop", "depends_on": [], "map_over": None, "max_attempts": 1,
         "backoff_base_s": 1.0, "backoff_max_s": 1.0, "timeout_s": 3600.0}
 
 
