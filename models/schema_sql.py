@@ -28,6 +28,7 @@ watch.sql       ``rm_watch_beat``: heartbeat jumps a subscriber received, the
                 sign of a slot moved by someone else (0015)
 submissions.sql the triggers of duplicate_submissions (0019)
 zones.sql       the triggers of zones, the replicated zone membership (0023)
+console.sql     the triggers of console_actions, the console's audit trail (0025)
 ==============  ===============================================================
 
 How migrations use these files. They are the current view; migrations do not
@@ -50,7 +51,7 @@ from sqlalchemy import Connection
 # In dependency order: triggers.sql attaches functions the files before it define.
 FILES: tuple[str, ...] = ("stamp.sql", "lease.sql", "engine.sql", "claims.sql", "conflicts.sql", "triggers.sql",
                          "deletes.sql", "residency.sql", "payload.sql", "history.sql", "watch.sql", "submissions.sql",
-                         "zones.sql")
+                         "zones.sql", "console.sql")
 
 
 def load(name: str) -> str:

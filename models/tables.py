@@ -33,6 +33,9 @@ STEP_STATUSES = ("waiting", "ready", "queued", "running", "succeeded", "failed",
 TASK_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 REGION_STATUSES = ("active", "draining", "failing_over", "failed_over")
 GRANT_STATES = ("granting", "withheld", "expired")
+# How an attempt ended (rm_attempt_end, claims.sql); NULL while it runs.
+ATTEMPT_OUTCOMES = ("succeeded", "failed", "timed_out", "worker_lost", "superseded", "cancelled")
+CONSOLE_OUTCOMES = ("done", "refused", "error")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -176,6 +179,10 @@ class WorkflowRun(Replicated, Base):
         CheckConstraint(_in("status", RUN_STATUSES), name="status"),
         Index(None, "tenant_id", "created_at"),
         Index(None, "owner_region", "status"),
+        # The console's run list, newest first, by keyset on (created_at, id) (0025).
+        Index(None, "created_at", "id"),
+        Index(None, "status", "created_at", "id"),
+        Index(None, "workflow", "created_at", "id"),
     )
 
 
@@ -236,6 +243,9 @@ class StepTask(Replicated, Base):
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     zone: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("''"))
+    # Each failed attempt's error text by step_attempts id (rm_attempt_end): payload, so here and
+    # not in step_attempts, which every region holds.
+    attempt_errors: Mapped[dict[str, str] | None] = mapped_column(JSONB)
     __table_args__ = (
         UniqueConstraint("id", "zone"),
         UniqueConstraint("idempotency_key"),
@@ -262,7 +272,9 @@ class RunSummary(Replicated, Base):
 
 
 class StepAttempt(Replicated, Base):
-    """One claim of a step task: which region and worker started which attempt, when."""
+    """One claim of a step task: which region and worker started which attempt, when, and (once it
+    ended) when and how (``outcome``, written by rm_attempt_end; the error text is payload and stays
+    in ``step_tasks.attempt_errors``)."""
 
     __tablename__ = "step_attempts"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -272,7 +284,29 @@ class StepAttempt(Replicated, Base):
     region: Mapped[str] = mapped_column(Text, nullable=False)
     worker: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
-    __table_args__ = (Index(None, "run_id"),)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (Index(None, "run_id"), Index(None, "task_id"),
+                      CheckConstraint(_in("outcome", ATTEMPT_OUTCOMES), name="outcome"))
+
+
+class ConsoleAction(Replicated, Base):
+    """One action taken in the operator console (the audit trail): who, what, on which target,
+    from which region's console, where it ran and how it ended. Keyed by tenant for erasure."""
+
+    __tablename__ = "console_actions"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    actor: Mapped[str] = mapped_column(Text, nullable=False)
+    action: Mapped[str] = mapped_column(Text, nullable=False)
+    target: Mapped[str] = mapped_column(Text, nullable=False)
+    tenant_id: Mapped[str | None] = mapped_column(Text)
+    console_region: Mapped[str] = mapped_column(Text, nullable=False)
+    acted_region: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(Text, nullable=False)
+    detail: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (Index(None, "at"), Index(None, "tenant_id"),
+                      CheckConstraint(_in("outcome", CONSOLE_OUTCOMES), name="outcome"))
 
 
 class Heartbeat(Replicated, Base):
@@ -419,6 +453,7 @@ REPLICATED_TABLES = (
     "tenant_registry_history",
     "duplicate_submissions",
     "zones",
+    "console_actions",
 )
 # Tables holding payloads: published per destination, filtered on zone (payload.sql).
 ZONED_TABLES = ("workflow_runs", "workflow_steps", "step_tasks")

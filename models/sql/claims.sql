@@ -3,6 +3,7 @@
 -- owned elsewhere or of an older epoch.
 -- rm_complete_and_claim completes a task and claims the next one it released
 -- in the same transaction (inline continuation). Called from models/runs.py.
+-- rm_attempt_end records how a claimed attempt ended (0025).
 -- rm_guard_work and rm_lease_at_commit bound every transaction that claims,
 -- completes, fails or creates work by the lease (0021): its last lease check is
 -- at its commit, and no lock wait outlasts the lease.
@@ -126,3 +127,39 @@ BEGIN
   END IF;
   RETURN jsonb_build_object('discarded', false, 'released', to_jsonb(released), 'claim', claimed);
 END $$;
+
+-- How a running task's attempt ended, read from the write that ends it (local writes only: the
+-- apply worker never fires it; the attempt row's update replicates). A write that keeps the same
+-- attempt running ends nothing; a tombstone (erasure, a stale epoch's task voided) is not an end.
+-- A takeover (running again, next attempt) ends the previous one as worker_lost; the texts
+-- 'worker lost...' and 'timed out...' are the ones workers/ and the reconciler write.
+CREATE OR REPLACE FUNCTION rm_attempt_end() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  v_outcome text;
+  v_id uuid;
+BEGIN
+  IF NEW.deleted_at IS NOT NULL
+     OR (NEW.status = 'running' AND NEW.attempt = OLD.attempt AND NEW.epoch = OLD.epoch) THEN
+    RETURN NEW;
+  END IF;
+  v_outcome := CASE
+    WHEN NEW.epoch <> OLD.epoch THEN 'superseded'
+    WHEN NEW.status = 'succeeded' THEN 'succeeded'
+    WHEN NEW.status = 'cancelled' THEN 'cancelled'
+    WHEN NEW.status = 'running' OR NEW.error LIKE 'worker lost%' THEN 'worker_lost'
+    WHEN NEW.error LIKE 'timed out%' THEN 'timed_out'
+    ELSE 'failed' END;
+  UPDATE step_attempts SET ended_at = clock_timestamp(), outcome = v_outcome, epoch = greatest(epoch, NEW.epoch)
+   WHERE id = (SELECT a.id FROM step_attempts a
+                WHERE a.task_id = OLD.id AND a.attempt = OLD.attempt AND a.epoch = OLD.epoch
+                  AND a.ended_at IS NULL AND a.deleted_at IS NULL
+                ORDER BY a.started_at DESC LIMIT 1)
+  RETURNING id INTO v_id;
+  IF v_id IS NOT NULL AND v_outcome IN ('failed', 'timed_out', 'worker_lost') AND NEW.error IS NOT NULL THEN
+    NEW.attempt_errors := coalesce(NEW.attempt_errors, '{}'::jsonb) || jsonb_build_object(v_id::text, left(NEW.error, 2000));
+  END IF;
+  RETURN NEW;
+END $$;
+
+CREATE OR REPLACE TRIGGER rm_attempt_end BEFORE UPDATE ON step_tasks
+  FOR EACH ROW WHEN (OLD.status = 'running' AND OLD.deleted_at IS NULL) EXECUTE FUNCTION rm_attempt_end();

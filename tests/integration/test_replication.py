@@ -83,7 +83,8 @@ def test_publication_is_the_replicated_tables_only_without_truncate(mesh: Mesh, 
         assert "outbox" not in tables and "dead_letters" not in tables and "alembic_version" not in tables
         assert set(tables) == {"regions", "tenant_registry", "step_attempts", "heartbeats", "lease_grants",
                                "tenant_zones", "tenant_erasures", "erasure_confirmations", "run_summaries",
-                               "tenant_registry_history", "duplicate_submissions", "zones"}
+                               "tenant_registry_history", "duplicate_submissions", "zones",
+                               "console_actions"}
         # Payload tables go per destination, filtered on their zone (a mesh without zones: unzoned rows only).
         for dest in ("us-east", "eu-west", "ap-south"):
             if engine is not engines.get(dest):

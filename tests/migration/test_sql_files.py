@@ -63,6 +63,8 @@ def test_head_has_the_functions_the_files_define_and_the_triggers_of_every_repli
     expected_triggers[("heartbeats", "rm_beat_watch")] = "R"
     # claims.sql: the lease check at the commit of a claim, completion, failure or run creation (0021).
     expected_triggers[("step_tasks", "rm_lease_at_commit")] = "O"
+    # claims.sql: an attempt's end and outcome, from the write that ends its running task (0025).
+    expected_triggers[("step_tasks", "rm_attempt_end")] = "O"
     assert {key: enabled for key, (_, enabled) in at_head.triggers.items()} == expected_triggers
     assert set(at_head.tables) == set(Base.metadata.tables)
 
