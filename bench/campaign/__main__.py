@@ -1,6 +1,9 @@
 """``python -m bench.campaign --seed S --minutes M [--regions 3] [--drain 300] [--keep] [--out FILE]``;
 exit 1 on any violation, printing the seed.
 
+``--no-resend``: producers never send a submission again, so a lost first publish is reported as
+lost by its submission id (the issue's "campaign with producer re-sends off").
+
 ``--mutant NAME`` runs the same campaign against a deliberately broken build (bench/mutants.py) and
 exits 1 unless the checker reports the violation class that mutant must cause; ``--mutants all``
 (or a comma-separated list) runs one campaign per mutant, prints the matrix and writes
@@ -38,7 +41,7 @@ def _matrix(args: argparse.Namespace, chosen: list[mutants.Mutant]) -> int:
     for m in chosen:
         began = time.monotonic()
         verdict, _ = run_campaign(args.seed, args.minutes, n_regions=args.regions, drain_s=args.drain,
-                                  keep=args.keep, mutant=m, kinds=_kinds(args.faults, m))
+                                  keep=args.keep, mutant=m, kinds=_kinds(args.faults, m), resend=args.resend)
         rows.append({"mutant": m.name, "breaks": m.breaks, "must_report": m.catches,
                      "caught": m.caught(verdict.classes), "reported": sorted(verdict.classes),
                      "seconds": round(time.monotonic() - began)})
@@ -50,7 +53,7 @@ def _matrix(args: argparse.Namespace, chosen: list[mutants.Mutant]) -> int:
     return 0 if all(r["caught"] for r in rows) else 1
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.campaign", description=bench.campaign.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, required=True)
@@ -59,18 +62,25 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=300, help="seconds allowed for everything to finish")
     parser.add_argument("--keep", action="store_true", help="keep the mesh folder (logs, ledger) for inspection")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--no-resend", dest="resend", action="store_false",
+                        help="producers never publish a submission again (no journal confirm, no re-sender): "
+                             "a lost first publish stays lost and is reported by its submission id")
     parser.add_argument("--faults", default="all",
                         help=f"'all' or a comma-separated list of fault kinds: {', '.join(KINDS)} "
                              "(a mutant's own fault is always among them)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--mutant", default=None, help=f"one planted bug: {', '.join(mutants.MUTANTS)}")
     group.add_argument("--mutants", default=None, help="'all' or a comma-separated list: one campaign per mutant")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.mutants:
         sys.exit(_matrix(args, mutants.select(args.mutants)))
     mutant = mutants.select(args.mutant)[0] if args.mutant else None
     verdict, _ = run_campaign(args.seed, args.minutes, n_regions=args.regions, drain_s=args.drain, keep=args.keep,
-                              out=args.out, mutant=mutant, kinds=_kinds(args.faults, mutant))
+                              out=args.out, mutant=mutant, kinds=_kinds(args.faults, mutant), resend=args.resend)
     if mutant is not None:
         caught = mutant.caught(verdict.classes)
         print(f"mutant {mutant.name}: {'caught' if caught else 'NOT caught'} "

@@ -14,6 +14,10 @@ accounts for each by its id and computes the expected work itself.
 
 A submission counts as acknowledged once its publish returned (``Record.add``); a publish that
 raised is counted as refused. ``path`` is always the producer path an ``Ack`` names.
+
+With ``Plan.resend`` off (``--no-resend``) no producer publishes anything again: the client
+producers still journal but never confirm, and the campaign starts no re-sender (resend.py), so
+what the product loses shows as lost by its submission id.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from regionmesh.names import SUBMIT_TASK, submit_queue
 from regionmesh.routing.hashing import home_by_hash
 
 CLIENT_PATHS = ("direct", "forwarded")
+CONFIRM_EVERY_S = 10.0  # how often a client producer confirms its journal (and sends the missing again)
 
 
 def workload(rng: random.Random, marker: str | None = None) -> tuple[str, dict[str, Any]]:
@@ -91,7 +96,7 @@ class Producers:
     def client(self, path: str, rng: random.Random) -> None:
         """direct (to the tenant's home) or forwarded (to another region), journaled."""
         journal = self.journals[path]
-        next_confirm = time.monotonic() + 10
+        next_confirm = time.monotonic() + CONFIRM_EVERY_S
         while not self.stop.is_set():
             tenant = rng.choice(self.plan.tenants)
             home = self._home(tenant, rng)
@@ -105,9 +110,9 @@ class Producers:
                                      key, None, time.time()))
             except Exception:  # not acknowledged: the producer was told it failed
                 self.record.stats.refused[path] += 1
-            if time.monotonic() > next_confirm:
+            if self.plan.resend and time.monotonic() > next_confirm:
                 self.record.stats.resent[path] += self._confirm(journal)
-                next_confirm = time.monotonic() + 10
+                next_confirm = time.monotonic() + CONFIRM_EVERY_S
             self.stop.wait(rng.uniform(0.2, 0.8))
 
     def _confirm(self, journal: Journal) -> int:
@@ -125,7 +130,10 @@ class Producers:
         return done.resent
 
     def confirm_journals(self) -> None:
-        """One confirm pass over every journal (the drain keeps the client producers' promise)."""
+        """One confirm pass over every journal (the drain keeps the client producers' promise);
+        nothing when the campaign runs with re-sends off (a confirm pass sends the missing again)."""
+        if not self.plan.resend:
+            return
         for path, journal in self.journals.items():
             self.record.stats.resent[path] += self._confirm(journal)
 

@@ -32,11 +32,14 @@ class Plan:
     regions: list[str]
     mutant: Mutant | None = None  # a planted bug (bench/mutants.py) the checker must catch
     kinds: tuple[str, ...] = ()  # the fault kinds to draw from (empty: every kind)
+    # False (--no-resend): no producer ever publishes a submission again (no journal confirm, no
+    # re-sender), so a lost first publish stays lost and the checker reports it by its submission id
+    resend: bool = True
 
     @classmethod
     def of(cls, seed: int, minutes: float, n_regions: int, mutant: Mutant | None = None,
-           kinds: tuple[str, ...] = ()) -> Plan:
-        return cls(seed, minutes, ALL_REGIONS[:n_regions], mutant, kinds)
+           kinds: tuple[str, ...] = (), *, resend: bool = True) -> Plan:
+        return cls(seed, minutes, ALL_REGIONS[:n_regions], mutant, kinds, resend)
 
     @property
     def prefix(self) -> str:

@@ -20,6 +20,11 @@ from bench.common import RESULTS, check_code_root, scratch_mesh
 from bench.mutants import Mutant
 
 
+def resender_thread(plan: Plan, mesh: CampaignMesh, record: Record) -> threading.Thread | None:
+    """The batch and raw producers' re-sender, not started; None with re-sends off (--no-resend)."""
+    return threading.Thread(target=Resender(mesh, record).loop, daemon=True) if plan.resend else None
+
+
 def run(plan: Plan, mesh: CampaignMesh, record: Record, drain_s: float) -> tuple[Verdict, dict[str, Any]]:
     """Load and faults until the campaign's end, then the drain and the verdict."""
     baseline = Baseline.take(mesh)
@@ -30,7 +35,9 @@ def run(plan: Plan, mesh: CampaignMesh, record: Record, drain_s: float) -> tuple
     threads = producers.threads()
     for t in threads:
         t.start()
-    threading.Thread(target=Resender(mesh, record).loop, daemon=True).start()
+    resender = resender_thread(plan, mesh, record)
+    if resender is not None:
+        resender.start()
     try:
         schedule(plan, mesh, faults, record, stop)
     finally:
@@ -48,13 +55,14 @@ def run(plan: Plan, mesh: CampaignMesh, record: Record, drain_s: float) -> tuple
 
 def run_campaign(seed: int, minutes: float, *, n_regions: int = 3, drain_s: float = 300, keep: bool = False,
                  out: str | None = None, log: Log = print, mutant: Mutant | None = None,
-                 kinds: tuple[str, ...] = ()) -> tuple[Verdict, dict[str, Any]]:
+                 kinds: tuple[str, ...] = (), resend: bool = True) -> tuple[Verdict, dict[str, Any]]:
     check_code_root()
-    plan = Plan.of(seed, minutes, n_regions, mutant, kinds)
+    plan = Plan.of(seed, minutes, n_regions, mutant, kinds, resend=resend)
     dev = scratch_mesh()
     record = Record(log)
     log(f"fault campaign: seed {seed}, {minutes:g} min, regions {plan.regions}, mesh in {dev.root}"
-        + (f", mutant {mutant.name} ({mutant.breaks})" if mutant else ""))
+        + (f", mutant {mutant.name} ({mutant.breaks})" if mutant else "")
+        + ("" if resend else ", producer re-sends off"))
     try:
         mesh = CampaignMesh.start(dev, plan.regions, record, mutant, zones=plan.zones, zoned=plan.zoned_tenants)
     except BaseException:

@@ -89,7 +89,7 @@ def judge(plan: Plan, mesh: CampaignMesh, record: Record, producers: Producers, 
     started = record.started
     extra = {"seed": plan.seed, "minutes": plan.minutes, "regions": mesh.regions,
              "faults_s": round(faults_end - started, 1), "drain_s": round(time.time() - faults_end, 1),
-             "drained": drained, "refused_publishes": dict(record.stats.refused),
+             "drained": drained, "producer_resends": plan.resend, "refused_publishes": dict(record.stats.refused),
              "resent_by_producers": dict(record.stats.resent),
              "faults": [asdict(f) | {"t0": round(f.t0 - started, 2), "t1": round(f.t1 - started, 2)}
                         for f in record.faults],
