@@ -57,10 +57,15 @@ KINDS = ["pool_kill", "worker_kill", "redis_kill", "pg_kill", "repl_cut", "broke
 # A cut-off region's handler still running when it is restored: longer than the cut-off failover
 # (lease expiry, 5-20 s cut, restore), so the heir's re-run is in flight when the old one ends.
 LONG_STEP_S = 35.0
+# Steps that end inside the cut-off victim's remaining lease: started before the cut and seen
+# running by the heir (which adopts and re-runs them), completed by the victim after the cut. The
+# two regions then both write the same run, step and task rows before the heal: the concurrent
+# writes the conflict rule decides (mutant conflict_keeps_older shows only with them).
+MID_STEP_S = (0.4 * LEASE_S, 0.6 * LEASE_S)
 
 
 class Faults(LeaseFaults):
-    long_runs = 0  # runs with a long first step submitted so far (their keys are numbered)
+    long_runs = 0  # runs with a long or mid first step submitted so far (their keys are numbered)
 
     def inject(self, kind: str, rng: random.Random, seconds: float) -> None:
         """Inject one fault of ``kind``; ``seconds`` is how long a cut lasts (other kinds ignore it)."""
@@ -212,7 +217,8 @@ class Faults(LeaseFaults):
         heir = rng.choice(self.mesh.heirs(victim))
         others = [r for r in self.regions if r != victim]
         links = [(victim, o) for o in others] + [(o, victim) for o in others]
-        long_runs = self._long_steps_in_flight(victim, rng)
+        long_runs = self._steps_in_flight(victim, rng, (LONG_STEP_S, LONG_STEP_S), "long")
+        mid_runs = self._steps_in_flight(victim, rng, MID_STEP_S, "mid", seen_by=heir)
         t0 = time.time()
         for link in links:
             self.mesh.repl_proxies[link].sever()
@@ -230,40 +236,46 @@ class Faults(LeaseFaults):
         # nothing), so that ends its no-work window, not the heal of its links.
         self.record.fault("cutoff_failover", victim, t0, time.time(),
                           f"cut off (isolated) and failed over to {heir} after {began - t0:.1f}s "
-                          f"({report.runs_adopted} runs adopted) while running, {long_runs} {LONG_STEP_S:g}-s steps in "
-                          f"flight there; links back after {healed - t0:.1f}s, restored after {restored - t0:.1f}s",
+                          f"({report.runs_adopted} runs adopted) while running, {long_runs} {LONG_STEP_S:g}-s and {mid_runs} "
+                          f"shorter steps seen by the heir in flight there; links back after {healed - t0:.1f}s, restored after {restored - t0:.1f}s",
                           severed=tuple(links), heir=heir, adopted_at=began, healed=restored)
 
-    def _long_steps_in_flight(self, victim: str, rng: random.Random, n: int = 2) -> int:
-        """Submit ``n`` runs whose first step lasts ``LONG_STEP_S`` to tenants ``victim`` places, and
-        wait (at most 10 s) until the victim started them: handlers still running there when the
-        heir has adopted their runs and re-run them, and when the victim is restored (a completion
-        that ignored the run's epoch would then be accepted: the stale write the epoch fences off).
-        Returns how many started. They are acknowledged submissions like any other."""
+    def _steps_in_flight(self, victim: str, rng: random.Random, seconds: tuple[float, ...], prefix: str,
+                         seen_by: str | None = None) -> int:
+        """Submit one run per entry of ``seconds`` (its first step lasts that long) to tenants
+        ``victim`` places, and wait (at most 10 s) until the victim started them and, with
+        ``seen_by``, until that region's copy shows their first task running (so it adopts and
+        re-runs them). Long ones are handlers still running there when the heir has adopted their
+        runs and re-run them, and when the victim is restored (a completion that ignored the run's
+        epoch would then be accepted: the stale write the epoch fences off); mid ones end inside the
+        victim's remaining lease, after the cut. Returns how many started (and were seen). They are
+        acknowledged submissions like any other."""
         homed = [t for t in self.plan.tenants if home_region(self.mesh.config, t, victim) == victim]
         started: list[str] = []
-        for tenant in rng.sample(homed, min(n, len(homed))):
+        for tenant, first in zip(rng.sample(homed, min(len(seconds), len(homed))), seconds, strict=False):
             self.long_runs += 1
-            key = f"long-{self.plan.seed}-{self.long_runs}"
-            data: dict[str, Any] = {"sleep": {"a": LONG_STEP_S, "b": 0.05, "c": 0.05, "d": 0.05}}
+            key = f"{prefix}-{self.plan.seed}-{self.long_runs}"
+            data: dict[str, Any] = {"sleep": {"a": first, "b": 0.05, "c": 0.05, "d": 0.05}}
             if (marker := self.plan.marker(tenant)) is not None:
                 data["note"] = f"{marker}{key}"
             try:
                 submit(tenant, "t_ledger", data, key, region=victim, config=self.mesh.config, submission_id=key,
                        resolve_home=False)
             except Exception as exc:  # not acknowledged: nothing to account for
-                self.record.note(f"long run for {victim}: {type(exc).__name__}")
+                self.record.note(f"{prefix} run for {victim}: {type(exc).__name__}")
                 continue
             self.record.add(Sent(Ack("direct", tenant, key, victim, time.time(), sid=key, workflow="t_ledger",
                                      input=data), key, None, time.time()))
-            started.append(run_id_for(tenant, key))
+            started.append(str(run_id_for(tenant, key)))
         ledger = self.mesh.ledger_dir / f"ledger-{victim}.jsonl"
         deadline = time.monotonic() + 10
         seen: set[str] = set()
         while time.monotonic() < deadline and len(seen) < len(started):
             if ledger.exists():
                 seen = {e["run"] for e in map(json.loads, ledger.read_text().splitlines())
-                        if e["phase"] == "start" and e["step"] == "a" and e["run"] in set(map(str, started))}
+                        if e["phase"] == "start" and e["step"] == "a" and e["run"] in set(started)}
+            if seen and seen_by is not None:
+                seen = set(pgprobe.running_first_tasks(self.mesh.engines[seen_by], sorted(seen)))
             time.sleep(0.2)
         return len(seen)
 

@@ -126,3 +126,11 @@ def grant_state(engine: Engine, holder: str, grantor: str) -> str | None:
         state = conn.execute(text("SELECT state FROM lease_grants WHERE holder = :h AND grantor = :g"),
                              {"h": holder, "g": grantor}).scalar()
     return None if state is None else str(state)
+
+
+def running_first_tasks(engine: Engine, run_ids: list[str]) -> list[str]:
+    """Of ``run_ids``, those whose first step ``a`` has a task running in this region's copy."""
+    with engine.connect() as conn:
+        return [str(r) for r in conn.execute(text(
+            "SELECT DISTINCT run_id::text FROM step_tasks WHERE run_id = ANY(CAST(:ids AS uuid[])) "
+            "AND step_key = 'a' AND status = 'running'"), {"ids": run_ids}).scalars()]
