@@ -34,10 +34,14 @@ def payload_zoned(engine: Engine) -> bool:
     """Whether this database's payload tables carry ``zone`` (0013): only then are they published
     per destination; before it, ``rm_pub`` carries them like any other table."""
     with engine.connect() as conn:
+        # Counted over the payload tables this schema has: those of 0026 (schedules, run_signals)
+        # were created with zone, and a database before 0026 has none of them.
         return bool(conn.execute(text(
-            """SELECT count(*) = :n FROM information_schema.columns
-                WHERE table_schema = current_schema() AND column_name = 'zone' AND table_name = ANY(:t)"""
-        ), {"n": len(ZONED_TABLES), "t": list(ZONED_TABLES)}).scalar())
+            """SELECT count(c.column_name) = count(*) AND count(*) > 0
+                 FROM information_schema.tables t LEFT JOIN information_schema.columns c
+                   ON c.table_schema = t.table_schema AND c.table_name = t.table_name AND c.column_name = 'zone'
+                WHERE t.table_schema = current_schema() AND t.table_name = ANY(:t)"""
+        ), {"t": list(ZONED_TABLES)}).scalar())
 
 
 def has_rows(engine: Engine) -> bool:

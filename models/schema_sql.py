@@ -28,6 +28,8 @@ watch.sql       ``rm_watch_beat``: heartbeat jumps a subscriber received, the
                 sign of a slot moved by someone else (0015)
 submissions.sql the triggers of duplicate_submissions (0019)
 zones.sql       the triggers of zones, the replicated zone membership (0023)
+time.sql        schedules, schedule ticks and signals (their zone stamps and
+                triggers) and ``rm_park_task``, a waiting step's park (0026)
 console.sql     the triggers of console_actions, the console's audit trail (0025)
 ==============  ===============================================================
 
@@ -51,7 +53,7 @@ from sqlalchemy import Connection
 # In dependency order: triggers.sql attaches functions the files before it define.
 FILES: tuple[str, ...] = ("stamp.sql", "lease.sql", "engine.sql", "claims.sql", "conflicts.sql", "triggers.sql",
                          "deletes.sql", "residency.sql", "payload.sql", "history.sql", "watch.sql", "submissions.sql",
-                         "zones.sql", "console.sql")
+                         "zones.sql", "console.sql", "time.sql")
 
 
 def load(name: str) -> str:

@@ -246,12 +246,16 @@ class StepTask(Replicated, Base):
     # Each failed attempt's error text by step_attempts id (rm_attempt_end): payload, so here and
     # not in step_attempts, which every region holds.
     attempt_errors: Mapped[dict[str, str] | None] = mapped_column(JSONB)
+    # A waiting step (Sleep, WaitFor; 0026): when it wakes, by the owner's database clock. Set at its
+    # first park and kept; the task waits 'queued' with not_before = wake_at and no message.
+    wake_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     __table_args__ = (
         UniqueConstraint("id", "zone"),
         UniqueConstraint("idempotency_key"),
         CheckConstraint(_in("status", TASK_STATUSES), name="status"),
         Index(None, "run_id"),
         Index(None, "status", "deadline_at"),
+        Index("ix_step_tasks_wake_at", "wake_at", postgresql_where=text("wake_at IS NOT NULL")),
     )
 
 
@@ -308,6 +312,79 @@ class ConsoleAction(Replicated, Base):
     __table_args__ = (Index(None, "at"), Index(None, "tenant_id"),
                       CheckConstraint(_in("outcome", CONSOLE_OUTCOMES), name="outcome"))
 
+
+SCHEDULE_OVERLAPS = ("skip", "buffer_one", "allow")
+SCHEDULE_CATCH_UPS = ("none", "latest", "all")
+SIGNAL_STATES = ("pending", "delivered", "dead")
+
+
+class Schedule(Replicated, Base):
+    """A tenant's schedule (0026): a cron expression in a time zone or a fixed interval, and the
+    workflow and input each tick submits. Edited in any region; fired by the region that places the
+    tenant (workers/ticker.py). The input is a payload: zoned like a run's (replica identity on
+    (tenant_id, name, zone))."""
+
+    __tablename__ = "schedules"
+    tenant_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    cron: Mapped[str | None] = mapped_column(Text)
+    every_s: Mapped[float | None] = mapped_column(Double)
+    tz: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'UTC'"))
+    workflow: Mapped[str] = mapped_column(Text, nullable=False)
+    input: Mapped[Any] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    overlap: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'skip'"))
+    catch_up: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'latest'"))
+    jitter_s: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("0"))
+    paused: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    zone: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("''"))
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name", "zone"),
+        CheckConstraint("(cron IS NULL) <> (every_s IS NULL)", name="spec"),
+        CheckConstraint(_in("overlap", SCHEDULE_OVERLAPS), name="overlap"),
+        CheckConstraint(_in("catch_up", SCHEDULE_CATCH_UPS), name="catch_up"),
+    )
+
+
+class ScheduleTick(Replicated, Base):
+    """What the firing region did last for a schedule (0026): kept apart from ``schedules`` so that
+    a tick's write never races an operator's edit of the schedule under last-writer-wins. Written
+    by the region that placed the tenant, at the tenant's registry epoch (a stale firer loses)."""
+
+    __tablename__ = "schedule_ticks"
+    tenant_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    last_tick: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # UTC instant of the last tick handled
+    last_run_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    buffered_tick: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # overlap buffer_one
+    fired_region: Mapped[str | None] = mapped_column(Text)
+    fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RunSignal(Replicated, Base):
+    """A signal sent to a run (0026), buffered until a ``WaitFor`` step of the run takes it.
+    Accepted in any region (a replicated fact, idempotent by its key); delivered by the run's
+    owner; 'dead' with a reason for a finished run or one that never appeared. Zoned like a run."""
+
+    __tablename__ = "run_signals"
+    tenant_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    payload: Mapped[Any | None] = mapped_column(JSONB)
+    state: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'pending'"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    delivered_to: Mapped[str | None] = mapped_column(Text)  # the waiting task's idempotency key
+    received_region: Mapped[str] = mapped_column(Text, nullable=False)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    zone: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("''"))
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "run_id", "name", "key", "zone"),
+        CheckConstraint(_in("state", SIGNAL_STATES), name="state"),
+        Index(None, "run_id", "name"),
+    )
 
 class Heartbeat(Replicated, Base):
     """Each region's row, updated every second; peers read lag from it."""
@@ -454,6 +531,9 @@ REPLICATED_TABLES = (
     "duplicate_submissions",
     "zones",
     "console_actions",
+    "schedules",
+    "schedule_ticks",
+    "run_signals",
 )
 # Tables holding payloads: published per destination, filtered on zone (payload.sql).
-ZONED_TABLES = ("workflow_runs", "workflow_steps", "step_tasks")
+ZONED_TABLES = ("workflow_runs", "workflow_steps", "step_tasks", "schedules", "run_signals")

@@ -59,6 +59,8 @@ def test_head_has_the_functions_the_files_define_and_the_triggers_of_every_repli
     # payload.sql: zone stamps and the summaries of zoned runs, on the payload tables (local writes only).
     expected_triggers |= {(t, name): "O" for t in ("workflow_runs", "workflow_steps", "step_tasks")
                           for name in ("rm_zone_stamp", "rm_zone_summary") if (t, name) != ("step_tasks", "rm_zone_summary")}
+    # time.sql: the zone stamps of the tenant-keyed payload tables (0026).
+    expected_triggers |= {(t, "rm_zone_stamp"): "O" for t in ("schedules", "run_signals")}
     # watch.sql: heartbeat jumps a subscriber receives (the apply worker only).
     expected_triggers[("heartbeats", "rm_beat_watch")] = "R"
     # claims.sql: the lease check at the commit of a claim, completion, failure or run creation (0021).
