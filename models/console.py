@@ -91,14 +91,63 @@ def runs_page(engine: Engine, f: RunFilter) -> tuple[list[dict[str, Any]], bool]
 
 def run_attempts(engine: Engine, run_id: uuid.UUID) -> list[dict[str, Any]]:
     """Every attempt of a run's tasks (``step_attempts``, replicated everywhere): region, worker,
-    epoch, start; the step key and index where the task row is held here (not outside a zone)."""
+    epoch, start, end and outcome (NULL while it runs); the step key, index and the attempt's error
+    text where the task row is held here (payload: not outside the run's zone)."""
     with engine.connect() as conn:
         rows = conn.execute(text(
-            """SELECT a.task_id, a.attempt, a.region, a.worker, a.epoch, a.started_at, t.step_key, t.idx
+            """SELECT a.id, a.task_id, a.attempt, a.region, a.worker, a.epoch, a.started_at, a.ended_at,
+                      a.outcome, t.step_key, t.idx, t.attempt_errors ->> a.id::text AS error
                  FROM step_attempts a LEFT JOIN step_tasks t ON t.id = a.task_id
                 WHERE a.run_id = :r AND a.deleted_at IS NULL
                 ORDER BY a.started_at, a.attempt"""), {"r": run_id}).mappings().all()
     return [dict(r) for r in rows]
+
+
+def record_action(engine: Engine, *, actor: str, action: str, target: str, tenant_id: str | None,
+                  acted_region: str | None, outcome: str, detail: str | None) -> uuid.UUID:
+    """Write one console action into ``console_actions`` (replicated: every region's console shows
+    it). The console's region and the row's origin are this engine's region. Returns the row's id."""
+    action_id = uuid.uuid4()
+    with engine.begin() as conn:
+        conn.execute(text(
+            """INSERT INTO console_actions (id, actor, action, target, tenant_id, console_region, acted_region,
+                                           outcome, detail)
+               VALUES (:id, :actor, :action, :target, :tenant, current_setting('regionmesh.region'), :acted,
+                       :outcome, :detail)"""),
+            {"id": action_id, "actor": actor, "action": action, "target": target, "tenant": tenant_id,
+             "acted": acted_region, "outcome": outcome, "detail": detail})
+    return action_id
+
+
+def console_actions(engine: Engine, limit: int = 200, *, target: str | None = None) -> list[dict[str, Any]]:
+    """The newest console actions this region's copy holds (from every region's console), or those
+    on one target."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            """SELECT id, at, actor, action, target, tenant_id, console_region, acted_region, outcome, detail
+                 FROM console_actions
+                WHERE deleted_at IS NULL AND (CAST(:target AS text) IS NULL OR target = :target)
+                ORDER BY at DESC LIMIT :l"""), {"l": limit, "target": target}).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def trend_sample(engine: Engine) -> dict[str, Any]:
+    """The numbers the console plots over time, from cheap reads of this region's copy: runs and
+    attempts inserted so far (cumulative counters of the statistics collector: local and replicated
+    inserts, so the mesh's throughput as seen here), and the queued tasks of runs owned here with
+    the age of the oldest (waiting time; the (status, deadline_at) index)."""
+    with engine.connect() as conn:
+        row = conn.execute(text(
+            """SELECT clock_timestamp() AS at,
+                      (SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = 'workflow_runs') AS runs,
+                      (SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = 'step_attempts') AS attempts,
+                      q.queued, q.oldest_s
+                 FROM (SELECT count(*) AS queued,
+                              coalesce(extract(epoch FROM clock_timestamp() - min(queued_at)), 0) AS oldest_s
+                         FROM step_tasks
+                        WHERE status = 'queued' AND deleted_at IS NULL
+                          AND (not_before IS NULL OR not_before <= clock_timestamp())) q""")).mappings().one()
+    return dict(row)
 
 
 def tenants_seen(engine: Engine, limit: int = 500) -> list[dict[str, Any]]:

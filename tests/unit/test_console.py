@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl
 
 import pytest
 
 from regionmesh.models.console import MAX_PAGE, RunFilter, runs_page_statement
-from regionmesh.ops.console import auth, dag, filters, present
+from regionmesh.ops.console import auth, dag, filters, present, timeline, trends
 from regionmesh.ops.console.app import template_env
 from regionmesh.ops.console.auth import ConsoleAuthError, Decision, Login
 
@@ -203,8 +203,14 @@ def test_layout_of_a_map_step_shows_its_fan_out_and_where_its_tasks_ran() -> Non
 
 
 # -- the templates escape ---------------------------------------------------------------------------
+def audit_row(evil: str) -> dict[str, object]:
+    return {"id": RUN, "at": T0, "actor": evil, "action": evil, "target": evil, "tenant_id": evil,
+            "console_region": evil, "acted_region": evil, "outcome": "refused", "detail": evil}
+
+
 def test_the_templates_show_html_in_values_as_text() -> None:
     evil = "<script>alert('x')</script>"
+    attempts = [attempt(evil, T0, T0 + timedelta(seconds=2), "failed", error=evil, region=evil)]
     env = template_env()
     lay = dag.layout([step(evil, "failed")])
     html = env.get_template("run.html").render(
@@ -212,8 +218,9 @@ def test_the_templates_show_html_in_values_as_text() -> None:
         actions_configured=True, csrf="t", refresh_s=0, dag=dag, path="/runs/x", run_id=RUN, message=evil,
         run={"tenant_id": evil, "workflow": evil, "status": "failed", "owner_region": "us-east", "epoch": 1,
              "created_at": T0, "finished_at": None, "idempotency_key": evil, "zone": ""},
-        layout=lay, attempts=[], payload_shown=True, input=(evil, False), output=None, error=evil,
-        step_errors={evil: evil})
+        layout=lay, attempts=attempts, payload_shown=True, input=(evil, False), output=None, error=evil,
+        step_errors={evil: evil}, timeline=timeline, timeline_layout=timeline.layout(attempts, T0 + timedelta(seconds=9)),
+        audit=[audit_row(evil)])
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
     assert html.count("<script") == 1  # the console's own script tag only
@@ -229,3 +236,111 @@ def test_the_command_refuses_to_bind_beyond_loopback_without_a_login(monkeypatch
     res = CliRunner().invoke(cli, ["--config", "/nonexistent.toml", "console", "--bind", "0.0.0.0"])
     assert isinstance(res.exception, ConsoleAuthError) and res.exception.exit_code == 2
     assert "refusing to serve on 0.0.0.0 without a login" in str(res.exception)
+
+
+def test_the_audit_and_trends_pages_show_html_in_values_as_text() -> None:
+    evil = "<script>alert('x')</script>"
+    env = template_env()
+    common = {"region": "us-east", "zone": None, "mesh": "m", "lag": {"peers": {}, "worst": None}, "user": "",
+              "may_act": False, "actions_configured": True, "csrf": "t", "refresh_s": 0, "path": "/audit"}
+    html = env.get_template("audit.html").render(actions=[audit_row(evil)], limit=200, **common)
+    assert "<script>alert" not in html and html.count("<script") == 1
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
+    p = trends.plot(evil, evil, {evil: [(0.0, 1.0), (10.0, 2.0)]})
+    html = env.get_template("trends.html").render(plots=[p], source="prometheus", source_error=evil, **common)
+    assert "<script>alert" not in html and html.count("<script") == 1
+
+
+# -- attempts' timeline ----------------------------------------------------------------------------
+def attempt(key: str, start: datetime, end: datetime | None, outcome: str | None, *, error: str | None = None,
+            region: str = "us-east", number: int = 1) -> dict[str, object]:
+    return {"id": uuid.uuid4(), "task_id": uuid.uuid4(), "attempt": number, "region": region, "worker": "h:1",
+            "epoch": 1, "started_at": start, "ended_at": end, "outcome": outcome, "step_key": key, "idx": None,
+            "error": error}
+
+
+def test_the_timeline_puts_each_attempt_on_one_time_axis_coloured_by_outcome() -> None:
+    now = T0 + timedelta(seconds=10)
+    bars = timeline.layout([
+        attempt("a", T0, T0 + timedelta(seconds=2), "worker_lost", region="us-east"),
+        attempt("a", T0 + timedelta(seconds=4), T0 + timedelta(seconds=6), "superseded", region="us-east", number=2),
+        attempt("a", T0 + timedelta(seconds=6), None, None, region="eu-west", number=2),
+    ], now).bars
+    left = timeline.LABEL_W + timeline.PAD
+    assert [b.x for b in bars] == [left, left + timeline.PLOT_W * 4 // 10, left + timeline.PLOT_W * 6 // 10]
+    assert [b.w for b in bars] == [timeline.PLOT_W // 5, timeline.PLOT_W // 5, timeline.PLOT_W * 4 // 10]
+    assert [b.outcome for b in bars] == ["worker_lost", "superseded", "running"]  # a running one reaches now
+    assert [b.colour for b in bars] == [timeline.COLOURS["worker_lost"], timeline.COLOURS["superseded"],
+                                        timeline.COLOURS[None]]
+    assert [b.region for b in bars] == ["us-east", "us-east", "eu-west"]
+    assert bars[1].label == "a #2" and bars[0].y < bars[1].y < bars[2].y
+
+
+def test_an_empty_timeline_has_no_bars() -> None:
+    assert timeline.layout([], T0).bars == ()
+
+
+# -- trends ----------------------------------------------------------------------------------------
+def test_a_plot_scales_every_series_into_its_box() -> None:
+    p = trends.plot("lag", "s", {"eu-west": [(100.0, 0.0), (110.0, 2.0)], "ap-south": [(100.0, 4.0), (120.0, 1.0)]},
+                    width=200, height=100)
+    assert p.top == 4.0 and p.span_s == 20.0
+    lines = {label: points for label, points, _ in p.lines}
+    assert lines["eu-west"] == "0.0,100.0 100.0,50.0"
+    assert lines["ap-south"] == "0.0,0.0 200.0,75.0"
+    assert dict(p.latest) == {"eu-west": 2.0, "ap-south": 1.0}
+    assert trends.plot("x", "", {}).lines == ()
+
+
+def test_rates_of_a_counter_between_samples() -> None:
+    assert trends.rates([(0.0, 10.0), (2.0, 30.0), (4.0, 5.0), (4.0, 9.0)]) == [(2.0, 10.0), (4.0, 0.0)]
+
+
+def test_the_history_is_bounded_and_skips_failed_reads() -> None:
+    values = iter([{"runs": 0, "attempts": 0, "queued": 1, "oldest_s": 0.5, "lag": {"eu-west": 0.2}},
+                   RuntimeError("database down"),
+                   {"runs": 10, "attempts": 40, "queued": 3, "oldest_s": 2.0, "lag": {"eu-west": 1.2}},
+                   {"runs": 30, "attempts": 80, "queued": 0, "oldest_s": 0.0, "lag": {"eu-west": 0.1}}])
+
+    def read() -> dict[str, object]:
+        v = next(values)
+        if isinstance(v, Exception):
+            raise v
+        return v
+
+    history = trends.History(read, max_samples=2)
+    for t in (0.0, 1.0, 2.0, 4.0):
+        history.sample(now=t)
+    assert len(history) == 2  # the failed read left a gap; the oldest sample fell out of the bound
+    lag, throughput, oldest, queued = history.plots()
+    assert dict(throughput.latest) == {"runs": 10.0, "attempts": 20.0}
+    assert dict(lag.latest) == {"eu-west": 0.1} and dict(queued.latest) == {"queued": 0.0}
+    assert oldest.top == 2.0
+
+
+def test_prometheus_series_are_read_from_query_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+    body = {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"from": "eu-west"}, "values": [[1000, "0.5"], [1010, "1.5"]]}]}}
+
+    class Reply:
+        def __enter__(self) -> Reply:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def read(self, *args: object) -> bytes:
+            import json
+            return json.dumps(body).encode()
+
+    def fake_urlopen(url: str, timeout: float) -> Reply:
+        asked.append(url)
+        return Reply()
+
+    monkeypatch.setattr(trends, "urlopen", fake_urlopen)
+    prom = trends.Prometheus("http://prom:9090/", "us-east")
+    series = prom.range(prom.queries()[0][2], "from", now=2000.0)
+    assert series == {"eu-west": [(1000.0, 0.5), (1010.0, 1.5)]}
+    assert asked[0].startswith("http://prom:9090/api/v1/query_range?query=max+by+%28from%29")
+    assert "start=1100.0" in asked[0] and "end=2000.0" in asked[0]

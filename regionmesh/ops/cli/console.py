@@ -16,8 +16,12 @@ from regionmesh.ops.cli.base import Context, _needs, cli, console, pass_ctx
               help="The region whose database the console reads (default: the local region).")
 @click.option("--refresh", "refresh_s", type=click.IntRange(0, 3600), default=5, show_default=True,
               help="Seconds between live updates of a page (0: none).")
+@click.option("--prometheus", "prometheus_url", default=None, envvar="REGIONMESH_CONSOLE_PROMETHEUS", show_envvar=True,
+              help="Base URL of a Prometheus scraping the mesh: the plots come from it (default: the console's "
+                   "own bounded history).")
 @pass_ctx
-def console_cmd(ctx: Context, port: int, bind: str, region: str | None, refresh_s: int) -> None:
+def console_cmd(ctx: Context, port: int, bind: str, region: str | None, refresh_s: int,
+                prometheus_url: str | None) -> None:
     """Serve the web console (runs, their DAGs and attempts, the mesh, tenants) until stopped.
 
     Logins come from $REGIONMESH_CONSOLE_AUTH (may view) and $REGIONMESH_CONSOLE_OPERATOR_AUTH (may
@@ -36,4 +40,4 @@ def console_cmd(ctx: Context, port: int, bind: str, region: str | None, refresh_
     console.print(f"console of {cfg.local.name} on http://{bind}:{port}/ "
                   f"({'login required' if not policy.open_reads else 'open to this host'}; "
                   f"actions {'need the operator login' if policy.operator else 'off'})", highlight=False)
-    serve(cfg, policy, bind=bind, port=port, refresh_s=refresh_s)
+    serve(cfg, policy, bind=bind, port=port, refresh_s=refresh_s, prometheus_url=prometheus_url)

@@ -9,6 +9,7 @@ so even a value that escaped escaping could not run.
 from __future__ import annotations
 
 import secrets
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from starlette.routing import Route
 
 from regionmesh.config import MeshConfig
 from regionmesh.models.engine import engine_for
-from regionmesh.ops.console import actions, auth, dag, views
+from regionmesh.ops.console import actions, auth, dag, timeline, trends, views
 from regionmesh.ops.console.auth import Decision, Identity, Policy
 
 HERE = Path(__file__).resolve().parent
@@ -55,6 +56,8 @@ class State:
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     runtimes: dict[str, Any] = field(default_factory=dict)
     templates: Environment = field(default_factory=lambda: template_env())
+    history: trends.History | None = None
+    prometheus: trends.Prometheus | None = None
 
 
 def _headers(response: Response) -> Response:
@@ -86,7 +89,8 @@ def _page(request: Request, template: str, identity: Identity, status: int = 200
     html = st.templates.get_template(template).render(
         region=c.region, zone=c.zone, mesh=c.config.name, lag=views.view_lag(c), user=identity.user,
         may_act=identity.may_act, actions_configured=st.policy.operator is not None,
-        csrf=auth.csrf_token(st.secret, identity.user), refresh_s=st.refresh_s, dag=dag, path=request.url.path,
+        csrf=auth.csrf_token(st.secret, identity.user), refresh_s=st.refresh_s, dag=dag, timeline=timeline,
+        path=request.url.path,
         **context)
     return _headers(HTMLResponse(html, status_code=status))
 
@@ -125,12 +129,15 @@ async def run_action(request: Request) -> Response:
         return who
     st: State = request.app.state.console
     form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
-    if not auth.same_origin(request.headers.get("origin"), request.headers.get("host")) \
-            or not auth.csrf_ok(st.secret, who.user, form.get("csrf")):
-        return _headers(HTMLResponse("refused: the form's CSRF token or origin does not match; reload the run page",
-                                     status_code=403))
     run_id = _run_id(request)
     action = request.path_params["action"]
+    if not auth.same_origin(request.headers.get("origin"), request.headers.get("host")) \
+            or not auth.csrf_ok(st.secret, who.user, form.get("csrf")):
+        await run_in_threadpool(actions.record, st.console, user=who.user, action=action[:40],
+                                target=request.path_params["run_id"][:80], tenant_id=None, acted_region=None,
+                                outcome="refused", detail="the form's CSRF token or origin did not match")
+        return _headers(HTMLResponse("refused: the form's CSRF token or origin does not match; reload the run page",
+                                     status_code=403))
     if run_id is None or action not in actions.ACTIONS:
         return _headers(HTMLResponse("no such action", status_code=404))
     _done, message = await run_in_threadpool(actions.act, st.console, action, run_id, who.user, st.runtimes)
@@ -149,6 +156,21 @@ def tenants(request: Request) -> Response:
     if isinstance(who, Response):
         return who
     return _page(request, "tenants.html", who, **views.tenants_page(request.app.state.console.console))
+
+
+def audit(request: Request) -> Response:
+    who = _who(request)
+    if isinstance(who, Response):
+        return who
+    return _page(request, "audit.html", who, **views.audit_page(request.app.state.console.console))
+
+
+def trends_page(request: Request) -> Response:
+    who = _who(request)
+    if isinstance(who, Response):
+        return who
+    st: State = request.app.state.console
+    return _page(request, "trends.html", who, **views.trends_page(st.history, st.prometheus))
 
 
 def login(request: Request) -> Response:
@@ -174,8 +196,11 @@ def static(request: Request) -> Response:
     return _headers(FileResponse(HERE / "static" / name, media_type=STATIC[name]))
 
 
-def create_app(config: MeshConfig, policy: Policy, *, refresh_s: int = DEFAULT_REFRESH_S) -> Starlette:
-    """The console for ``config``'s local region (the engine is made once, here)."""
+def create_app(config: MeshConfig, policy: Policy, *, refresh_s: int = DEFAULT_REFRESH_S,
+               prometheus_url: str | None = None) -> Starlette:
+    """The console for ``config``'s local region (the engine is made once, here). Its plots come
+    from ``prometheus_url`` when given, else from the bounded history ``State.history`` (filled by
+    :func:`start_sampling`)."""
     app = Starlette(routes=[
         Route("/", runs_list),
         Route("/runs", runs_list),
@@ -183,15 +208,38 @@ def create_app(config: MeshConfig, policy: Policy, *, refresh_s: int = DEFAULT_R
         Route("/runs/{run_id}/{action}", run_action, methods=["POST"]),
         Route("/mesh", mesh),
         Route("/tenants", tenants),
+        Route("/audit", audit),
+        Route("/trends", trends_page),
         Route("/login", login),
         Route("/static/{name}", static),
     ])
     console = views.Console(config, engine_for(config, config.local.name))
-    app.state.console = State(console, policy, refresh_s=refresh_s)
+    history = None if prometheus_url else trends.History(lambda: views.trend_sample(console))
+    app.state.console = State(console, policy, refresh_s=refresh_s, history=history,
+                              prometheus=trends.Prometheus(prometheus_url, console.region) if prometheus_url else None)
     return app
 
 
-def serve(config: MeshConfig, policy: Policy, *, bind: str, port: int, refresh_s: int = DEFAULT_REFRESH_S) -> None:
+def start_sampling(app: Starlette, every_s: float) -> threading.Event:
+    """Sample the console's history every ``every_s`` seconds in a daemon thread (nothing with a
+    Prometheus configured). Set the returned event to stop it."""
+    stop = threading.Event()
+    history = app.state.console.history
+    if history is not None and every_s > 0:
+        def loop() -> None:
+            while not stop.is_set():
+                history.sample()
+                stop.wait(every_s)
+        threading.Thread(target=loop, name="console-history", daemon=True).start()
+    return stop
+
+
+def serve(config: MeshConfig, policy: Policy, *, bind: str, port: int, refresh_s: int = DEFAULT_REFRESH_S,
+          prometheus_url: str | None = None) -> None:
     """Serve the console until stopped (SIGINT or SIGTERM)."""
-    app = create_app(config, policy, refresh_s=refresh_s)
-    uvicorn.run(app, host=bind, port=port, log_level="warning", server_header=False, access_log=False)
+    app = create_app(config, policy, refresh_s=refresh_s, prometheus_url=prometheus_url)
+    stop = start_sampling(app, max(refresh_s, 1))
+    try:
+        uvicorn.run(app, host=bind, port=port, log_level="warning", server_header=False, access_log=False)
+    finally:
+        stop.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,7 +23,7 @@ from regionmesh.models.engine import engine_for
 from regionmesh.models.residency import run_summary
 from regionmesh.models.runs import get_run
 from regionmesh.models.tables import RUN_STATUSES
-from regionmesh.ops.console import dag, filters, present
+from regionmesh.ops.console import dag, filters, present, timeline, trends
 from regionmesh.ops.failover import lease_status
 from regionmesh.replication.status import mesh_status
 from regionmesh.routing.membership import with_mesh_zones
@@ -74,19 +75,31 @@ def runs_list(c: Console, query: dict[str, str]) -> dict[str, Any]:
             "statuses": RUN_STATUSES, "first_page": parsed.filter.after is None, "first_query": first}
 
 
+def _attempts(c: Console, run_id: uuid.UUID, shown: bool) -> tuple[list[dict[str, Any]], timeline.Timeline]:
+    """The run's attempts with their error text (first line, redacted) where the payload may be
+    shown, and their timeline."""
+    attempts = repo.run_attempts(c.engine, run_id)
+    for a in attempts:
+        a["error"] = present.short_error(a["error"]) if shown and a.get("error") else None
+    return attempts, timeline.layout(attempts, datetime.now(UTC))
+
+
 def run_page(c: Console, run_id: uuid.UUID) -> dict[str, Any] | None:
     """A run as this copy holds it, or its summary (a zoned run outside its zone), or None."""
-    attempts = repo.run_attempts(c.engine, run_id)
     run = get_run(c.engine, run_id)
+    audit = repo.console_actions(c.engine, 20, target=str(run_id))
     if run is None:
         summary = run_summary(c.engine, run_id)
         if summary is None:
             return None
+        attempts, tl = _attempts(c, run_id, False)
         return {"summary": summary, "layout": dag.layout(dag.summary_steps(summary["steps"])), "attempts": attempts,
-                "held_in": list(c.zones.zones.get(summary["zone"], ()))}
+                "timeline_layout": tl, "audit": audit, "held_in": list(c.zones.zones.get(summary["zone"], ()))}
     shown = present.payload_visible(run.get("zone") or "", c.zone)
+    attempts, tl = _attempts(c, run_id, shown)
     return {
-        "run": run, "layout": dag.layout(run["steps"]), "attempts": attempts, "payload_shown": shown,
+        "run": run, "layout": dag.layout(run["steps"]), "attempts": attempts, "timeline_layout": tl, "audit": audit,
+        "payload_shown": shown,
         "input": present.capped(run["input"]) if shown else None,
         "output": present.capped(run["output"]) if shown and run["output"] is not None else None,
         "error": present.redact(run["error"]) if shown else None,
@@ -141,3 +154,28 @@ def tenants_page(c: Console, limit: int = 200) -> dict[str, Any]:
                          "held": False, "erased": False}
         rows.append({**t, **placement})
     return {"tenants": rows, "limit": limit}
+
+
+def audit_page(c: Console, limit: int = 200) -> dict[str, Any]:
+    """The newest console actions this region's copy holds, taken in any region's console."""
+    return {"actions": repo.console_actions(c.engine, limit), "limit": limit}
+
+
+def trend_sample(c: Console) -> dict[str, Any]:
+    """One sample of the console's own history: this region's counters and its peers' heartbeat ages."""
+    sample = repo.trend_sample(c.engine)
+    ages = link_health.heartbeat_ages(c.engine)
+    sample["lag"] = {r: a for r, a in ages.items() if r != c.region}
+    return sample
+
+
+def trends_page(history: trends.History | None, prometheus: trends.Prometheus | None) -> dict[str, Any]:
+    """The plots, from Prometheus when configured (an unreachable one is said, not raised), else the history."""
+    if prometheus is not None:
+        try:
+            return {"plots": prometheus.plots(), "source": "prometheus", "source_error": None}
+        except Exception as exc:
+            return {"plots": [], "source": "prometheus", "source_error": present.short_error(f"{type(exc).__name__}: {exc}")}
+    samples = len(history) if history is not None else 0
+    return {"plots": history.plots() if history is not None else [], "source": "history", "samples": samples,
+            "source_error": None, "max_samples": trends.MAX_SAMPLES}
