@@ -31,6 +31,8 @@ zones.sql       the triggers of zones, the replicated zone membership (0023)
 time.sql        schedules, schedule ticks and signals (their zone stamps and
                 triggers) and ``rm_park_task``, a waiting step's park (0026)
 console.sql     the triggers of console_actions, the console's audit trail (0025)
+fairness.sql    fair dispatch (issue 22): the triggers of tenant_shares, the fair
+                queue kept from step_tasks, ``rm_fair_take`` and ``rm_fair_charge``
 ==============  ===============================================================
 
 How migrations use these files. They are the current view; migrations do not
@@ -53,7 +55,7 @@ from sqlalchemy import Connection
 # In dependency order: triggers.sql attaches functions the files before it define.
 FILES: tuple[str, ...] = ("stamp.sql", "lease.sql", "engine.sql", "claims.sql", "conflicts.sql", "triggers.sql",
                          "deletes.sql", "residency.sql", "payload.sql", "history.sql", "watch.sql", "submissions.sql",
-                         "zones.sql", "console.sql", "time.sql")
+                         "zones.sql", "console.sql", "time.sql", "fairness.sql")
 
 
 def load(name: str) -> str:

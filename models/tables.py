@@ -111,6 +111,67 @@ class Zone(Replicated, Base):
     regions: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
 
 
+class TenantShares(Replicated, Base):
+    """A tenant's share of its home region's workers and its limits (issue 22): a registry fact,
+    replicated, so the heir of a failover enforces the same ones. No row: weight 1, no limits.
+    ``max_running``: tasks of the tenant running at once; ``rate_per_s`` with ``burst``: runs
+    started per second (GCRA)."""
+
+    __tablename__ = "tenant_shares"
+    tenant_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    weight: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("1"))
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    rate_per_s: Mapped[float | None] = mapped_column(Double)
+    burst: Mapped[int | None] = mapped_column(Integer)
+    __table_args__ = (
+        CheckConstraint("weight > 0", name="weight"),
+        CheckConstraint("max_running IS NULL OR max_running > 0", name="max_running"),
+        CheckConstraint("rate_per_s IS NULL OR rate_per_s > 0", name="rate_per_s"),
+        CheckConstraint("burst IS NULL OR burst > 0", name="burst"),
+    )
+
+
+class FairQueue(Base):
+    """Local: the tasks queued in this region, by tenant and band (kept by ``rm_fair_track``)."""
+
+    __tablename__ = "fair_queue"
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    region: Mapped[str] = mapped_column(Text, nullable=False)
+    tenant_id: Mapped[str] = mapped_column(Text, nullable=False)
+    band: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=NOW)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    starts_run: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    # A tenant's head: its highest band, then its oldest task.
+    __table_args__ = (Index("ix_fair_queue_head", "region", "tenant_id", text("band DESC"), "queued_at"),)
+
+
+class FairTenant(Base):
+    """Local: a tenant's account in this region's fair dispatch (pass, GCRA time, usage)."""
+
+    __tablename__ = "fair_tenants"
+    region: Mapped[str] = mapped_column(Text, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    pass_: Mapped[float] = mapped_column("pass", Double, nullable=False, server_default=text("0"))
+    tat: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # GCRA's theoretical arrival time
+    mean_cost_s: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("0.01"))
+    used_s: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("0"))
+    claims: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    started: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    throttled: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    throttled_by: Mapped[str | None] = mapped_column(Text)
+    throttled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class FairRunBand(Base):
+    """Local: the priority band a run's submission asked for (0 low, 1 normal, 2 high)."""
+
+    __tablename__ = "fair_run_bands"
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    band: Mapped[int] = mapped_column(Integer, nullable=False)
+    __table_args__ = (CheckConstraint("band BETWEEN 0 AND 2", name="band"),)
+
+
 class TenantErasure(Replicated, Base):
     """The kept receipt of a tenant's erasure, keyed by the SHA-256 of its id (never the id).
     While ``state`` is 'erased' the tenant's submissions are refused; 'enabled' lifts that."""
@@ -534,6 +595,7 @@ REPLICATED_TABLES = (
     "schedules",
     "schedule_ticks",
     "run_signals",
+    "tenant_shares",
 )
 # Tables holding payloads: published per destination, filtered on zone (payload.sql).
 ZONED_TABLES = ("workflow_runs", "workflow_steps", "step_tasks", "schedules", "run_signals")

@@ -67,6 +67,8 @@ def test_head_has_the_functions_the_files_define_and_the_triggers_of_every_repli
     expected_triggers[("step_tasks", "rm_lease_at_commit")] = "O"
     # claims.sql: an attempt's end and outcome, from the write that ends its running task (0025).
     expected_triggers[("step_tasks", "rm_attempt_end")] = "O"
+    # fairness.sql: the fair queue kept from a region's own writes of step_tasks (issue 22).
+    expected_triggers[("step_tasks", "rm_fair_track")] = "O"
     assert {key: enabled for key, (_, enabled) in at_head.triggers.items()} == expected_triggers
     assert set(at_head.tables) == set(Base.metadata.tables)
 
