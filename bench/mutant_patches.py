@@ -12,6 +12,8 @@ import hashlib
 import os
 from typing import Any
 
+from sqlalchemy import text
+
 from regionmesh.models import outbox
 from regionmesh.workers import deadlines, lease_keeper, lifecycle
 
@@ -40,6 +42,31 @@ def _ack_without_run() -> None:
     lifecycle.accept = dropping  # type: ignore[assignment]
 
 
+def _keeper_keeps_memory() -> None:
+    # A keeper that takes the lease lock again keeps its memory of its own grants (issue 21 item 1):
+    # it times its promise to a holder from its last grant before another process held the lock and
+    # granted since, so it may write 'expired' while that other process's promise still runs.
+    def took_lock(self: lease_keeper.LeaseKeeper, conn: Any) -> None:
+        self.conn = conn
+
+    lease_keeper.LeaseKeeper.took_lock = took_lock  # type: ignore[method-assign]
+
+
+def _outbox_forgets_duplicate() -> None:
+    # A re-send absorbed by an entry already kept for its run (its first publish waiting unsent) is
+    # not recorded in duplicate_submissions: the re-send has no outcome under its own id.
+    put = outbox.put
+
+    def silent(engine: Any, **kwargs: Any) -> bool:
+        if not kwargs.get("sent"):
+            with engine.connect() as conn:
+                if conn.execute(text("SELECT 1 FROM outbox WHERE run_id = :r"), {"r": kwargs["run_id"]}).first():
+                    return False
+        return bool(put(engine, **kwargs))
+
+    outbox.put = silent  # type: ignore[assignment]
+
+
 def _outbox_forgets_sent() -> None:
     # A forward that was published keeps no outbox entry: if the home loses the message, nobody
     # sends it again. (Kept unsent entries, sent=False, are written as before.)
@@ -56,6 +83,8 @@ PATCHES = {
     "reconciler_requeues_running": _reconciler_requeues_running,
     "ack_without_run": _ack_without_run,
     "outbox_forgets_sent": _outbox_forgets_sent,
+    "keeper_keeps_memory": _keeper_keeps_memory,
+    "outbox_forgets_duplicate": _outbox_forgets_duplicate,
 }
 
 

@@ -9,6 +9,8 @@ is applied only inside the campaign's own mesh, never through a switch in shippe
   the function makes the mutant fail loudly instead of silently planting nothing;
 - a Python mutant is a monkeypatch in ``bench/mutant_patches.py``, loaded by the campaign's
   workers through their workflow modules (``REGIONMESH_WORKFLOWS``) with ``RM_MUTANT`` naming it;
+- a mutant the campaign cannot show (it never does what the bug breaks) names the real-component
+  test that shows it instead (``shown_by``), and ``--mutants all`` leaves it out;
 - a publication mutant re-lists one per-destination publication's tables without their row
   filter (``unfilter``), in the first region of the campaign's zone, toward the first region
   outside it, once the zoned tenants are bound.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, text
 
@@ -50,6 +53,12 @@ class Mutant:
     # without a run whose producer's re-send then created the run is a lost *first* publish.
     or_else: tuple[str, ...] = ()
     unfilter: bool = False  # drop the zone filter of one per-destination publication (see apply_unfilter)
+    # How the campaign aims ``needs`` in this mutant's run: keyword arguments of that fault's method
+    # (bench/campaign/faults.py), e.g. the ordering or cut that gives the planted bug its chance.
+    aim: tuple[tuple[str, Any], ...] = ()
+    # A mutant the campaign cannot show (it never does what the bug breaks): the real-component
+    # test that shows it instead. ``select("all")`` leaves it out of the campaign's matrix.
+    shown_by: str = ""
 
     def caught(self, classes: set[str] | frozenset[str]) -> bool:
         """Whether a verdict that reported ``classes`` caught this mutant."""
@@ -93,6 +102,34 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
                      for t in CONFLICT_TABLES)),
     Mutant("zone_filter_dropped", "a zoned tenant's payload rows never leave its zone (per-destination row filters)",
            "residency", unfilter=True, needs=""),
+    Mutant("keeper_keeps_memory", "a keeper that takes the lease lock (again) counts no promise from a grant it "
+           "remembers (issue 21 item 1)",
+           # With the victim cut from its heir long before the failover, only the third region's
+           # promise holds the heir back; the worker that takes that region's lock back from the
+           # keeper that granted last expires the victim at once from its memory of its own older grant.
+           "lease_overrun", python=True, needs="handover_failover", aim=(("early_cut", True),)),
+    Mutant("lease_checked_at_start_only", "a claim or completion commits only inside the lease: its last lease "
+           "check is at its commit, and no lock wait outlasts the lease (issue 21 item 2, 0021)",
+           # rm_guard_work still checks at the start (rm_may_work intact), but no longer bounds the
+           # lock waits nor marks the transaction for rm_lease_at_commit, the deferred check.
+           "lease_overrun",
+           sql=(SqlPatch("rm_guard_work()",
+                         r"PERFORM set_config\('lock_timeout'.*?PERFORM set_config\('regionmesh\.guarded', 'on', true\);",
+                         ""),),
+           needs="slow_commit", aim=(("mode", "claim"), ("cut", True))),
+    Mutant("erasure_lock_dropped", "an erasure serializes with completions of the tenant's runs (issue 21 item 8, 0022)",
+           # The campaign erases nothing, and its checker has no class for an erased tenant's rows
+           # left behind: the test plants this in a real PostgreSQL and shows the race leaving the
+           # released task, with its input, live after the erasure.
+           "erased_tenant_left",
+           sql=(SqlPatch("rm_lock_tenant_runs(text,boolean)", r"IF p_tenant IS NULL THEN RETURN; END IF;",
+                         "RETURN;  -- mutant: no lock"),),
+           shown_by="tests/integration/test_erasure_serializes.py::test_the_race_leaves_the_released_task_without_the_lock"),
+    Mutant("outbox_forgets_duplicate", "a re-send absorbed by a kept outbox entry is recorded as a duplicate "
+           "under its own id (outbox.put)",
+           # The forwarder's first publish of a key waits unsent in its outbox (the home's broker cut
+           # off); the producer's re-send of it, 30 s later, is absorbed by that entry.
+           "lost_submission", python=True, needs="broker_cut", aim=(("seconds", 60.0),)),
     Mutant("release_before_commit", "a step's dependents start after every task of it took effect",
            "order",
            sql=(SqlPatch("rm_complete_task(uuid,integer,jsonb)",
@@ -145,9 +182,10 @@ def worker_env(mutant: Mutant | None, workflows: str) -> dict[str, str]:
 
 
 def select(spec: str) -> list[Mutant]:
-    """``all`` or a comma-separated list of names. Raises ValueError for an unknown name."""
+    """``all`` (every mutant a campaign can show) or a comma-separated list of names. Raises
+    ValueError for an unknown name."""
     if spec == "all":
-        return list(MUTANTS.values())
+        return [m for m in MUTANTS.values() if not m.shown_by]
     names = [n.strip() for n in spec.split(",") if n.strip()]
     unknown = [n for n in names if n not in MUTANTS]
     if unknown:

@@ -68,17 +68,20 @@ class Faults(LeaseFaults):
     long_runs = 0  # runs with a long or mid first step submitted so far (their keys are numbered)
 
     def inject(self, kind: str, rng: random.Random, seconds: float) -> None:
-        """Inject one fault of ``kind``; ``seconds`` is how long a cut lasts (other kinds ignore it)."""
+        """Inject one fault of ``kind``; ``seconds`` is how long a cut lasts (other kinds ignore it).
+        In a mutant's run its own fault is aimed as the mutant says (``Mutant.aim``)."""
+        mutant = self.plan.mutant
+        aim: dict[str, Any] = dict(mutant.aim) if mutant is not None and mutant.needs == kind else {}
         if kind == "repl_cut":
-            self.repl_cut(rng, seconds)
+            self.repl_cut(rng, aim.get("seconds", seconds))
         elif kind == "broker_cut":
-            self.broker_cut(rng, seconds)
+            self.broker_cut(rng, aim.get("seconds", seconds))
         else:
             {"pool_kill": self.pool_kill, "worker_kill": self.worker_kill, "redis_kill": self.redis_kill,
              "pg_kill": self.pg_kill, "region_failover": self.region_failover,
              "cutoff_failover": self.cutoff_failover, "move": self.move, "pause_main": self.pause_main,
              "pause_pool": self.pause_pool, "slow_commit": self.slow_commit, "keeper_handover": self.keeper_handover,
-             "swallow_overrun": self.swallow_overrun, "handover_failover": self.handover_failover}[kind](rng)
+             "swallow_overrun": self.swallow_overrun, "handover_failover": self.handover_failover}[kind](rng, **aim)
 
     def pool_kill(self, rng: random.Random) -> None:
         region = rng.choice(self.regions)
@@ -173,6 +176,7 @@ class Faults(LeaseFaults):
         t0 = time.time()
         self.dev.kill_region(victim)
         report, began = self._fail_over(victim, heir, even_if_reachable=False)
+        adopted_by = time.time()
         self.stop.wait(rng.uniform(5, 20))
         self.mesh.restart_servers()
         self.dev.start_worker(victim, extra_env=self.mesh.worker_env(victim))
@@ -184,7 +188,7 @@ class Faults(LeaseFaults):
         self.record.fault("region_failover", victim, t0, time.time(),
                           f"killed, failed over to {heir} after {began - t0:.1f}s ({report.runs_adopted} runs adopted), "
                           f"back and restored after {restored - t0:.1f}s", killed=(victim,), heir=heir, adopted_at=began,
-                          healed=restored)
+                          adopted_by=adopted_by, healed=restored)
 
     def _fail_over(self, victim: str, heir: str, *, even_if_reachable: bool) -> tuple[FailoverReport, float]:
         """Fail ``victim`` over to ``heir``, asking again while it is refused (the lease has not
@@ -224,6 +228,7 @@ class Faults(LeaseFaults):
             self.mesh.repl_proxies[link].sever()
         try:
             report, began = self._fail_over(victim, heir, even_if_reachable=True)
+            adopted_by = time.time()
             self.stop.wait(rng.uniform(5, 20))  # the victim keeps taking load through its own broker
         finally:
             for link in links:
@@ -238,7 +243,7 @@ class Faults(LeaseFaults):
                           f"cut off (isolated) and failed over to {heir} after {began - t0:.1f}s "
                           f"({report.runs_adopted} runs adopted) while running, {long_runs} {LONG_STEP_S:g}-s and {mid_runs} "
                           f"shorter steps seen by the heir in flight there; links back after {healed - t0:.1f}s, restored after {restored - t0:.1f}s",
-                          severed=tuple(links), heir=heir, adopted_at=began, healed=restored)
+                          severed=tuple(links), heir=heir, adopted_at=began, adopted_by=adopted_by, healed=restored)
 
     def _steps_in_flight(self, victim: str, rng: random.Random, seconds: tuple[float, ...], prefix: str,
                          seen_by: str | None = None) -> int:
@@ -298,11 +303,12 @@ class Faults(LeaseFaults):
         engine = self.mesh.engines[grantor]
         keep = self._start_keeper(grantor)
         moves: list[str] = []
-        outcome: dict[str, tuple[FailoverReport, float] | BaseException] = {}
+        outcome: dict[str, tuple[FailoverReport, float, float] | BaseException] = {}
 
         def fail_over() -> None:
             try:
-                outcome["done"] = self._fail_over(victim, heir, even_if_reachable=True)
+                report, began = self._fail_over(victim, heir, even_if_reachable=True)
+                outcome["done"] = (report, began, time.time())  # adopted by then
             except BaseException as exc:  # handed to the fault's thread, which reports it
                 outcome["done"] = exc
 
@@ -332,7 +338,7 @@ class Faults(LeaseFaults):
             done = outcome.get("done")
             if not isinstance(done, tuple):
                 raise RuntimeError(f"failover of {victim} to {heir}: {done or 'still waiting after 150s'}")
-            report, began = done
+            report, began, adopted_by = done
             self.stop.wait(rng.uniform(5, 15))  # the victim keeps taking load through its own broker
         finally:
             for link in links:
@@ -348,5 +354,5 @@ class Faults(LeaseFaults):
                           f"({'; '.join(moves)}); failed over to {heir} after {began - lost.wall:.1f}s "
                           f"({report.runs_adopted} runs adopted); links back after {healed - lost.wall:.1f}s, restored "
                           f"after {restored - lost.wall:.1f}s",
-                          severed=tuple(links), cut_off=(victim,), heir=heir, adopted_at=began, healed=restored,
-                          pids=(keep,), mono=(lost.mono, time.monotonic()))
+                          severed=tuple(links), cut_off=(victim,), heir=heir, adopted_at=began, adopted_by=adopted_by,
+                          healed=restored, pids=(keep,), mono=(lost.mono, time.monotonic()))

@@ -7,7 +7,15 @@ from typing import Any
 
 from bench.checker.accounting import account, resends
 from bench.checker.compare import compare
-from bench.checker.executions import Execution, TaskId, check_order, executions, judge
+from bench.checker.executions import (
+    Execution,
+    TaskId,
+    adopted_within_lease,
+    bound_by_process,
+    check_order,
+    executions,
+    judge,
+)
 from bench.checker.expected import Plan, Task, plan, run_id
 from bench.checker.faults import normalized
 from bench.checker.history import History
@@ -80,12 +88,18 @@ def _effects(h: History, v: Verdict, faults: list[Any]) -> None:
         v.notes.append("no lease bounds (L, rho, margin) given: lease overruns not checked, and only an "
                        "execution started before its region was cut off is forgiven")
     per_run: dict[str, dict[Task, list[Execution]]] = defaultdict(dict)
-    for task, entries in sorted(by_task.items(), key=lambda kv: str(kv[0])):
-        execs = executions(entries, h.clock)
+    by_region: dict[str, list[Execution]] = defaultdict(list)
+    all_execs = {task: executions(entries, h.clock) for task, entries in by_task.items()}
+    bound_by_process((x for execs in all_execs.values() for x in execs), h.exits)
+    for task, execs in sorted(all_execs.items(), key=lambda kv: str(kv[0])):
         v.step_effects += any(x.effect is not None for x in execs)
         judge(task, execs, faults, promise, v)
         _stale_completion(task, execs, h.accepted.get(task), v)
         per_run[task[0]][(task[1], task[2])] = execs
+        for x in execs:
+            by_region[x.region].append(x)
+    if promise is not None and h.clock == "t":  # lease ends and adoptions are wall-clock readings
+        adopted_within_lease(faults, by_region, v)
     plans = _plans(h)
     succeeded = {rid for rows in h.runs.values() for _, _, rid, status in rows if status == "succeeded"}
     missing: set[TaskId] = set()

@@ -32,6 +32,7 @@ its region makes the step run again although its effect had landed.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,9 @@ class Execution:
     epoch: int | None = None
     lease_until: float | None = None
     end: float | None = None  # effect, or when a fault killed it; None: unknown
+    # When its pool process had surely moved on: its next start of another execution (a prefork pool
+    # process runs one handler at a time), or the process seen gone (``bound_by_process``).
+    gone_by: float | None = None
 
     def __str__(self) -> str:
         eff = f"effect {self.effect:.3f}" if self.effect is not None else "no effect"
@@ -158,6 +162,31 @@ def forgiven_in_region(first: Execution, then: Execution, faults: Sequence[Fault
     return None
 
 
+def bound_by_process(execs: Iterable[Execution], exits: Mapping[tuple[str, int], float]) -> None:
+    """Set each execution's ``gone_by`` from its pool process (same region and pid): the next start
+    of another execution there, or the time the campaign's process watch saw the process gone
+    (``exits``, from the operating system), whichever is first. The campaign's workers are prefork
+    pools, whose processes run one handler at a time (inline continuation runs a chain's steps one
+    after another too), so an execution that never took effect (a handler that swallowed its soft
+    timeout and returned, one the step limit's hard end killed with its process) had ended by
+    then. Without this, such an execution would last until a fault killed its region much later,
+    and the product's retry in between would read as an overlap. A threads pool would break the
+    premise of the first bound, not of the second."""
+    by_process: dict[tuple[str, int], list[Execution]] = defaultdict(list)
+    for ex in execs:
+        if ex.pid is not None:
+            by_process[(ex.region, ex.pid)].append(ex)
+    for proc, same in by_process.items():
+        starts = sorted(x.start for x in same)
+        gone = exits.get(proc)
+        for a in same:
+            i = bisect_right(starts, a.start)
+            bounds = [starts[i]] if i < len(starts) else []
+            if gone is not None and gone >= a.start:
+                bounds.append(gone)
+            a.gone_by = min(bounds) if bounds else None
+
+
 def _overlap(a: Execution, b: Execution) -> bool:
     return a.start < b.last and b.start < a.last or a.start == b.start
 
@@ -172,9 +201,11 @@ def judge(task: TaskId, execs: list[Execution], faults: Sequence[Fault], promise
             # A kill lands between the fault's t0 and its t1 (the driver finds the processes, then
             # kills them): an execution that started inside that window in a killed process ended
             # by t1, one that started before it ended by t0.
-            kills = [f.t0 if f.t0 >= ex.start else f.t1 for f in faults
-                     if f.t1 >= ex.start and killed_process(f, ex.region, ex.pid)]
-            ex.end = min(kills) if kills else None
+            ends = [f.t0 if f.t0 >= ex.start else f.t1 for f in faults
+                    if f.t1 >= ex.start and killed_process(f, ex.region, ex.pid)]
+            if ex.gone_by is not None:
+                ends.append(ex.gone_by)
+            ex.end = min(ends) if ends else None
             v.open_executions += ex.end is None
     name = "/".join(str(x) for x in task if x is not None)
     for i, a in enumerate(execs):
@@ -215,6 +246,24 @@ def judge(task: TaskId, execs: list[Execution], faults: Sequence[Fault], promise
                   and ex.lease_until > f.t0 + promise_s):
                 v.add(LEASE_OVERRUN, f"{name}: {ex.region} claimed it at {ex.start:.3f} with a lease until "
                                      f"{ex.lease_until:.3f}, past {f.kind} at {f.t0:.3f} + {promise_s:.2f}s: {ex}")
+
+
+def adopted_within_lease(faults: Sequence[Fault], by_region: Mapping[str, Sequence[Execution]], v: Verdict) -> None:
+    """A failover's heir took the victim's runs (its adoption had committed by ``adopted_by``) while
+    the victim still held a lease it had read at a claim made before then: the peers that let the
+    heir adopt did not wait out the promise their grants made (a keeper that expired a grant from
+    a stale memory, issue 21 item 1). Any claim counts, not only one of a task the heir ran again:
+    the lease is the region's, and a victim cut off from its heir works on runs the heir never
+    saw. Same host, one clock: the lease end is the victim's database's, the adoption the driver's."""
+    for f in faults:
+        if f.heir is None or f.adopted_by is None or f.region is None:
+            continue
+        seen = [x for x in by_region.get(f.region, ()) if x.lease_until is not None and x.start < f.adopted_by]
+        late = max(seen, key=lambda x: x.lease_until or 0.0, default=None)
+        if late is not None and late.lease_until is not None and late.lease_until > f.adopted_by:
+            v.add(LEASE_OVERRUN, f"{f.heir} had adopted {f.region}'s runs by {f.adopted_by:.3f} ({f.kind} at "
+                                 f"{f.t0:.3f}), {late.lease_until - f.adopted_by:.2f}s before the lease {f.region} "
+                                 f"read at a claim at {late.start:.3f} ended ({late.lease_until:.3f})")
 
 
 def check_order(run: str, plan: Plan, by_task: Mapping[Task, list[Execution]], v: Verdict) -> None:

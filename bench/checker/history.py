@@ -75,6 +75,7 @@ class Fault:
     healed: float | None = None  # when the regions killed or cut off could first hold a lease again
     heir: str | None = None  # a failover: the region that adopted the victim's runs …
     adopted_at: float | None = None  # … no later than its adoption committed (read only for ledgers without epochs)
+    adopted_by: float | None = None  # … and no earlier: the failover call had returned (None: not known)
     # t0 and t1 again on the host's monotonic clock (the ledger's ``mono``), where the driver read both
     mono: tuple[float, float] | None = None
 
@@ -128,6 +129,9 @@ class History:
     # region, pid, attempt, epoch, token), as the checker read it from the rows
     accepted: dict[tuple[str, str, int | None], dict[str, Any]] = field(default_factory=dict)
     marker_hits: dict[str, dict[str, int]] = field(default_factory=dict)
+    # (region, pid) -> when the campaign's process watch saw that worker or pool process gone (an
+    # upper bound of its death, from the operating system: bench/campaign/procwatch.py)
+    exits: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def holders(self, tenant: str) -> list[str]:
         """The regions that hold the tenant's payload rows: its zone's, or every region."""

@@ -18,6 +18,7 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 
+from bench import mutants
 from regionmesh.models import erasure, lease, runs
 from regionmesh.models.engine import make_engine
 from regionmesh.models.residency import tenant_hash
@@ -66,7 +67,10 @@ def blocked_by(engine: Engine, pid: int) -> list[int]:
                                  {"p": pid}).scalars())
 
 
-def test_a_completion_that_releases_a_task_during_the_erasure_leaves_nothing_behind(db: Engine) -> None:
+def race(db: Engine) -> tuple[runs.Completion, dict[str, int], int]:
+    """The last map task's completion (releasing and claiming d inline) waits for the run's row
+    while the erasure starts; then the row lock goes. Returns the completion, the rows of the run
+    left per table, and the task rows still holding its input or output."""
     tenant, key = f"t{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
     sub = parse_submission({"v": 1, "tenant_id": tenant, "workflow": "fan", "input": {"secret": key},
                             "idempotency_key": key, "submission_id": key, "submitted_region": REGION},
@@ -94,13 +98,38 @@ def test_a_completion_that_releases_a_task_during_the_erasure_leaves_nothing_beh
         last.start()
         completion = wait_until(lambda: blocked_by(db, me), 10, "the last map completion to wait for the run row")[0]
         erasing.start()
+        # With the tenant's lock the erasure waits for the completion before it reads anything;
+        # without it (the mutant) its step_tasks statement waits for the map task's row instead.
         wait_until(lambda: blocked_by(db, completion), 10, "the erasure to wait for the completion")
         tx.commit()
     last.join(30)
     erasing.join(30)
-    assert not out["completion"].discarded  # it released d and claimed it, before the erasure read anything
-    for table, column in (("step_tasks", "run_id"), ("step_attempts", "run_id"), ("workflow_steps", "run_id"),
-                          ("workflow_runs", "id")):
-        assert scalar(db, f"SELECT count(*) FROM {table} WHERE {column} = :r", r=sub.run_id) == 0, table
-    assert scalar(db, "SELECT count(*) FROM step_tasks WHERE input::text LIKE :k OR output::text LIKE :k",
-                  k=f"%{key}%") == 0
+    left = {table: scalar(db, f"SELECT count(*) FROM {table} WHERE {column} = :r", r=sub.run_id)
+            for table, column in (("step_tasks", "run_id"), ("step_attempts", "run_id"), ("workflow_steps", "run_id"),
+                                  ("workflow_runs", "id"))}
+    payload = scalar(db, "SELECT count(*) FROM step_tasks WHERE input::text LIKE :k OR output::text LIKE :k", k=f"%{key}%")
+    return out["completion"], {t: n for t, n in left.items() if n}, payload
+
+
+def test_a_completion_that_releases_a_task_during_the_erasure_leaves_nothing_behind(db: Engine) -> None:
+    completion, left, payload = race(db)
+    assert not completion.discarded  # it released d and claimed it, before the erasure read anything
+    assert left == {} and payload == 0
+
+
+def test_the_race_leaves_the_released_task_without_the_lock(db: Engine) -> None:
+    """Mutant erasure_lock_dropped (bench/mutants.py), planted in this database: the same race
+    leaves d's task row live, with its input, after the erasure (the hole 0022 closed)."""
+    mutant = mutants.MUTANTS["erasure_lock_dropped"]
+    (patch,) = mutant.sql
+    with db.begin() as conn:
+        correct = conn.execute(text("SELECT pg_get_functiondef(CAST(:f AS regprocedure))"),
+                               {"f": patch.function}).scalar_one()
+        mutants.apply_sql(conn, mutant)
+    try:
+        completion, left, payload = race(db)
+    finally:
+        with db.begin() as conn:
+            conn.exec_driver_sql(correct.replace("%", "%%"))
+    assert not completion.discarded
+    assert left.get("step_tasks", 0) >= 1 and payload >= 1, (left, payload)

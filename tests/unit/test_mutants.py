@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -59,7 +60,9 @@ def test_a_mutant_is_caught_by_its_class_or_one_that_shows_the_same_bug() -> Non
 
 def test_select() -> None:
     assert [m.name for m in mutants.select("no_lease_check, ack_without_run")] == ["no_lease_check", "ack_without_run"]
-    assert len(mutants.select("all")) == len(mutants.MUTANTS)
+    # the matrix: every mutant a campaign can show; the others name the test that shows them
+    assert [m.name for m in mutants.select("all")] == [m.name for m in mutants.MUTANTS.values() if not m.shown_by]
+    assert mutants.select("erasure_lock_dropped")[0].shown_by
     with pytest.raises(ValueError, match="unknown mutant"):
         mutants.select("nope")
 
@@ -79,6 +82,8 @@ REPLACED = {
     "reconciler_requeues_running": "regionmesh.workers.deadlines:DeadlineWatch.expired",
     "ack_without_run": "regionmesh.workers.lifecycle:accept",
     "outbox_forgets_sent": "regionmesh.models.outbox:put",
+    "keeper_keeps_memory": "regionmesh.workers.lease_keeper:LeaseKeeper.took_lock",
+    "outbox_forgets_duplicate": "regionmesh.models.outbox:put",
 }
 
 
@@ -92,3 +97,35 @@ def test_python_mutant_replaces_what_it_names(name: str) -> None:
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
+
+
+def test_a_shown_by_test_exists() -> None:
+    for m in mutants.MUTANTS.values():
+        if m.shown_by:
+            path, _, name = m.shown_by.partition("::")
+            assert f"def {name}(" in (ROOT / path).read_text(), m.shown_by
+
+
+def test_an_aimed_mutant_aims_the_fault_it_needs() -> None:
+    """The campaign passes a mutant's ``aim`` to its own fault (and to no other)."""
+    from bench.campaign.faults import KINDS, Faults
+    from bench.campaign.record import Plan, Record
+
+    seen: list[tuple[str, dict[str, object]]] = []
+
+    def run(mutant: mutants.Mutant, kind: str) -> dict[str, object]:
+        seen.clear()
+        mesh = SimpleNamespace(dev=None, regions=["us-east", "eu-west", "ap-south"])
+        faults = Faults(Plan.of(7, 1, 3, mutant), mesh, Record(lambda _: None), None)  # type: ignore[arg-type]
+        for k in KINDS:
+            setattr(faults, k, lambda *a, k=k, **kw: seen.append((k, {"args": a[1:], **kw})))
+        faults.inject(kind, __import__("random").Random(0), 12.0)
+        assert [k for k, _ in seen] == [kind]
+        return seen[0][1]
+
+    keeper = mutants.MUTANTS["keeper_keeps_memory"]
+    assert run(keeper, "handover_failover") == {"args": (), "early_cut": True}
+    assert run(keeper, "slow_commit") == {"args": ()}
+    assert run(mutants.MUTANTS["lease_checked_at_start_only"], "slow_commit") == {"args": (), "mode": "claim", "cut": True}
+    assert run(mutants.MUTANTS["outbox_forgets_duplicate"], "broker_cut") == {"args": (60.0,)}
+    assert run(mutants.MUTANTS["outbox_forgets_duplicate"], "repl_cut") == {"args": (12.0,)}
