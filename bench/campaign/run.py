@@ -10,6 +10,7 @@ from typing import Any
 from bench.campaign.drain import drain
 from bench.campaign.faults import Faults
 from bench.campaign.mesh import CampaignMesh
+from bench.campaign.procwatch import ProcessWatch
 from bench.campaign.producers import Producers
 from bench.campaign.record import Log, Plan, Record
 from bench.campaign.resend import Resender
@@ -32,6 +33,10 @@ def run(plan: Plan, mesh: CampaignMesh, record: Record, drain_s: float) -> tuple
     producers = Producers(plan, mesh, record, stop)
     faults = Faults(plan, mesh, record, stop)
     record.started = time.time()
+    watch_stop = threading.Event()
+    watch = ProcessWatch(mesh.dev, mesh.regions, watch_stop)
+    watch_thread = watch.thread()
+    watch_thread.start()
     threads = producers.threads()
     for t in threads:
         t.start()
@@ -50,7 +55,10 @@ def run(plan: Plan, mesh: CampaignMesh, record: Record, drain_s: float) -> tuple
     mesh.wait_healthy(120)
     drained = drain(plan, mesh, producers, record, drain_s)
     record.log(f"  drained: {drained} after {time.time() - faults_end:.0f}s")
-    return judge(plan, mesh, record, producers, baseline, faults_end=faults_end, drained=drained)
+    watch_stop.set()
+    watch_thread.join(10)
+    return judge(plan, mesh, record, producers, baseline, faults_end=faults_end, drained=drained,
+                 exits=watch.exits())
 
 
 def run_campaign(seed: int, minutes: float, *, n_regions: int = 3, drain_s: float = 300, keep: bool = False,

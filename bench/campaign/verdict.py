@@ -60,7 +60,8 @@ def _verify(mesh: CampaignMesh, record: Record) -> bool:
 
 
 def judge(plan: Plan, mesh: CampaignMesh, record: Record, producers: Producers, baseline: Baseline, *,
-          faults_end: float, drained: bool) -> tuple[Verdict, dict[str, Any]]:
+          faults_end: float, drained: bool,
+          exits: dict[tuple[str, int], float] | None = None) -> tuple[Verdict, dict[str, Any]]:
     """The checker's verdict on the campaign, and the facts the result file carries beside it."""
     identical = _verify(mesh, record)
     urls = _urls(mesh)
@@ -84,7 +85,8 @@ def judge(plan: Plan, mesh: CampaignMesh, record: Record, producers: Producers, 
         dead_letters=got["dead_letters"],
         valid_submission_ids={s.sid for s in record.sent} | {a.sid for a in record.resends},
         outbox_rejected=got["outbox_rejected"], bounds=Bounds(LEASE_S, DRIFT, MARGIN_S), rows=got["rows"],
-        submissions=got["submissions"], zones=zones, marker_hits=hits, accepted=got["accepted"])
+        submissions=got["submissions"], zones=zones, marker_hits=hits, accepted=got["accepted"],
+        exits=exits or {})
     verdict = evaluate(history)
     started = record.started
     extra = {"seed": plan.seed, "minutes": plan.minutes, "regions": mesh.regions,

@@ -85,6 +85,27 @@ def test_an_execution_killed_before_the_repeat_started_does_not_overlap_it() -> 
     assert v.open_executions == 0  # its end is the kill
 
 
+def test_an_execution_without_effect_ends_when_its_pool_process_moved_on_or_was_seen_gone() -> None:
+    # Campaign seed 24: the step limit's hard end SIGKILLed a pool process whose handler swallowed
+    # its timeout (no effect, no fault record); the retry ran in a new process a second later, and
+    # the region was killed by a fault long after. The process watch saw the process gone at 96.5.
+    later_kill = Fault("region_failover", "a", 120.0, 125.0, detail="killed", killed=("a",))
+    retry = execution("d", "a", 97.0, 97.5, attempt=2, pid=101)
+    first = execution("d", "a", 94.0, None, pid=100)
+    v = evaluate(history(ledger=with_d(first, retry), faults=[later_kill]))
+    assert v.classes == {OVERLAP_IN_REGION}, v.violations  # nothing says it had ended: it may have run on
+    h = history(ledger=with_d(first, retry), faults=[later_kill])
+    h.exits = {("a", 100): 96.5}
+    assert evaluate(h).ok, evaluate(h).violations
+    h.exits = {("a", 100): 97.2}  # seen gone only after the retry started: an overlap
+    assert evaluate(h).classes == {OVERLAP_IN_REGION}
+    # A prefork process runs one handler at a time: its next start ends the one before.
+    moved_on = execution("b", "a", 92.0, 93.0, pid=100)
+    v = evaluate(history(ledger=clean_abc()[:2] + execution("c", "a", 92.0, 93.5) + first
+                         + [dict(e, t=96.0) for e in moved_on] + retry, faults=[later_kill]))
+    assert OVERLAP_IN_REGION not in v.classes and v.open_executions == 0, v.violations  # (d before b: ORDER)
+
+
 # --- forgiveness in one region: the process died while the handler ran ------------------------------
 
 @pytest.mark.parametrize(("fault", "forgiven"), [
