@@ -410,3 +410,11 @@ def test_flower_requires_basic_auth_and_sees_the_worker(region: Region) -> None:
 
     seen = wait_until(lambda: [w for w in workers() if w.startswith(f"{REGION}-")], 30, "flower to list the worker")
     assert seen
+    # It reads the broker only: its mesh file names no database or replication secret (issue 21 item 10),
+    # and it sees the worker all the same.
+    import psutil
+
+    flower_file = Path(psutil.Process(record.pid).environ()["REGIONMESH_CONFIG"])
+    assert flower_file != region.mesh.dev.mesh_file
+    text = flower_file.read_text(encoding="utf-8")
+    assert "database_password" not in text and "replication_password" not in text, text

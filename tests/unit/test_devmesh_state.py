@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from regionmesh.errors import DevMeshError
-from regionmesh.ops.devmesh import DevMesh, MeshState
+from regionmesh.ops.devmesh import APP_ROLE, DevMesh, MeshState
 from regionmesh.ops.devmesh.meshfile import render
 from regionmesh.ops.devmesh.state import StateFile
 
@@ -256,3 +256,28 @@ def test_zones_an_operator_wrote_into_mesh_toml_are_kept(tmp_path: Path) -> None
     mesh.write_text('[mesh]\nname = "dev"\n', encoding="utf-8")
     assert edited_zones(mesh, {"eu": ["eu-west"]}) is None  # no [zones]: the recorded ones stay
     assert edited_zones(tmp_path / "missing.toml", None) is None
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_flowers_mesh_file_names_no_database_or_replication_secret(tmp_path: Path, tls: bool) -> None:
+    """Flower reads the broker only (issue 21 item 10): its mesh file is its own, with the broker's
+    secret and no database or replication password, with TLS or without."""
+    from regionmesh.config import parse_config
+
+    raw = json.loads(STATE_JSON) | {"tls": tls}
+    text = render(MeshState.from_json(raw, ROOT), "flower")
+    assert "database_password" not in text and "replication_password" not in text
+    assert "replication_link_secrets" not in text and f'secrets/{APP_ROLE}"' not in text
+    broker_secret = "redis-flower" if tls else "redis"
+    assert f'broker_password = {{ file = "secrets/{broker_secret}" }}' in text
+    # It loads with only the broker's secret (and the CA) there: nothing else is read.
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / broker_secret).write_text("pw")
+    (tmp_path / "ca.crt").write_text("")
+    cfg = parse_config(text, path=str(tmp_path / "flower.toml"), environ={}, region="us-east")
+    assert all(r.database_url and ":" not in r.database_url.split("@")[0].removeprefix("postgresql://")
+               for r in cfg.regions.values())  # a URL without a password
+    dev = _mesh(tmp_path, json.dumps(raw))
+    assert dev.role_mesh_file("flower") == tmp_path / "flower.toml"
+    assert dev.role_mesh_file("worker") == dev.mesh_file
+    assert dev.role_mesh_file("producer") == (tmp_path / "producer.toml" if tls else dev.mesh_file)

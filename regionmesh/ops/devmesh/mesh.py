@@ -105,11 +105,12 @@ class DevMesh:
 
     # -- the mesh files ----------------------------------------------------------------------------
     def role_mesh_file(self, role: str) -> Path:
-        """The mesh file a TLS mesh writes for ``role`` (``producer`` or ``flower``): the same
-        regions, that role's Redis user. Workers, operators and every role without TLS use ``mesh.toml``."""
-        if role == "worker" or not self.state.load().tls:
-            return self.mesh_file
-        return self.root / f"{role}.toml"
+        """The mesh file ``up`` writes for ``role``: ``flower.toml`` for Flower (no database or
+        replication secret), in a TLS mesh ``producer.toml`` (that role's Redis user); workers,
+        operators and a producer without TLS use ``mesh.toml``."""
+        if role in meshfile.BROKER_ONLY or (role != "worker" and self.state.load().tls):
+            return self.root / f"{role}.toml"
+        return self.mesh_file
 
     def broker_url(self, region: str, *, port: int | None = None) -> str:
         """``region``'s broker URL as the workers' mesh file names it (no password), on ``port``
@@ -124,9 +125,8 @@ class DevMesh:
 
     def _write_mesh_files(self, state: MeshState) -> None:
         meshfile.write(self.mesh_file, meshfile.render(state, "worker"))
-        if state.tls:
-            for role in ("producer", "flower"):
-                meshfile.write(self.root / f"{role}.toml", meshfile.render(state, role))
+        for role in ("producer", "flower") if state.tls else meshfile.BROKER_ONLY:
+            meshfile.write(self.root / f"{role}.toml", meshfile.render(state, role))
 
     # -- servers -------------------------------------------------------------------------------------
     def _ensure_pg(self, pgbin: PgBin, region: str, n_regions: int, state: MeshState, used: set[int]) -> bool:

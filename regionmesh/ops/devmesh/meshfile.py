@@ -1,5 +1,7 @@
-"""The mesh files ``up`` writes: ``mesh.toml`` (workers, operators, every role without TLS) and, in a
-TLS mesh, ``producer.toml`` and ``flower.toml`` (the same regions, that role's Redis user)."""
+"""The mesh files ``up`` writes: ``mesh.toml`` (workers, operators, every role without TLS but Flower),
+``flower.toml`` (the same regions, no database or replication secret: Flower reads the broker only)
+and, in a TLS mesh, ``producer.toml`` (the same regions, that role's Redis user; flower.toml too
+names its own)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from regionmesh.ops.devmesh.folder import APP_ROLE, DATABASE, HOST, REDIS_USER_P
 from regionmesh.ops.devmesh.state import MeshState
 
 ROLES = ("worker", "producer", "flower")
+# Roles that never open a database: their mesh file names no database or replication secret.
+BROKER_ONLY = ("flower",)
 
 
 def broker_url(state: MeshState, region: str, role: str = "worker", *, port: int | None = None) -> str:
@@ -23,8 +27,11 @@ def broker_url(state: MeshState, region: str, role: str = "worker", *, port: int
 
 
 def render(state: MeshState, role: str, *, broker_urls: Mapping[str, str] | None = None) -> str:
-    """The mesh file for ``role``; ``broker_urls`` replaces the named regions' broker URLs."""
+    """The mesh file for ``role``; ``broker_urls`` replaces the named regions' broker URLs. A
+    broker-only role's file names no database or replication secret (the URLs stay: the config
+    requires them, and without a password they open nothing)."""
     tls = state.tls
+    secrets = role not in BROKER_ONLY
     broker_secret = f"redis-{role}" if tls else "redis"
     unknown = set(broker_urls or {}) - set(state.regions)
     if unknown:
@@ -34,9 +41,9 @@ def render(state: MeshState, role: str, *, broker_urls: Mapping[str, str] | None
         "[mesh]",
         'name = "dev"',
         f'replication_user = "{REPLICATION_ROLE}"',
-        f'replication_password = {{ file = "secrets/{REPLICATION_ROLE}" }}',
-        "# One role and secret per subscriber -> publisher link; only 'replication setup' reads them.",
-        'replication_link_secrets = "secrets/links"',
+        *([f'replication_password = {{ file = "secrets/{REPLICATION_ROLE}" }}',
+           "# One role and secret per subscriber -> publisher link; only 'replication setup' reads them.",
+           'replication_link_secrets = "secrets/links"'] if secrets else []),
         "# Commands run against this mesh act as this region unless --region or $REGIONMESH_REGION says otherwise.",
         f'default_region = "{next(iter(state.regions))}"',
         "",
@@ -47,7 +54,7 @@ def render(state: MeshState, role: str, *, broker_urls: Mapping[str, str] | None
         lines += [
             f"[regions.{region}]",
             f'database_url = "postgresql://{APP_ROLE}@{HOST}:{pg_port}/{DATABASE}"',
-            f'database_password = {{ file = "secrets/{APP_ROLE}" }}',
+            *([f'database_password = {{ file = "secrets/{APP_ROLE}" }}'] if secrets else []),
             f'broker_url = "{(broker_urls or {}).get(region) or broker_url(state, region, role)}"',
             f'broker_password = {{ file = "secrets/{broker_secret}" }}',
             f'peer_conninfo = "host={HOST} port={pg_port} dbname={DATABASE}{peer_tls}"',
