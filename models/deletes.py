@@ -27,7 +27,9 @@ RUN_ROWS: Rows = (("duplicate_submissions", "run_id"), ("step_attempts", "run_id
 SUMMARY_ROWS: Rows = (("run_summaries", "run_id"),)
 # The replicated tables keyed by tenant.
 TENANT_ROWS: Rows = (("tenant_registry", "tenant_id"), ("tenant_registry_history", "tenant_id"),
-                     ("tenant_zones", "tenant_id"), ("console_actions", "tenant_id"))
+                     ("tenant_zones", "tenant_id"), ("console_actions", "tenant_id"),
+                     # schedules, their tick state and buffered signals (0026): an erasure stops the ticks
+                     ("schedules", "tenant_id"), ("schedule_ticks", "tenant_id"), ("run_signals", "tenant_id"))
 
 
 def tombstone_txn(conn: Connection, rows: Rows, ids: Sequence[Any]) -> dict[str, int]:

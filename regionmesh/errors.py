@@ -92,3 +92,19 @@ class InvalidTransition(RegionmeshError):
         self.run_id = run_id
         self.status = status
         super().__init__(f"cannot {action} run {run_id}: it is {status}")
+
+
+class InvalidSchedule(RegionmeshError):
+    """A schedule's definition is wrong (cron, interval, time zone, policy, jitter); nothing was written."""
+
+    exit_code = 2
+
+
+class ScheduleNotFound(RegionmeshError):
+    """No live schedule of that name for that tenant in this region's copy."""
+
+    def __init__(self, tenant_id: str, name: str) -> None:
+        self.tenant_id = tenant_id
+        self.name = name
+        super().__init__(f"tenant {tenant_id!r} has no schedule {name!r} here "
+                         f"(list them with 'regionmesh schedules list {tenant_id}')")

@@ -15,6 +15,9 @@ REJECTED_TASK = "regionmesh.rejected.v1"
 # Home -> forwarder outside a zoned tenant's zone: the forwarded submission is a run here.
 # kwargs: region (the home), run_id, submission_id (or null). Carries no input.
 RECEIVED_TASK = "regionmesh.received.v1"
+# A signal to a run (issue 23), on any region's submit queue. kwargs: tenant_id, run_id (or the run's
+# idempotency_key), name, payload (JSON), key (optional: the task id), v=1. workers/signal_task.py.
+SIGNAL_TASK = "regionmesh.signal"
 
 PUBLICATION = "rm_pub"
 

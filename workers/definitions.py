@@ -59,6 +59,38 @@ Decomposer = Callable[[str, Mapping[str, Any]], Iterable[Step]]
 Handler = Callable[..., Any]
 
 
+class Park(Exception):
+    """Raised by a waiting step's handler (workers/waits.py): put this task back to wait, holding
+    no worker and no message, until ``wake_at`` or the database's clock + ``wait_s`` (the first
+    park sets the wake time; later ones keep it)."""
+
+    def __init__(self, *, wake_at: Any = None, wait_s: float | None = None) -> None:
+        super().__init__("parked")
+        self.wake_at = wake_at
+        self.wait_s = wait_s
+
+
+class Handlers(dict[str, Handler]):
+    """Handlers by name. A name ``family:argument`` with no handler of its own resolves through the
+    factory registered for ``family`` (the waiting steps: ``regionmesh.sleep:30``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.families: dict[str, Callable[[str], Handler | None]] = {}
+
+    def get(self, name: str, default: Any = None) -> Any:
+        found = super().get(name)
+        if found is not None:
+            return found
+        family, sep, argument = name.partition(":") if isinstance(name, str) else ("", "", "")
+        factory = self.families.get(family) if sep else None
+        made = factory(argument) if factory is not None else None
+        return made if made is not None else default
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+
 @dataclass(frozen=True)
 class Workflow:
     """A named workflow: static ``steps`` or a ``decomposer`` of its goal and input."""
@@ -157,7 +189,7 @@ class Registry:
 
     def __init__(self) -> None:
         self.workflows: dict[str, Workflow] = {}
-        self.handlers: dict[str, Handler] = {}
+        self.handlers = Handlers()
 
     def handler(self, name: str) -> Callable[[Handler], Handler]:
         """Decorator registering a step handler ``fn(ctx, payload) -> JSON``."""

@@ -24,8 +24,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from regionmesh.host import pid_alive
 from regionmesh.log import event
-from regionmesh.models import lease, runs
-from regionmesh.workers.definitions import RetryPolicy
+from regionmesh.models import lease, runs, waits
+from regionmesh.workers.definitions import Park, RetryPolicy
 from regionmesh.workers.metrics import STEP_DURATION
 from regionmesh.workers.retry import backoff_s, should_retry
 from regionmesh.workers.runtime import Runtime
@@ -164,6 +164,10 @@ def _run_claimed(rt: Runtime, claim: runs.Claim, *, claim_next: bool,
             if limit.fired:  # the handler caught StepTimeout and returned all the same
                 raise StepTimeout(f"timed out after {claim.timeout_s:g}s (the handler caught the timeout)")
             json.dumps(output)
+        except Park as parked:  # a waiting step (workers/waits.py): back to the database until it is due
+            at = waits.park(rt.engine, task_id, claim.attempt, wake_at=parked.wake_at, wait_s=parked.wait_s)
+            event(logging.INFO, "step.parked" if at else "step.discarded", wake_at=at and at.isoformat(), **fields)
+            return ("parked" if at else "discarded"), None, time.monotonic()
         except StepTimeout as exc:
             error = str(exc)
             STEP_DURATION.labels(rt.region, "timeout").observe(time.perf_counter() - began)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from regionmesh.workers import waits
 from regionmesh.workers.definitions import Registry
 
 default_registry = Registry()
+waits.install(default_registry.handlers)  # Sleep, SleepUntil, WaitFor
