@@ -131,7 +131,8 @@ END $$;
 -- How a running task's attempt ended, read from the write that ends it (local writes only: the
 -- apply worker never fires it; the attempt row's update replicates). A write that keeps the same
 -- attempt running ends nothing; a tombstone (erasure, a stale epoch's task voided) is not an end.
--- A takeover (running again, next attempt) ends the previous one as worker_lost; the texts
+-- A takeover (running again, next attempt) ends the previous one as worker_lost, with no text (the
+-- task's error is still an earlier attempt's: a claim does not clear it); the texts
 -- 'worker lost...' and 'timed out...' are the ones workers/ and the reconciler write.
 CREATE OR REPLACE FUNCTION rm_attempt_end() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -155,7 +156,8 @@ BEGIN
                   AND a.ended_at IS NULL AND a.deleted_at IS NULL
                 ORDER BY a.started_at DESC LIMIT 1)
   RETURNING id INTO v_id;
-  IF v_id IS NOT NULL AND v_outcome IN ('failed', 'timed_out', 'worker_lost') AND NEW.error IS NOT NULL THEN
+  IF v_id IS NOT NULL AND v_outcome IN ('failed', 'timed_out', 'worker_lost') AND NEW.status <> 'running'
+     AND NEW.error IS NOT NULL THEN
     NEW.attempt_errors := coalesce(NEW.attempt_errors, '{}'::jsonb) || jsonb_build_object(v_id::text, left(NEW.error, 2000));
   END IF;
   RETURN NEW;
