@@ -13,6 +13,7 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -163,6 +164,48 @@ def test_input_taken_in_before_the_binding_arrived_is_gone_one_pass_after_it(wor
                         s=bad.submission_id) == 1  # the refusal's record stays, without its body
     assert mark in world.dump(PLACER)
     assert world.scalar(PLACER, "SELECT count(*) FROM workflow_runs WHERE tenant_id = :t", t=tenant) == 1
+
+
+def binding_epoch(world: World, region: str, tenant: str) -> int:
+    return int(world.scalar(region, "SELECT coalesce(max(epoch), 0) FROM tenant_zones WHERE tenant_id = :t AND zone = 'eu'",
+                            t=tenant))
+
+
+def test_tenants_zone_waits_until_every_region_applied_the_binding(world: World) -> None:
+    """'regionmesh tenants zone' returns once every region holds the binding; by its deadline it
+    names the regions that do not (us-east here, its link from the placer disabled), says what
+    that means for a region outside the zone, and exits 1 with the binding written."""
+    from click.testing import CliRunner
+
+    from regionmesh.ops.cli import cli
+
+    tenant = tenant_at_placer("zwait")
+    args = ["--config", str(world.dev.mesh_file), "--region", PLACER, "tenants", "zone", tenant, "eu"]
+    world.hold_back(True)
+    try:
+        began = time.monotonic()
+        res = CliRunner().invoke(cli, [*args, "--wait", "3"])
+        assert res.exit_code == 1, res.output
+        assert time.monotonic() - began >= 3
+        assert f"not applied in: {OUTSIDE} (not replicated there yet)" in res.output, res.output
+        assert f"{OUTSIDE} (outside the zone) may still accept {tenant}'s submissions" in res.output.replace("\n", " ")
+        assert binding_epoch(world, PLACER, tenant) == 1 and binding_epoch(world, OUTSIDE, tenant) == 0
+
+        # Bound again (epoch 2): the command waits; us-east's link comes back only once the placer
+        # has the new epoch, so the command cannot have returned before us-east applied it.
+        def release() -> None:
+            wait_until(lambda: binding_epoch(world, PLACER, tenant) == 2, 30, "the second binding at the placer")
+            world.hold_back(False)
+
+        releaser = threading.Thread(target=release)
+        releaser.start()
+        res = CliRunner().invoke(cli, [*args, "--wait", "60"])
+        releaser.join(60)
+    finally:
+        world.hold_back(False)
+    assert res.exit_code == 0, res.output
+    assert f"applied in every region ({', '.join(world.config.regions)})" in res.output, res.output
+    assert {r: binding_epoch(world, r, tenant) for r in REGIONS} == {r: 2 for r in REGIONS}
 
 
 def test_an_unsent_entry_goes_back_to_the_broker_and_runs_in_the_zone_later(world: World) -> None:

@@ -90,17 +90,36 @@ def tenants_move(ctx: Context, tenant: str, to_region: str) -> None:
 @tenants.command("zone")
 @click.argument("tenant")
 @click.argument("zone")
+@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True, envvar="REGIONMESH_ZONE_WAIT_S",
+              show_envvar=True, help="Seconds to wait for every region to apply the binding (0: do not wait).")
 @pass_ctx
-def tenants_zone(ctx: Context, tenant: str, zone: str) -> None:
+def tenants_zone(ctx: Context, tenant: str, zone: str, wait_s: float) -> None:
     """Bind TENANT to ZONE (a zone of the mesh: 'regionmesh zones list'): its runs are placed only in
     the zone's regions and their inputs and outputs are held only there. Written at the region that
-    places it."""
+    places it; then waits until every region has applied it. Exit status 1 when some region has not
+    by the deadline (the binding stays written; it names them and what that means)."""
     _needs("server")  # imported here: an optional extra
-    from regionmesh.ops.residency import bind_zone
+    from regionmesh.ops.residency import bind_zone, wait_applied
 
     at, epoch = bind_zone(ctx.config, tenant, zone, _via(ctx))
     members = with_mesh_zones(ctx.config, at).zones.get(zone, ())
     console.print(f"{tenant} bound to zone {zone} ({', '.join(members)}) at epoch {epoch} (written at {at})")
+    if wait_s <= 0:
+        return
+    done = wait_applied(ctx.config, tenant, zone, epoch, timeout=wait_s)
+    if done.everywhere:
+        console.print(f"applied in every region ({', '.join(done.applied)})")
+        return
+    missing = [f"{r} (not replicated there yet)" for r in done.pending]
+    missing += [f"{r} (did not answer: {why})" for r, why in done.unreachable.items()]
+    outside = [r for r in (*done.pending, *done.unreachable) if r not in members]
+    console.print(f"[yellow]after {wait_s:g}s not applied in: {'; '.join(missing)}[/yellow]")
+    if outside:
+        console.print(f"Until they apply it, {', '.join(outside)} (outside the zone) may still accept {tenant}'s "
+                      "submissions and forward them into the zone, keeping their input in the outbox; each drops "
+                      "that input one reconciler pass after the binding arrives. Run this command again to wait "
+                      "again (it binds the same zone at a new epoch).")
+    raise SystemExit(1)
 
 
 def _via(ctx: Context) -> str:
