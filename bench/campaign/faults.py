@@ -280,8 +280,12 @@ class Faults(LeaseFaults):
                 seen = {e["run"] for e in map(json.loads, ledger.read_text().splitlines())
                         if e["phase"] == "start" and e["step"] == "a" and e["run"] in set(started)}
             if seen and seen_by is not None:
+                # Short steps: cut while the first one seen is still running (waiting for the
+                # other could let both end before the cut).
                 seen = set(pgprobe.running_first_tasks(self.mesh.engines[seen_by], sorted(seen)))
-            time.sleep(0.2)
+                if seen:
+                    break
+            time.sleep(0.1 if seen_by is not None else 0.2)
         return len(seen)
 
     def move(self, rng: random.Random) -> None:
