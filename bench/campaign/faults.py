@@ -255,6 +255,8 @@ class Faults(LeaseFaults):
         epoch would then be accepted: the stale write the epoch fences off); mid ones end inside the
         victim's remaining lease, after the cut. Returns how many started (and were seen). They are
         acknowledged submissions like any other."""
+        ledger = self.mesh.ledger_dir / f"ledger-{victim}.jsonl"
+        offset = ledger.stat().st_size if ledger.exists() else 0  # read only what it gains from now
         homed = [t for t in self.plan.tenants if home_region(self.mesh.config, t, victim) == victim]
         started: list[str] = []
         for tenant, first in zip(rng.sample(homed, min(len(seconds), len(homed))), seconds, strict=False):
@@ -272,17 +274,23 @@ class Faults(LeaseFaults):
             self.record.add(Sent(Ack("direct", tenant, key, victim, time.time(), sid=key, workflow="t_ledger",
                                      input=data), key, None, time.time()))
             started.append(str(run_id_for(tenant, key)))
-        ledger = self.mesh.ledger_dir / f"ledger-{victim}.jsonl"
         deadline = time.monotonic() + 10
-        seen: set[str] = set()
+        began: set[str] = set()  # started in the victim (its ledger)
+        seen: set[str] = set()  # ... and, with ``seen_by``, running in that region's copy
         while time.monotonic() < deadline and len(seen) < len(started):
             if ledger.exists():
-                seen = {e["run"] for e in map(json.loads, ledger.read_text().splitlines())
-                        if e["phase"] == "start" and e["step"] == "a" and e["run"] in set(started)}
-            if seen and seen_by is not None:
+                with ledger.open("rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                complete = chunk[:chunk.rfind(b"\n") + 1]
+                offset += len(complete)
+                began |= {e["run"] for e in map(json.loads, complete.decode().splitlines())
+                          if e["phase"] == "start" and e["step"] == "a" and e["run"] in set(started)}
+            seen = began
+            if began and seen_by is not None:
                 # Short steps: cut while the first one seen is still running (waiting for the
                 # other could let both end before the cut).
-                seen = set(pgprobe.running_first_tasks(self.mesh.engines[seen_by], sorted(seen)))
+                seen = set(pgprobe.running_first_tasks(self.mesh.engines[seen_by], sorted(began)))
                 if seen:
                     break
             time.sleep(0.1 if seen_by is not None else 0.2)
