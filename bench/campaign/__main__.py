@@ -79,6 +79,9 @@ def main() -> None:
     if args.mutants:
         sys.exit(_matrix(args, mutants.select(args.mutants)))
     mutant = mutants.select(args.mutant)[0] if args.mutant else None
+    if mutant is not None and mutant.shown_by:
+        raise SystemExit(f"mutant {mutant.name}: the campaign cannot show it ({mutant.breaks}); "
+                         f"it is shown by {mutant.shown_by}")
     verdict, _ = run_campaign(args.seed, args.minutes, n_regions=args.regions, drain_s=args.drain, keep=args.keep,
                               out=args.out, mutant=mutant, kinds=_kinds(args.faults, mutant), resend=args.resend)
     if mutant is not None:

@@ -129,3 +129,11 @@ def test_an_aimed_mutant_aims_the_fault_it_needs() -> None:
     assert run(mutants.MUTANTS["lease_checked_at_start_only"], "slow_commit") == {"args": (), "mode": "claim", "cut": True}
     assert run(mutants.MUTANTS["outbox_forgets_duplicate"], "broker_cut") == {"args": (60.0,)}
     assert run(mutants.MUTANTS["outbox_forgets_duplicate"], "repl_cut") == {"args": (12.0,)}
+
+
+def test_the_campaign_refuses_a_mutant_it_cannot_show(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.campaign.__main__ import main
+
+    monkeypatch.setattr(sys, "argv", ["bench.campaign", "--seed", "7", "--mutant", "erasure_lock_dropped"])
+    with pytest.raises(SystemExit, match="test_erasure_serializes"):
+        main()
