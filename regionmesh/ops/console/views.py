@@ -127,6 +127,15 @@ def _region_locals(config: MeshConfig, region: str) -> dict[str, Any]:
         engine.dispose()
 
 
+def _statuses_here(c: Console) -> dict[str, str]:
+    """Every region's status in this region's registry copy (what its peers decided about it: a
+    region failed over is 'failed_over' here even while it cannot answer for itself)."""
+    try:
+        return {name: row.status for name, row in c.router.rows(fresh=True).items()}
+    except Exception:  # this region's own database is down: the page says so in its header
+        return {}
+
+
 def mesh_page(c: Console) -> dict[str, Any]:
     leases = lease_status(c.config)
     links, probes = mesh_status(c.config)
@@ -135,6 +144,7 @@ def mesh_page(c: Console) -> dict[str, Any]:
     return {
         "regions": regions,
         "leases": [{**vars(row), "reason": present.short_error(row.reason)} for row in leases],
+        "status_here": _statuses_here(c),
         "matrix": matrix,
         "problems": {key: present.short_error(link.problem) for key, link in matrix.items() if link.problem},
         "conflicts": {r: p.get("conflicts", {}) for r, p in probes.items() if "error" not in p},
