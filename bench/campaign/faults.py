@@ -45,7 +45,7 @@ from bench.campaign.record import Sent
 from bench.campaign_checker import Ack
 from regionmesh.client import home_region, submit
 from regionmesh.models import runs
-from regionmesh.ops.failover import FailoverRefused, FailoverReport, failover, restore, set_intent
+from regionmesh.ops.failover import FailoverRefused, FailoverReport, HeirLacksWork, failover, restore, set_intent
 from regionmesh.supervisor import kill_tree
 from regionmesh.workers.submission import run_id_for
 
@@ -61,7 +61,8 @@ LONG_STEP_S = 35.0
 # running by the heir (which adopts and re-runs them), completed by the victim after the cut. The
 # two regions then both write the same run, step and task rows before the heal: the concurrent
 # writes the conflict rule decides (mutant conflict_keeps_older shows only with them).
-MID_STEP_S = (0.4 * LEASE_S, 0.6 * LEASE_S)
+# One of each: the victim's worker has two pool processes, and two long steps would hold both.
+MID_STEP_S = (0.5 * LEASE_S,)
 
 
 class Faults(LeaseFaults):
@@ -175,7 +176,7 @@ class Faults(LeaseFaults):
         self.mesh.down.add(victim)
         t0 = time.time()
         self.dev.kill_region(victim)
-        report, began = self._fail_over(victim, heir, even_if_reachable=False)
+        report, began, heir = self._fail_over(victim, heir, even_if_reachable=False)
         adopted_by = time.time()
         self.stop.wait(rng.uniform(5, 20))
         self.mesh.restart_servers()
@@ -190,15 +191,21 @@ class Faults(LeaseFaults):
                           f"back and restored after {restored - t0:.1f}s", killed=(victim,), heir=heir, adopted_at=began,
                           adopted_by=adopted_by, healed=restored)
 
-    def _fail_over(self, victim: str, heir: str, *, even_if_reachable: bool) -> tuple[FailoverReport, float]:
+    def _fail_over(self, victim: str, heir: str, *, even_if_reachable: bool) -> tuple[FailoverReport, float, str]:
         """Fail ``victim`` over to ``heir``, asking again while it is refused (the lease has not
-        run out yet). Returns the report and when the call that succeeded began: the adoption
-        committed after it, so a repeat in the heir at a higher epoch cannot start before it."""
+        run out yet); refused because a live peer holds work of the victim that ``heir`` lacks, to
+        the region the refusal names instead. Returns the report, when the call that succeeded
+        began (the adoption committed after it, so a repeat in the heir at a higher epoch cannot
+        start before it) and the heir it adopted into."""
         deadline = time.monotonic() + 120
         while True:
             began = time.time()
             try:
-                return failover(self.mesh.config, victim, heir, timeout_s=60, even_if_reachable=even_if_reachable), began
+                report = failover(self.mesh.config, victim, heir, timeout_s=60, even_if_reachable=even_if_reachable)
+                return report, began, heir
+            except HeirLacksWork as exc:
+                self.record.note(f"failover to {heir} refused, failing over to {exc.holder} instead: {exc}")
+                heir = exc.holder
             except FailoverRefused as exc:
                 if time.monotonic() > deadline:
                     raise
@@ -221,13 +228,13 @@ class Faults(LeaseFaults):
         heir = rng.choice(self.mesh.heirs(victim))
         others = [r for r in self.regions if r != victim]
         links = [(victim, o) for o in others] + [(o, victim) for o in others]
-        long_runs = self._steps_in_flight(victim, rng, (LONG_STEP_S, LONG_STEP_S), "long")
+        long_runs = self._steps_in_flight(victim, rng, (LONG_STEP_S,), "long")
         mid_runs = self._steps_in_flight(victim, rng, MID_STEP_S, "mid", seen_by=heir)
         t0 = time.time()
         for link in links:
             self.mesh.repl_proxies[link].sever()
         try:
-            report, began = self._fail_over(victim, heir, even_if_reachable=True)
+            report, began, heir = self._fail_over(victim, heir, even_if_reachable=True)
             adopted_by = time.time()
             self.stop.wait(rng.uniform(5, 20))  # the victim keeps taking load through its own broker
         finally:
@@ -306,21 +313,23 @@ class Faults(LeaseFaults):
     def handover_failover(self, rng: random.Random, early_cut: bool = False) -> None:
         """``early_cut``: cut victim and heir before the hand-off instead of just before the failover
         (issue 21's sequence: the heir expired the victim long before the third region withholds, so
-        only the third region's promise holds the heir back; the heir then also re-runs what the
-        victim completed after the cut, which the checker reports as duplicate effects)."""
+        only the third region's promise holds the heir back). What the victim completed after the
+        cut reaches the third region only: the failover to the heir is then refused and the victim
+        fails over to the third region instead (``HeirLacksWork``), which is the heir recorded."""
         victim = rng.choice(self.regions)
         heir = rng.choice(self.mesh.heirs(victim))  # a zone's region fails over inside its zone
         grantor = rng.choice([r for r in self.regions if r not in (victim, heir)])
+        cut_from = heir
         links = [(victim, heir), (heir, victim)]
         engine = self.mesh.engines[grantor]
         keep = self._start_keeper(grantor)
         moves: list[str] = []
-        outcome: dict[str, tuple[FailoverReport, float, float] | BaseException] = {}
+        outcome: dict[str, tuple[FailoverReport, float, float, str] | BaseException] = {}
 
         def fail_over() -> None:
             try:
-                report, began = self._fail_over(victim, heir, even_if_reachable=True)
-                outcome["done"] = (report, began, time.time())  # adopted by then
+                report, began, adopter = self._fail_over(victim, heir, even_if_reachable=True)
+                outcome["done"] = (report, began, time.time(), adopter)  # adopted by then
             except BaseException as exc:  # handed to the fault's thread, which reports it
                 outcome["done"] = exc
 
@@ -350,7 +359,7 @@ class Faults(LeaseFaults):
             done = outcome.get("done")
             if not isinstance(done, tuple):
                 raise RuntimeError(f"failover of {victim} to {heir}: {done or 'still waiting after 150s'}")
-            report, began, adopted_by = done
+            report, began, adopted_by, heir = done  # the grantor, when it holds what the victim did after the cut
             self.stop.wait(rng.uniform(5, 15))  # the victim keeps taking load through its own broker
         finally:
             for link in links:
@@ -361,7 +370,7 @@ class Faults(LeaseFaults):
         restored = time.time()
         self.mesh.wait_healthy(60)
         self.record.fault("handover_failover", victim, lost.wall, time.time(),
-                          f"{victim}-{heir} cut at {cut.wall - lost.wall:.1f}s; {grantor}'s keeper lock to lease keep "
+                          f"{victim}-{cut_from} cut at {cut.wall - lost.wall:.1f}s; {grantor}'s keeper lock to lease keep "
                           f"pid {keep}; {grantor} stopped granting {victim} at 0s, its lock moved back to a worker "
                           f"({'; '.join(moves)}); failed over to {heir} after {began - lost.wall:.1f}s "
                           f"({report.runs_adopted} runs adopted); links back after {healed - lost.wall:.1f}s, restored "
