@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import Engine, text
 
@@ -57,3 +58,22 @@ def adopt_runs(engine: Engine, from_region: str, to_region: str) -> tuple[int, l
                RETURNING t.id, t.status"""
         ), {"ids": ids, "from": from_region}).all()
     return len(ids), [t[0] for t in tasks if t[1] == "queued"]
+
+
+def victim_work(engine: Engine, victim: str, also: list[str]) -> dict[str, dict[str, Any]]:
+    """``victim``'s running runs as this region's copy holds them, and the runs ``also`` names
+    whatever their owner and status: run id -> owner, status and its tasks (id -> step key, index,
+    status, attempt). What the failover compares between the heir and its peers."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            """SELECT r.id::text AS run, r.owner_region, r.status AS run_status, t.id::text AS task, t.step_key,
+                      t.idx, t.status, t.attempt
+                 FROM workflow_runs r LEFT JOIN step_tasks t ON t.run_id = r.id AND t.deleted_at IS NULL
+                WHERE (r.owner_region = :v AND r.status = 'running') OR r.id = ANY(CAST(:also AS uuid[]))"""
+        ), {"v": victim, "also": also}).mappings().all()
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        run = out.setdefault(r["run"], {"owner": r["owner_region"], "status": r["run_status"], "tasks": {}})
+        if r["task"] is not None:
+            run["tasks"][r["task"]] = (r["step_key"], r["idx"], r["status"], int(r["attempt"]))
+    return out

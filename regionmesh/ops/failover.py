@@ -12,7 +12,9 @@ peer behind everything that region created before it:
   starts them), every peer stops acknowledging A's beats and, L·(1+ρ)+margin after its last
   acknowledgement on its own monotonic clock, writes that its promise expired; when enough
   expired rows to deny A a majority have reached B, A is ``failed_over`` and B adopts its
-  unfinished runs at the next epoch.
+  unfinished runs at the next epoch, unless a reachable live peer applied more of A's WAL and
+  holds work of A that B lacks (steps A completed after its link to B was cut): then the failover
+  is refused, naming that peer as the heir (routing/succession.py).
 
 The argument and its limits are in docs/explanation/leases.md.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 
@@ -36,6 +39,8 @@ from regionmesh.names import subscription_name
 from regionmesh.routing.membership import with_mesh_zones
 from regionmesh.routing.placement import Placement, placing_regions
 from regionmesh.routing.router import Router
+from regionmesh.routing.succession import Missing, RunView, TaskView, ahead, furthest, missing_work
+from regionmesh.routing.succession import refusal as succession_refusal
 from regionmesh.routing.zones import refusal
 from regionmesh.workers.app import create_app
 from regionmesh.workers.definitions import Registry
@@ -46,6 +51,19 @@ Progress = Callable[[str], None]
 
 class FailoverRefused(RegionmeshError):
     pass
+
+
+class HeirLacksWork(FailoverRefused):
+    """Live peers applied more of ``victim``'s WAL than ``heir`` and hold work of it that ``heir``
+    lacks; ``holder`` (the furthest of them) is the region to fail over to instead. ``positions``:
+    how far each of them, and the heir, applied the victim's WAL (None: nothing)."""
+
+    def __init__(self, message: str, victim: str, heir: str, holder: str, positions: dict[str, str | None]) -> None:
+        self.victim = victim
+        self.heir = heir
+        self.holder = holder
+        self.positions = positions
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -89,7 +107,10 @@ def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s:
 
     Waits (calling ``progress``) until enough peers have let their promise to ``from_region``
     expire. Raises FailoverRefused when ``to_region`` holds no lease (not a majority side), when
-    ``from_region`` still answers (unless ``even_if_reachable``), or on timeout, with the time left.
+    ``from_region`` still answers (unless ``even_if_reachable``), on timeout, with the time left,
+    and, once the lease is ruled out, when a reachable live peer has applied more of
+    ``from_region``'s WAL and holds work of it that ``to_region`` lacks (the message names the peer
+    to fail over to instead; ``from_region`` stays failing_over).
     ``override_dead_minority`` (a two-region mesh, or a majority that is gone for good) skips the
     majority requirements and waits only for ``to_region``'s own promise: it is safe only if no
     other region can grant ``from_region`` a lease.
@@ -152,6 +173,7 @@ def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s:
             progress(f"waiting for {from_region}'s lease to expire: {missing} more region(s) of {need} "
                      f"({waited:.0f}s of at most {params.promise_s:.1f}s after their last acknowledgement)")
         time.sleep(0.5)
+    _refuse_a_heir_that_lacks_work(config, from_region, to_region, rows)
     epoch = repo.set_region_status(heir, from_region, "failed_over", to_region, expect_from=("failing_over",))
     if epoch is None:
         raise FailoverRefused(f"{from_region}'s status changed meanwhile (restored?); nothing was adopted")
@@ -159,6 +181,51 @@ def failover(config: MeshConfig, from_region: str, to_region: str, *, timeout_s:
     to_config = MeshConfig(**{**config.__dict__, "local_region": to_region})
     create_app(to_config, registry=Registry()).rm.publish_steps(tasks)
     return FailoverReport(from_region, to_region, epoch, adopted, len(tasks), time.monotonic() - began)
+
+
+def _victim_progress(config: MeshConfig, subscriber: str, victim: str) -> str | None:
+    """How far ``subscriber`` applied ``victim``'s WAL (its origin's persisted remote_lsn)."""
+    return link_health.origin_progress(engine_for(config, subscriber), subscription_name(subscriber, victim))
+
+
+def _runs(raw: dict[str, dict[str, Any]]) -> dict[str, RunView]:
+    return {run: RunView(r["owner"], r["status"], {t: TaskView(*v) for t, v in r["tasks"].items()})
+            for run, r in raw.items()}
+
+
+def _refuse_a_heir_that_lacks_work(config: MeshConfig, victim: str, heir: str, rows: dict[str, Any]) -> None:
+    """Raise HeirLacksWork when a reachable live peer applied more of ``victim``'s WAL than ``heir``
+    and holds work of it that the heir lacks (routing/succession.py). Peers that do not answer are
+    not asked: what only they hold is not seen."""
+    peers: dict[str, str | None] = {}
+    for p in config.regions:
+        if p in (victim, heir) or (rows.get(p) is not None and rows[p].status == "failed_over"):
+            continue
+        try:
+            peers[p] = _victim_progress(config, p, victim)
+        except Exception:  # any failure to connect or read means down: not asked
+            continue
+    heir_lsn = _victim_progress(config, heir, victim)
+    further = ahead(heir_lsn, peers)
+    if not further:
+        return  # the heir holds every commit of the victim that a reachable peer holds
+    heir_engine = engine_for(config, heir)
+    heir_raw = repo.victim_work(heir_engine, victim, [])
+    holders: dict[str, tuple[str, list[Missing]]] = {}
+    for peer, lsn in further.items():
+        try:
+            peer_raw = repo.victim_work(engine_for(config, peer), victim, sorted(heir_raw))
+        except Exception:  # it answered a moment ago: gone since, not asked
+            continue
+        unseen = sorted(set(peer_raw) - set(heir_raw))
+        heir_view = _runs({**repo.victim_work(heir_engine, victim, unseen), **heir_raw} if unseen else heir_raw)
+        missing = missing_work(victim, heir_view, _runs(peer_raw))
+        if missing:
+            holders[peer] = (lsn, missing)
+    if holders:
+        holder = furthest(holders)
+        positions: dict[str, str | None] = {heir: heir_lsn, **{p: lsn for p, (lsn, _m) in holders.items()}}
+        raise HeirLacksWork(succession_refusal(victim, heir, heir_lsn, holders), victim, heir, holder, positions)
 
 
 def wait_caught_up(config: MeshConfig, publisher: str, subscriber: str, timeout: float) -> bool:

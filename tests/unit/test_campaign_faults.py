@@ -236,3 +236,23 @@ def test_a_fault_record_keeps_its_instants_on_the_monotonic_clock_beside_the_wal
     record.fault("pause_pool", "a", 100.0, 110.0, "pool pid 7 stopped", pids=(7,), mono=(5000.0, 5010.0))
     (f,) = record.faults
     assert (f.t0, f.t1, f.mono, f.pids) == (100.0, 110.0, (5000.0, 5010.0), (7,))
+
+
+def test_a_failover_refused_for_work_the_heir_lacks_goes_to_the_region_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.campaign import faults as faults_module
+    from regionmesh.ops.failover import FailoverReport, HeirLacksWork
+
+    asked: list[str] = []
+
+    def failover(config: Any, victim: str, heir: str, **_: Any) -> FailoverReport:
+        asked.append(heir)
+        if heir == "us-east":
+            raise HeirLacksWork("us-east lacks work", victim, heir, "ap-south", {"us-east": "0/10", "ap-south": "0/20"})
+        return FailoverReport(victim, heir, 3, 2, 1, 0.5)
+
+    monkeypatch.setattr(faults_module, "failover", failover)
+    faults = _faults([])
+    faults.mesh.config = None
+    report, _began, heir = faults._fail_over("eu-west", "us-east", even_if_reachable=True)
+    assert asked == ["us-east", "ap-south"] and heir == "ap-south" and report.to_region == "ap-south"
+    assert any("failing over to ap-south instead" in n for n in faults.record.notes)
