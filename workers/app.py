@@ -18,7 +18,7 @@ from regionmesh.broker import PROC_ALIVE_TIMEOUT_S, connection_settings, others_
 from regionmesh.config import MeshConfig, Settings, load_config
 from regionmesh.log import event
 from regionmesh.models import link_health
-from regionmesh.names import RUN_STEP_TASK, SUBMIT_TASK, steps_queue, submit_queue
+from regionmesh.names import RUN_STEP_TASK, SIGNAL_TASK, SUBMIT_TASK, steps_queue, submit_queue
 from regionmesh.workers.definitions import Registry
 from regionmesh.workers.erasure import ErasureJob
 from regionmesh.workers.forward import drain_outbox
@@ -26,8 +26,10 @@ from regionmesh.workers.lease_keeper import LeaseLoop
 from regionmesh.workers.reconciler import Reconciler, ReconcilerSettings
 from regionmesh.workers.registry import default_registry
 from regionmesh.workers.runtime import Runtime
+from regionmesh.workers.signal_task import register_signal_task
 from regionmesh.workers.step_limit import allow_process_end
 from regionmesh.workers.tasks import register_tasks
+from regionmesh.workers.ticker import Ticker
 from regionmesh.workers.zone_scrub import ZoneScrubJob
 
 
@@ -50,6 +52,7 @@ def celery_settings(region: str, broker_url: str, settings: Settings) -> dict[st
         "task_default_queue": steps_queue(region),
         "task_routes": {
             SUBMIT_TASK: {"queue": submit_queue(region)},
+            SIGNAL_TASK: {"queue": submit_queue(region)},
             RUN_STEP_TASK: {"queue": steps_queue(region)},
         },
         "task_create_missing_queues": True,
@@ -87,6 +90,7 @@ def create_app(config: MeshConfig | None = None, registry: Registry | None = Non
     rt = Runtime(config, registry or load_workflows(config.settings.workflow_modules), app)
     app.rm = rt
     register_tasks(app, rt)
+    register_signal_task(app, rt)
     _wire_reconciler(app, rt)
     return app
 
@@ -122,14 +126,17 @@ def _wire_reconciler(app: Celery, rt: Runtime) -> None:
                            extra_jobs=(ErasureJob(rt), lambda: link_health.observe_link_errors(rt.engine),
                                        ZoneScrubJob(rt), lambda: drain_outbox(rt), lambda: restore_after_loss(app, rt)))
         keeper = LeaseLoop(rt, settings.reconcile_interval_s)
+        ticker = Ticker(rt, settings.reconcile_interval_s)  # schedules, timers, signals (issue 23)
         holder["r"] = recon
         holder["k"] = keeper
+        holder["t"] = ticker
         keeper.start()
         recon.start()
+        ticker.start()
 
     @signals.worker_shutting_down.connect(weak=False)
     def stop(**_: Any) -> None:
-        for loop in ("k", "r"):
+        for loop in ("k", "r", "t"):
             if loop in holder:
                 holder[loop].stop()
 

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from regionmesh.workers.definitions import RetryPolicy, Step, Workflow
 from regionmesh.workers.executor import StepContext
 from regionmesh.workers.registry import default_registry as registry
+from regionmesh.workers.waits import Sleep, WaitFor
 
 TEST_TABLES = """
 CREATE TABLE IF NOT EXISTS test_exec_log (
@@ -232,3 +233,20 @@ def decompose(goal: str, data: Mapping[str, Any]) -> Iterable[Step]:
 
 
 registry.register(Workflow("t_decomp", decomposer=decompose))
+
+
+# Issue 23: a schedule's tick (one ledgered step) and waiting runs: a ledgered step, then Sleep
+# ({"sleep_s": S}) or WaitFor ({"signal": NAME, "timeout_s": T}), then a ledgered step.
+registry.register(Workflow("t_tick", steps=(Step("a", "t.ledger", timeout_s=60),)))
+
+
+def decompose_wait(goal: str, data: Mapping[str, Any]) -> Iterable[Step]:
+    first = Step("a", "t.ledger", timeout_s=60)
+    if "sleep_s" in data:
+        wait = Sleep("nap", float(data["sleep_s"]), ("a",))
+    else:
+        wait = WaitFor("w", str(data["signal"]), float(data.get("timeout_s", 60)), ("a",))
+    return [first, wait, Step("b", "t.ledger", depends_on=(wait.key,), timeout_s=60)]
+
+
+registry.register(Workflow("t_wait", decomposer=decompose_wait))
