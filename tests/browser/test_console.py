@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from regionmesh.models.registry import set_home
 from regionmesh.models.runs import record_dead_letter
 from regionmesh.models.subscribing import set_subscription_enabled
 from regionmesh.names import subscription_name
+from regionmesh.replication.status import mesh_status
 from regionmesh.testing.workflows import TEST_TABLES
 from tests.conftest import Mesh
 from tests.support.helpers import run_row, scalar, wait_finished, wait_until
@@ -274,6 +276,41 @@ def test_an_action_works_only_with_the_operator_login_and_the_pages_token(site: 
     site.driver.find_element(By.ID, "retry").click()
     wait_for_text(site, "retrying in us-east: 1 task(s) queued", 15, "the retry's outcome")
     assert wait_finished(site.engine, failed, 30)["status"] == "succeeded"
+    # Each attempt's end and outcome: the failed one with its error text, then the retried one.
+    site.open(f"/runs/{failed}")
+    wait_until(lambda: "succeeded" in site.texts("#attempts td.attempt-outcome"), 10, "the retried attempt's outcome")
+    rows = site.driver.find_elements(By.CSS_SELECTOR, "#attempts tr.attempt")
+    outcomes = [r.get_attribute("data-outcome") for r in rows]
+    assert "failed" in outcomes and outcomes[-1] == "succeeded", outcomes
+    failed_row = rows[outcomes.index("failed")]
+    assert failed_row.find_element(By.CSS_SELECTOR, "td.attempt-error").text  # the handler's error, as text
+    assert {b.get_attribute("data-outcome") for b in site.driver.find_elements(By.CSS_SELECTOR, "#timeline g.bar")} \
+        >= {"failed", "succeeded"}
+    site.shot("run-attempts")
+    site.open(f"/runs/{run_id}")
+    assert "cancelled" in site.texts("#attempts td.attempt-outcome")  # the slow step's attempt, cut short
+    # The audit trail: both actions, and the forged post refused, by the operator's login, from us-east.
+    site.open("/audit")
+    rows = [r.text for r in site.driver.find_elements(By.CSS_SELECTOR, "#audit tr.audit-row")]
+    assert any("cancel" in r and str(run_id) in r and "done" in r and "oncall" in r for r in rows), rows
+    assert any("retry" in r and str(failed) in r and "done" in r for r in rows), rows
+    assert any("cancel" in r and str(run_id) in r and "refused" in r and "CSRF" in r for r in rows), rows
+    site.shot("audit")
+
+
+def test_a_tenant_id_holding_html_renders_as_text(site: Site) -> None:
+    """Submissions refuse such ids, but the registry (and a URL) can hold one: shown as text."""
+    evil = 'evil<img src=x onerror="window.__pwned=5"><script>window.__pwned=6</script>'
+    set_home(site.engine, evil, REGION, "pin", "<b>note</b>")
+    site.open("/tenants")
+    row = site.driver.find_element(By.CSS_SELECTOR, "#tenants tr[data-tenant^='evil']")
+    assert evil in row.text and "<b>note</b>" in row.text
+    site.open("/runs?" + urllib.parse.urlencode({"tenant": evil}))
+    assert site.driver.find_element(By.ID, "f-tenant").get_attribute("value") == evil
+    assert site.driver.execute_script("return window.__pwned === undefined")
+    assert not site.driver.find_elements(By.CSS_SELECTOR, "main img, main b")
+    with site.engine.begin() as conn:  # leave no stray tenant to the tiers after this one
+        conn.execute(text("UPDATE tenant_registry SET deleted_at = clock_timestamp() WHERE tenant_id = :t"), {"t": evil})
 
 
 def test_a_dead_letter_holding_script_renders_as_text(site: Site) -> None:
@@ -344,9 +381,69 @@ def test_the_mesh_page_shows_a_cut_links_lag_growing(site: Site) -> None:
     wait_until(lambda: (_lag(site, "us-east", "ap-south") or 99) < 3, 60, "the link to catch up once restored")
 
 
+def test_the_trends_page_plots_the_consoles_own_history(site: Site) -> None:
+    """No Prometheus configured: the console samples every refresh (1 s here) and plots lag per peer,
+    throughput and waiting work as inline SVG, updating itself."""
+    site.open("/trends")
+
+    def lag_lines() -> set[str]:
+        try:
+            fig = site.driver.find_element(By.CSS_SELECTOR, "figure.plot[data-title^='replication lag']")
+            return {p.get_attribute("data-label") or "" for p in fig.find_elements(By.CSS_SELECTOR, "polyline.series")}
+        except (NoSuchElementException, StaleElementReferenceException):
+            return set()
+
+    wait_until(lambda: lag_lines() == {"eu-west", "ap-south"}, 20, "a lag line per peer")
+    titles = [f.get_attribute("data-title") for f in site.driver.find_elements(By.CSS_SELECTOR, "figure.plot")]
+    assert any(t.startswith("throughput") for t in titles) and any(t.startswith("waiting") for t in titles)
+    assert not site.driver.find_elements(By.CSS_SELECTOR, "script[src^='http'], link[href^='http'], img[src^='http']")
+    site.shot("trends")
+
+
 def test_the_tenants_page_says_where_and_why(site: Site, demo_runs: dict[str, Any]) -> None:
     site.open("/tenants")
     row = site.driver.find_element(By.CSS_SELECTOR, "#tenants tr[data-tenant='console-a']")
     assert row.find_element(By.CSS_SELECTOR, ".home").text == REGION
     assert "tenant registry: pin" in row.text
     site.shot("tenants")
+
+
+def _cli(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, REGIONMESH_CONFIG=str(site.mesh.dev.mesh_file))
+    return subprocess.run([sys.executable, "-m", "regionmesh", *args], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+
+
+def _region_cells(site: Site, region: str) -> tuple[str, str]:
+    """(status as its own database says, status in the console region's registry) of ``region``."""
+    try:
+        row = site.driver.find_element(By.CSS_SELECTOR, f"#leases tr.region[data-region='{region}']")
+        return (row.get_attribute("data-status") or "",
+                row.find_element(By.CSS_SELECTOR, "td.status-here").get_attribute("data-status-here") or "")
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ("", "")
+
+
+def test_the_mesh_page_shows_a_region_down_and_failed_over_instead_of_failing(site: Site) -> None:
+    """ap-south's PostgreSQL stopped, then ap-south failed over to eu-west: the mesh page, left open,
+    shows it unreachable and then failed over in us-east's registry, the other regions as they are;
+    ap-south comes back and is restored (the mesh is left as the other tiers expect it)."""
+    dev = site.mesh.dev
+    site.open("/mesh")
+    assert _region_cells(site, "ap-south") == ("active", "active")
+    dev.stop_pg("ap-south")
+    try:
+        wait_until(lambda: _region_cells(site, "ap-south")[0] == "unreachable", 20, "ap-south unreachable")
+        assert _region_cells(site, "us-east") == ("active", "active")
+        # The failover waits out ap-south's lease as its peers granted it.
+        wait_until(lambda: _cli(site, "failover", "ap-south", "--to", "eu-west").returncode == 0, 60, "the failover")
+        wait_until(lambda: _region_cells(site, "ap-south") == ("unreachable", "failed_over"), 20,
+                   "ap-south failed over on the page")
+        assert "unreachable" in site.driver.find_element(By.CSS_SELECTOR, "#leases").text
+        site.shot("mesh-failed-over")
+    finally:
+        dev.up()
+    wait_until(lambda: _cli(site, "restore", "ap-south").returncode == 0, 90, "ap-south restored")
+    wait_until(lambda: _region_cells(site, "ap-south") == ("active", "active"), 60, "ap-south active on the page")
+    links = lambda: mesh_status(site.mesh.config)[0]  # noqa: E731
+    wait_until(lambda: all(link.ok for link in links()), 60, "every link streaming again")

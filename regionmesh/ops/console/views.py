@@ -131,9 +131,11 @@ def _statuses_here(c: Console) -> dict[str, str]:
     """Every region's status in this region's registry copy (what its peers decided about it: a
     region failed over is 'failed_over' here even while it cannot answer for itself)."""
     try:
-        return {name: row.status for name, row in c.router.rows(fresh=True).items()}
+        rows = c.router.rows(fresh=True)
     except Exception:  # this region's own database is down: the page says so in its header
         return {}
+    # A region without a row was never failed over, drained or moved: active (as placement reads it).
+    return {name: rows[name].status if name in rows else "active" for name in c.config.regions}
 
 
 def mesh_page(c: Console) -> dict[str, Any]:
