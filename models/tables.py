@@ -244,6 +244,7 @@ class WorkflowRun(Replicated, Base):
         Index(None, "created_at", "id"),
         Index(None, "status", "created_at", "id"),
         Index(None, "workflow", "created_at", "id"),
+        Index(None, "idempotency_key"),  # the run list by key alone (0029)
     )
 
 
