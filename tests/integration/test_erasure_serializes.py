@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -67,10 +69,20 @@ def blocked_by(engine: Engine, pid: int) -> list[int]:
                                  {"p": pid}).scalars())
 
 
-def race(db: Engine) -> tuple[runs.Completion, dict[str, int], int]:
-    """The last map task's completion (releasing and claiming d inline) waits for the run's row
-    while the erasure starts; then the row lock goes. Returns the completion, the rows of the run
-    left per table, and the task rows still holding its input or output."""
+@dataclass
+class Outcome:
+    completion: runs.Completion | None
+    errors: dict[str, str]  # "completion" / "erasure" -> the error either raised
+    left: dict[str, int]  # rows of the run left, per table
+    payload: int  # task rows still holding its input or output
+
+
+def race(db: Engine, *, hold: str = "run") -> Outcome:
+    """The last map task's completion (it releases d and claims it inline) and the tenant's erasure,
+    while a test session holds a row: ``hold="run"``, the run's row, which the completion reaches
+    after it updated its task and attempt; ``hold="task"``, the map task's own row, which the
+    completion needs first. The erasure starts once the completion waits, the row goes once the
+    erasure waits too."""
     tenant, key = f"t{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
     sub = parse_submission({"v": 1, "tenant_id": tenant, "workflow": "fan", "input": {"secret": key},
                             "idempotency_key": key, "submission_id": key, "submitted_region": REGION},
@@ -87,20 +99,30 @@ def race(db: Engine) -> tuple[runs.Completion, dict[str, int], int]:
     assert not runs.complete_and_claim(db, m[0], 1, {"r": key}, region=REGION, worker=WORKER, claim_next=False).discarded
 
     out: dict[str, Any] = {}
-    last = threading.Thread(target=lambda: out.setdefault("completion", runs.complete_and_claim(
+    errors: dict[str, str] = {}
+
+    def attempt(name: str, call: Callable[[], Any]) -> None:
+        try:
+            out[name] = call()
+        except Exception as exc:  # a deadlock's victim, reported by the test
+            errors[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+    last = threading.Thread(target=attempt, args=("completion", lambda: runs.complete_and_claim(
         db, m[1], 1, {"r": key}, region=REGION, worker=WORKER, claim_next=True)))
-    erasing = threading.Thread(target=lambda: out.setdefault("removed", erasure.erase_here(
+    erasing = threading.Thread(target=attempt, args=("erasure", lambda: erasure.erase_here(
         db, tenant_hash(tenant), 1, REGION)))
+    row = ("SELECT 1 FROM workflow_runs WHERE id = :r FOR UPDATE" if hold == "run"
+           else "SELECT 1 FROM step_tasks WHERE id = :r FOR UPDATE")
     with db.connect() as locker:
         tx = locker.begin()
         me = locker.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        locker.execute(text("SELECT 1 FROM workflow_runs WHERE id = :r FOR UPDATE"), {"r": sub.run_id})
+        locker.execute(text(row), {"r": sub.run_id if hold == "run" else m[1]})
         last.start()
-        completion = wait_until(lambda: blocked_by(db, me), 10, "the last map completion to wait for the run row")[0]
+        completion = wait_until(lambda: blocked_by(db, me), 10, "the last map completion to wait for the row")[0]
         erasing.start()
         # With the tenant's lock the erasure waits for the completion before it reads anything;
-        # without it (the mutant) its step_tasks statement waits for the map task's row instead.
-        wait_until(lambda: blocked_by(db, completion), 10, "the erasure to wait for the completion")
+        # without it, its statements reach the rows the completion or this session holds.
+        wait_until(lambda: blocked_by(db, completion) or len(blocked_by(db, me)) > 1, 10, "the erasure to wait")
         tx.commit()
     last.join(30)
     erasing.join(30)
@@ -108,28 +130,41 @@ def race(db: Engine) -> tuple[runs.Completion, dict[str, int], int]:
             for table, column in (("step_tasks", "run_id"), ("step_attempts", "run_id"), ("workflow_steps", "run_id"),
                                   ("workflow_runs", "id"))}
     payload = scalar(db, "SELECT count(*) FROM step_tasks WHERE input::text LIKE :k OR output::text LIKE :k", k=f"%{key}%")
-    return out["completion"], {t: n for t, n in left.items() if n}, payload
+    return Outcome(out.get("completion"), errors, {t: n for t, n in left.items() if n}, payload)
 
 
-def test_a_completion_that_releases_a_task_during_the_erasure_leaves_nothing_behind(db: Engine) -> None:
-    completion, left, payload = race(db)
-    assert not completion.discarded  # it released d and claimed it, before the erasure read anything
-    assert left == {} and payload == 0
-
-
-def test_the_race_leaves_the_released_task_without_the_lock(db: Engine) -> None:
-    """Mutant erasure_lock_dropped (bench/mutants.py), planted in this database: the same race
-    leaves d's task row live, with its input, after the erasure (the hole 0022 closed)."""
-    mutant = mutants.MUTANTS["erasure_lock_dropped"]
-    (patch,) = mutant.sql
+@contextmanager
+def planted(db: Engine, mutant: mutants.Mutant) -> Iterator[None]:
+    """``mutant`` (an SQL one) installed in the test's database, the correct functions back after."""
     with db.begin() as conn:
-        correct = conn.execute(text("SELECT pg_get_functiondef(CAST(:f AS regprocedure))"),
-                               {"f": patch.function}).scalar_one()
+        correct = [conn.execute(text("SELECT pg_get_functiondef(CAST(:f AS regprocedure))"), {"f": p.function}).scalar_one()
+                   for p in mutant.sql]
         mutants.apply_sql(conn, mutant)
     try:
-        completion, left, payload = race(db)
+        yield
     finally:
         with db.begin() as conn:
-            conn.exec_driver_sql(correct.replace("%", "%%"))
-    assert not completion.discarded
-    assert left.get("step_tasks", 0) >= 1 and payload >= 1, (left, payload)
+            for definition in correct:
+                conn.exec_driver_sql(definition.replace("%", "%%"))
+
+
+@pytest.mark.parametrize("hold", ["run", "task"])
+def test_a_completion_that_releases_a_task_during_the_erasure_leaves_nothing_behind(db: Engine, hold: str) -> None:
+    got = race(db, hold=hold)
+    assert got.errors == {}  # serialized: neither waits for the other in a cycle
+    assert got.completion is not None and not got.completion.discarded  # it committed before the erasure read
+    assert got.left == {} and got.payload == 0
+
+
+def test_the_race_without_the_lock(db: Engine) -> None:
+    """Mutant erasure_lock_dropped (bench/mutants.py) planted in this database. Holding the run's
+    row, the race of 0022 leaves nothing now either: since 0025 a completion also ends its task's
+    attempt (rm_attempt_end), a row the erasure's first statement tombstones, so the erasure waits
+    for the completion there. Holding the task's row instead, the erasure tombstones the attempts
+    before the completion gets its task, and the two wait for each other: PostgreSQL aborts one
+    (a deadlock), which the tenant's lock prevents."""
+    with planted(db, mutants.MUTANTS["erasure_lock_dropped"]):
+        by_run = race(db, hold="run")
+        by_task = race(db, hold="task")
+    assert by_run.errors == {} and by_run.left == {} and by_run.payload == 0
+    assert by_task.errors and all("deadlock" in e.lower() for e in by_task.errors.values()), by_task

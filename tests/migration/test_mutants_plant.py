@@ -63,3 +63,35 @@ def test_zone_filter_dropped_unfilters_one_publication_and_refuses_to_plant_noth
     finally:
         with head.begin() as conn:
             conn.execute(text("DROP PUBLICATION IF EXISTS rm_pub_to_mutant_probe"))
+
+
+def test_lease_checked_at_start_only_no_longer_bounds_the_wait_nor_checks_at_the_commit(head: Engine) -> None:
+    guarded = "SELECT rm_guard_work(), current_setting('regionmesh.guarded', true), current_setting('lock_timeout')"
+    with head.connect() as conn, conn.begin() as tx:
+        conn.execute(text("INSERT INTO local_lease (id, held_until) VALUES (1, clock_timestamp() + interval '1 hour') "
+                          "ON CONFLICT (id) DO UPDATE SET held_until = EXCLUDED.held_until"))
+        ok, mark, timeout = conn.execute(text(guarded)).one()
+        assert ok is True and mark == "on" and timeout != "0"  # the correct build: bounded, checked at commit
+        tx.rollback()
+    with head.connect() as conn, conn.begin() as tx:
+        conn.execute(text("INSERT INTO local_lease (id, held_until) VALUES (1, clock_timestamp() + interval '1 hour') "
+                          "ON CONFLICT (id) DO UPDATE SET held_until = EXCLUDED.held_until"))
+        mutants.apply_sql(conn, mutants.MUTANTS["lease_checked_at_start_only"])
+        ok, mark, timeout = conn.execute(text(guarded)).one()
+        assert ok is True and mark in (None, "") and timeout == "0"  # the start's check only
+        conn.execute(text("DELETE FROM local_lease"))
+        assert conn.execute(text("SELECT rm_guard_work()")).scalar_one() is False  # rm_may_work's rule intact
+        tx.rollback()
+
+
+def test_erasure_lock_dropped_takes_no_tenant_lock(head: Engine) -> None:
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    with head.connect() as conn, conn.begin() as tx:
+        conn.execute(text("SELECT rm_lock_tenant_runs('t1', true)"))
+        assert conn.execute(text(held)).scalar_one() == 1
+        tx.rollback()
+    with head.connect() as conn, conn.begin() as tx:
+        mutants.apply_sql(conn, mutants.MUTANTS["erasure_lock_dropped"])
+        conn.execute(text("SELECT rm_lock_tenant_runs('t1', true)"))
+        assert conn.execute(text(held)).scalar_one() == 0
+        tx.rollback()
