@@ -71,8 +71,9 @@ class ScheduleDef:
 
 def _region(config: MeshConfig, tenant_id: str, via: str | None) -> str:
     region = via or (config.local.name if config.local_region else next(iter(config.regions)))
-    inside = zone_region(config, tenant_id, region) if config.zones else None
-    return inside or region
+    # Zones are read from the mesh (a zone set at run time is in no mesh file): a zoned tenant's
+    # schedule input and signal payload are written only inside its zone.
+    return zone_region(config, tenant_id, region) or region
 
 
 def add_schedule(config: MeshConfig, tenant_id: str, name: str, *, workflow: str, input: Any = None,

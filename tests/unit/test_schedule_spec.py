@@ -3,6 +3,7 @@ and the waiting steps' names: pure logic."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,6 +22,7 @@ from regionmesh.workers.schedule_spec import (
     plan,
     run_key,
 )
+from regionmesh.workers.signal_task import BadSignal, parse_signal
 from regionmesh.workers.submission import run_id_for
 from regionmesh.workers.waits import Sleep, SleepUntil, WaitFor, install
 
@@ -156,3 +158,25 @@ def test_waiting_steps_validate_as_steps_of_a_workflow_and_resolve_to_handlers()
         SleepUntil("x", datetime(2027, 1, 1))
     with pytest.raises(ValueError, match="signal name"):
         WaitFor("x", "no:colons", 5)
+
+
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"tenant_id": "t 1", "run_id": str(uuid.uuid4()), "name": "ok"}, "tenant_id"),
+    ({"tenant_id": "t1", "run_id": str(uuid.uuid4()), "name": "no:colons"}, "name"),
+    ({"tenant_id": "t1", "run_id": "nope", "name": "ok"}, "not a UUID"),
+    ({"tenant_id": "t1", "name": "ok"}, "give run_id"),
+    ({"tenant_id": "t1", "run_id": str(uuid.uuid4()), "name": "ok", "payload": float("nan")}, "not JSON"),
+    ({"tenant_id": "t1", "run_id": str(uuid.uuid4()), "name": "ok", "payload": "x" * 100}, "exceeds"),
+    ({"tenant_id": "t1", "run_id": str(uuid.uuid4()), "name": "ok", "payload": "a\x00b"}, "NUL"),
+    ({"tenant_id": "t1", "run_id": str(uuid.uuid4()), "name": "ok", "key": ""}, "key"),
+])
+def test_a_bad_signal_is_refused_with_its_reason(kwargs: dict[str, object], problem: str) -> None:
+    with pytest.raises(BadSignal, match=problem):
+        parse_signal(kwargs, default_key="task-id", max_bytes=64)
+
+
+def test_a_signal_names_its_run_by_id_or_by_the_runs_key_and_defaults_its_key_to_the_task_id() -> None:
+    by_key = parse_signal({"tenant_id": "t1", "idempotency_key": "order-1", "name": "approved"},
+                          default_key="task-id", max_bytes=64)
+    assert by_key["run_id"] == run_id_for("t1", "order-1") and by_key["key"] == "task-id"
+    assert by_key["payload"] is None
