@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -60,20 +61,31 @@ def adopt_runs(engine: Engine, from_region: str, to_region: str) -> tuple[int, l
     return len(ids), [t[0] for t in tasks if t[1] == "queued"]
 
 
-def victim_work(engine: Engine, victim: str, also: list[str]) -> dict[str, dict[str, Any]]:
-    """``victim``'s running runs as this region's copy holds them, and the runs ``also`` names
-    whatever their owner and status: run id -> owner, status and its tasks (id -> step key, index,
-    status, attempt). What the failover compares between the heir and its peers."""
+def victim_work(engine: Engine, victim: str, also: list[str], *, since: datetime | None = None,
+                since_all: bool = False) -> dict[str, dict[str, Any]]:
+    """``victim``'s running runs as this region's copy holds them, the runs ``also`` names whatever
+    their owner and status, and with ``since`` (or ``since_all``) every run of the victim created at
+    or after it (by the victim's clock, which stamped them): run id -> owner, status and its tasks
+    (id -> step key, index, status, attempt). What the failover compares between heir and peers."""
     with engine.connect() as conn:
         rows = conn.execute(text(
             """SELECT r.id::text AS run, r.owner_region, r.status AS run_status, t.id::text AS task, t.step_key,
                       t.idx, t.status, t.attempt
                  FROM workflow_runs r LEFT JOIN step_tasks t ON t.run_id = r.id AND t.deleted_at IS NULL
-                WHERE (r.owner_region = :v AND r.status = 'running') OR r.id = ANY(CAST(:also AS uuid[]))"""
-        ), {"v": victim, "also": also}).mappings().all()
+                WHERE (r.owner_region = :v AND (r.status = 'running' OR :all
+                                                OR r.created_at >= CAST(:since AS timestamptz)))
+                   OR r.id = ANY(CAST(:also AS uuid[]))"""
+        ), {"v": victim, "also": also, "since": since, "all": since_all}).mappings().all()
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
         run = out.setdefault(r["run"], {"owner": r["owner_region"], "status": r["run_status"], "tasks": {}})
         if r["task"] is not None:
             run["tasks"][r["task"]] = (r["step_key"], r["idx"], r["status"], int(r["attempt"]))
     return out
+
+
+def latest_created(engine: Engine, victim: str) -> datetime | None:
+    """When the newest run this region's copy gives ``victim`` was created (the victim's clock)."""
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT max(created_at) FROM workflow_runs WHERE owner_region = :v"),
+                            {"v": victim}).scalar()

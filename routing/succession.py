@@ -81,9 +81,10 @@ def missing_work(victim: str, heir: Mapping[str, RunView], peer: Mapping[str, Ru
     """What the peer's copy of the victim's runs holds that the heir's adoption would lose or redo.
 
     ``heir``: the heir's copy of the victim's running runs (what it would adopt) and of every run
-    the peer holds as the victim's and running; ``peer``: the peer's copy of the same runs. A run
-    the heir's copy no longer gives the victim (adopted or moved since) is the heir's, not lost.
-    Reported: a running run of the victim the heir lacks (nobody would adopt it), a run finished in
+    in ``peer``; ``peer``: the peer's copy of those runs and of the victim's runs it holds that the
+    heir may lack. A run the heir's copy no longer gives the victim (adopted or moved since) is the
+    heir's, not lost. Reported: a run of the victim the heir lacks (running: nobody would adopt it;
+    finished: a re-sent submission would create and run it again in the heir), a run finished in
     the peer that the heir would adopt, and in a run the heir would adopt a task the heir lacks, a
     task finished in the peer but not in the heir, or one with more ended attempts in the peer (an
     execution, failed and to be retried, that the heir would start again as the same attempt).
@@ -94,8 +95,8 @@ def missing_work(victim: str, heir: Mapping[str, RunView], peer: Mapping[str, Ru
             continue
         h = heir.get(run_id)
         if h is None:
-            if p.status == "running":
-                out.append(Missing(run_id, "the run (created there, not here)"))
+            # Running, no one would adopt it; finished, a re-sent submission would create it again.
+            out.append(Missing(run_id, f"the run, {p.status} (created there, not here)"))
             continue
         if h.owner != victim or h.status != "running":
             continue

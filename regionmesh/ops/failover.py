@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -47,6 +48,10 @@ from regionmesh.workers.definitions import Registry
 from regionmesh.workers.lease import LeaseParams, answering, expired_needed, failover_ready
 
 Progress = Callable[[str], None]
+# How long before the newest run of a victim the heir holds a run the heir lacks may have been
+# created (its created_at is stamped at the insert, its commit comes later; a guarded transaction
+# lasts less than a lease).
+CREATED_SLACK_S = 60.0
 
 
 class FailoverRefused(RegionmeshError):
@@ -211,10 +216,15 @@ def _refuse_a_heir_that_lacks_work(config: MeshConfig, victim: str, heir: str, r
         return  # the heir holds every commit of the victim that a reachable peer holds
     heir_engine = engine_for(config, heir)
     heir_raw = repo.victim_work(heir_engine, victim, [])
+    # Runs the victim created that the heir lacks, finished ones too (a re-sent submission would
+    # create one again in the heir): those created since shortly before the newest the heir holds.
+    latest = repo.latest_created(heir_engine, victim)
+    since = None if latest is None else latest - timedelta(seconds=CREATED_SLACK_S)
     holders: dict[str, tuple[str, list[Missing]]] = {}
     for peer, lsn in further.items():
         try:
-            peer_raw = repo.victim_work(engine_for(config, peer), victim, sorted(heir_raw))
+            peer_raw = repo.victim_work(engine_for(config, peer), victim, sorted(heir_raw), since=since,
+                                        since_all=latest is None)
         except Exception:  # it answered a moment ago: gone since, not asked
             continue
         unseen = sorted(set(peer_raw) - set(heir_raw))

@@ -61,7 +61,9 @@ def test_ahead(heir: str | None, peers: dict[str, str | None], expected: dict[st
     ({"r": run(a=("running", 1))}, {"r": run("succeeded", a=("succeeded", 1))}, ["the run succeeded"]),
     ({"r": run(a=("succeeded", 1))}, {"r": run(a=("succeeded", 1), b=("queued", 0))},
      ["step b (released there, not here)"]),
-    ({}, {"r": run(a=("queued", 0))}, ["the run (created there, not here)"]),
+    ({}, {"r": run(a=("queued", 0))}, ["the run, running (created there, not here)"]),
+    # Finished there: nothing to adopt, but a re-sent submission would run it again in the heir.
+    ({}, {"r": run("succeeded", a=("succeeded", 1))}, ["the run, succeeded (created there, not here)"]),
     # A failed attempt to be retried: the heir would start attempt 1 again.
     ({"r": run(a=("queued", 0))}, {"r": run(a=("queued", 1))}, ["step a attempt 1 ended"]),
     ({"r": run(a=("running", 1))}, {"r": run(a=("queued", 1))}, ["step a attempt 1 ended"]),
@@ -81,8 +83,6 @@ def test_work_the_heir_lacks(heir: dict[str, RunView], peer: dict[str, RunView],
     ({"r": run("succeeded", a=("succeeded", 1))}, {"r": run(a=("queued", 0))}),
     # The heir's copy gives the run to someone else already (an earlier adoption): not the victim's.
     ({"r": run(owner="us-east", a=("queued", 0))}, {"r": run(a=("succeeded", 1))}),
-    # A finished run the heir lacks: nothing to adopt, nothing run twice; it arrives with the heal.
-    ({}, {"r": run("succeeded", a=("succeeded", 1))}),
     # The peer's copy moved the run away from the victim.
     ({"r": run(a=("queued", 0))}, {"r": run(owner="ap-south", a=("succeeded", 1))}),
 ])
