@@ -29,7 +29,7 @@ from regionmesh.log import event
 from regionmesh.models import lease, schedules, waits
 from regionmesh.workers import lifecycle
 from regionmesh.workers.runtime import Runtime
-from regionmesh.workers.schedule_spec import Spec, jitter_offset, overlap_action, plan, run_key, tick_text
+from regionmesh.workers.schedule_spec import ON_TIME_S, Spec, jitter_offset, overlap_action, plan, run_key, tick_text
 from regionmesh.workers.singleton import SingletonLoop
 from regionmesh.workers.submission import parse_submission, submission_id_for
 
@@ -86,6 +86,8 @@ class Ticker(SingletonLoop):
     def _fire_one(self, due: schedules.Due, now: datetime, epoch: int) -> int:
         spec = Spec(cron=due.cron, every_s=due.every_s, tz=due.tz, jitter_s=due.jitter_s)
         start = due.last_tick or due.created_at
+        if due.catch_up == "none":  # older ticks would be skipped: do not scan them (a long pause of a 1 s schedule)
+            start = max(start, now - timedelta(seconds=ON_TIME_S + due.jitter_s + 1))
         ready: list[datetime] = []
         offsets: list[float] = []
         for tick in spec.ticks_after(start):
