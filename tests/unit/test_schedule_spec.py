@@ -29,8 +29,8 @@ from regionmesh.workers.waits import Sleep, SleepUntil, WaitFor, install
 pytestmark = pytest.mark.unit
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def test_a_berlin_daily_tick_in_the_skipped_hour_fires_once_shifted_by_the_gap() -> None:
