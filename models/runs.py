@@ -187,6 +187,18 @@ def lease_within_commit_margin(engine: Engine) -> bool:
             text("SELECT rm_may_work() AND coalesce(rm_lease_left() <= interval '0', false)")).scalar_one())
 
 
+def still_running(engine: Engine, task_id: uuid.UUID, attempt: int) -> bool:
+    """Whether the task is still running at ``attempt`` in this region, which may work now (it
+    holds its lease with more left than the commit margin): a completion refused a moment ago for
+    want of lease may commit if tried again."""
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            """SELECT rm_may_work() AND coalesce(rm_lease_left() > interval '0', false)
+                      AND EXISTS (SELECT 1 FROM step_tasks WHERE id = :id AND status = 'running'
+                                     AND attempt = :a AND deleted_at IS NULL)"""),
+            {"id": task_id, "a": attempt}).scalar_one())
+
+
 def task_holder(engine: Engine, task_id: uuid.UUID) -> tuple[str, str | None, datetime | None] | None:
     """(status, worker, not_before) of a task, or None if it does not exist here."""
     with engine.connect() as conn:

@@ -219,12 +219,21 @@ def _complete(rt: Runtime, claim: runs.Claim, output: Any, *, claim_next: bool, 
     succeed before its reply was lost makes the retry a no-op ('discarded'); what it released is
     then published by the reconciler.
     """
-    delay, waited = 0.1, False
+    delay, waited, renewed_tries = 0.1, False, 0
     while True:
         try:
             done = runs.complete_and_claim(rt.engine, claim.task_id, claim.attempt, output,
                                            region=rt.region, worker=rt.worker_id, claim_next=claim_next and not waited)
-            if done.discarded and time.monotonic() + delay < until and _lease_may_return(rt):
+            may = done.discarded and time.monotonic() + delay < until and _lease_may_return(rt)
+            if (done.discarded and not may and time.monotonic() + delay < until and renewed_tries < RENEWED_LEASE_TRIES
+                    and runs.still_running(rt.engine, claim.task_id, claim.attempt)):
+                # The lease came back between the refusal and the look at it (a keeper pass in
+                # between: campaign seed 27 discarded a completion 30 ms after its region's lease
+                # returned, and the step ran again a minute later). Try again while the task is
+                # still this attempt's and the region may work, a few times: a refusal for another
+                # reason (the run adopted elsewhere) ends it, and the completion's SQL decides.
+                may, renewed_tries = True, renewed_tries + 1
+            if may:
                 # Refused for want of a lease that a keeper pass may bring back (a pass late, the
                 # database's clock stepped, less lease left than a commit needs): the handler ran;
                 # wait for the lease rather than leave the task to run again after its deadline. A fence or a failover ends the wait at
@@ -246,6 +255,10 @@ def _complete(rt: Runtime, claim: runs.Claim, output: Any, *, claim_next: bool, 
                   retry_in=round(delay, 2), **fields)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+# Completions tried again after a refusal, once the lease is seen held again (see _complete).
+RENEWED_LEASE_TRIES = 3
 
 
 def _lease_may_return(rt: Runtime) -> bool:
