@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import statistics
-import tempfile
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 from urllib.request import urlopen
@@ -33,12 +30,12 @@ from urllib.request import urlopen
 import uvicorn
 from sqlalchemy import Engine, text
 
+from bench.common import scratch_mesh, write_json
 from regionmesh.models.console import RunFilter
 from regionmesh.models.engine import make_engine
 from regionmesh.ops.console import filters
 from regionmesh.ops.console.app import create_app
 from regionmesh.ops.console.auth import Policy
-from regionmesh.ops.devmesh import DevMesh
 from regionmesh.ops.devmesh.folder import DATABASE
 
 REGION = "us-east"
@@ -47,16 +44,18 @@ TARGET_MS = 200.0
 STEP: dict[str, Any] = {"key": "only", "handler": "noop", "depends_on": [], "map_over": None, "max_attempts": 1,
                         "backoff_base_s": 1.0, "backoff_max_s": 1.0, "timeout_s": 3600.0}
 
+# Tenant g % tenants, workflow (g / 7) % 5 and status (g / 1000) % 100 vary independently: every
+# tenant has runs of every workflow and status.
 FILL = """
 INSERT INTO workflow_runs (id, tenant_id, idempotency_key, workflow, input, status, owner_region, submission_id,
                            submitted_region, remaining_steps, created_at, finished_at)
 SELECT md5('bench-console:' || g)::uuid, 't' || lpad((g % :tenants)::text, 4, '0'), 'k' || g,
        (ARRAY['onboard', 'etl', 'report', 'billing', 'sync'])[1 + (g / 7) % 5], '{}'::jsonb,
-       CASE WHEN g % 100 < 90 THEN 'succeeded' WHEN g % 100 < 95 THEN 'failed'
-            WHEN g % 100 < 99 THEN 'running' ELSE 'cancelled' END,
+       CASE WHEN (g / 1000) % 100 < 90 THEN 'succeeded' WHEN (g / 1000) % 100 < 95 THEN 'failed'
+            WHEN (g / 1000) % 100 < 99 THEN 'running' ELSE 'cancelled' END,
        :region, 'k' || g, :region, 0,
        :t0 + (g::double precision / :runs) * interval '30 days',
-       CASE WHEN g % 100 BETWEEN 95 AND 98 THEN NULL
+       CASE WHEN (g / 1000) % 100 BETWEEN 95 AND 98 THEN NULL
             ELSE :t0 + (g::double precision / :runs) * interval '30 days' + interval '2 seconds' END
   FROM generate_series(:lo, :hi - 1) AS g
 """
@@ -211,9 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=50, help="requests per page timed")
     ap.add_argument("--out", default="bench/results/console.json")
     args = ap.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="rm-bench-console-", dir="/tmp"))
-    os.chmod(root, 0o755)  # the unprivileged PostgreSQL user writes its log and data under it
-    dev = DevMesh(root)
+    dev = scratch_mesh()
     try:
         config = dev.up([REGION], replicate=False)
         engine = make_engine(dev.admin_url(REGION, DATABASE), region=REGION, pool_size=1)
@@ -226,8 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     result["command"] = "python3 -m bench.console " + " ".join(argv or [])
     result["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     print(table(result))
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":
