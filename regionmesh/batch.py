@@ -51,8 +51,10 @@ def submit_batch(
     *,
     region: str | None = None,
     on_progress: Callable[[int], None] | None = None,
+    priority: int | str | None = "low",
 ) -> BatchResult:
-    """Validate and publish every line; bad lines are listed, never sent."""
+    """Validate and publish every line; bad lines are listed, never sent. A batch is low priority
+    unless ``priority`` says otherwise (a line's own ``priority`` wins)."""
     result = BatchResult()
     started = time.perf_counter()
     for number, line in read_lines(path):
@@ -66,7 +68,8 @@ def submit_batch(
             sub = parse_submission(doc | {"idempotency_key": key, "submission_id": sid},
                                    max_input_bytes=config.max_input_bytes)
             receipt = submit(sub.tenant_id, sub.workflow, sub.input, key, region=region, config=config,
-                             submission_id=sub.submission_id)
+                             submission_id=sub.submission_id,
+                             priority=sub.priority if sub.priority is not None else priority, bulk=True)
             result.submitted.append(receipt)
         except json.JSONDecodeError as exc:
             result.failures.append((number, f"not JSON: {exc.msg} at column {exc.colno}"))

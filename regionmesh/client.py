@@ -33,8 +33,9 @@ from regionmesh.broker import publisher
 from regionmesh.config import MeshConfig, load_config
 from regionmesh.models import residency, runs
 from regionmesh.models.engine import engine_for
-from regionmesh.names import SUBMIT_TASK, submit_queue
+from regionmesh.names import BULK_LANE, SUBMIT_TASK, submit_queue
 from regionmesh.routing.router import Router
+from regionmesh.workers.fairness import LOW, band_of
 from regionmesh.workers.submission import PROTOCOL_VERSION, kwargs_summary, run_id_for
 
 
@@ -91,6 +92,8 @@ def submit(
     submission_id: str | None = None,
     resolve_home: bool = True,
     journal: Journal | None = None,
+    priority: int | str | None = None,
+    bulk: bool = False,
 ) -> Receipt:
     """Submit a run to ``region`` (default: the local region); a tenant bound to a zone ``region``
     is not in is published to a region of its zone instead. Returns its receipt.
@@ -115,15 +118,22 @@ def submit(
         "submission_id": sid,
         "submitted_region": target.name,
     }
+    band = None if priority is None else band_of(priority)
+    if band is not None:
+        kwargs["priority"] = band
     if journal is not None:
         journal.record(target.name, kwargs)
-    _publish(config, target.name, kwargs)
+    # With fair dispatch a low-band submission of a batch (``bulk``) rides the submit queue's
+    # low-priority list (kombu's ``<queue>\x06\x169``), which a region pops after its plain lists:
+    # a batch does not hold another submission behind it at intake.
+    lane = BULK_LANE if bulk and band == LOW and config.settings.fair_dispatch else None
+    _publish(config, target.name, kwargs, lane=lane)
     home = home_region(config, tenant_id, target.name) if resolve_home else None
     return Receipt(run_id=run_id_for(tenant_id, key), region=target.name, submission_id=sid, idempotency_key=key,
                    home_region=home)
 
 
-def _publish(config: MeshConfig, region: str, kwargs: dict[str, Any]) -> None:
+def _publish(config: MeshConfig, region: str, kwargs: dict[str, Any], lane: int | None = None) -> None:
     """Push onto the region's submit queue through the default exchange (``exchange=''``, routing key
     the queue, nothing declared): kombu then needs no binding set, so a producer's Redis user may
     hold no write on ``_kombu.binding.*`` (a producer that could add a binding could route a message
@@ -131,7 +141,7 @@ def _publish(config: MeshConfig, region: str, kwargs: dict[str, Any]) -> None:
     queue = submit_queue(region)
     publisher(config.regions[region].broker_url, config.settings).send_task(
         SUBMIT_TASK, kwargs=kwargs, queue=queue, routing_key=queue, exchange="", declare=[],
-        task_id=kwargs["submission_id"], kwargsrepr=kwargs_summary(kwargs),
+        task_id=kwargs["submission_id"], kwargsrepr=kwargs_summary(kwargs), priority=lane,
         retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
     )
 

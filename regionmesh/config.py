@@ -101,6 +101,15 @@ class Settings:
                            "L: how long a majority's acknowledgement of a beat lets a region work")
     clock_drift: float = _knob("REGIONMESH_CLOCK_DRIFT", 0.01, "rho: bound on the clock rate difference between hosts")
     lease_margin_s: float = _knob("REGIONMESH_LEASE_MARGIN_S", 1.0, "added to every grantor's promise")
+    fairness: str = _knob("REGIONMESH_FAIRNESS", "off",
+                          "on: a region takes queued work tenant by tenant (weights, bands, limits); off: FIFO")
+    fair_aging_s: float = _knob("REGIONMESH_FAIR_AGING_S", 10.0,
+                                "fair dispatch: a waiting task moves up one priority band per this many seconds")
+
+    @property
+    def fair_dispatch(self) -> bool:
+        """Whether ``fairness`` asks for fair dispatch (on/true/yes/1)."""
+        return self.fairness.strip().lower() in ("on", "true", "yes", "1")
 
     @property
     def workflow_modules(self) -> list[str]:

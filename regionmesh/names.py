@@ -19,6 +19,10 @@ RECEIVED_TASK = "regionmesh.received.v1"
 # idempotency_key), name, payload (JSON), key (optional: the task id), v=1. workers/signal_task.py.
 SIGNAL_TASK = "regionmesh.signal"
 
+# The kombu message priority of low-band submissions with fair dispatch on: kombu's Redis transport
+# keeps them in the list ``rm.<region>.submit\x06\x169``, popped after the plain list (issue 22).
+BULK_LANE = 9
+
 PUBLICATION = "rm_pub"
 
 

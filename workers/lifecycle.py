@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from regionmesh.errors import InvalidTransition, RejectedSubmission, RunNotFound
 from regionmesh.log import event
+from regionmesh.models import fairness as fair_store
 from regionmesh.models import runs
 from regionmesh.workers import forward
+from regionmesh.workers.fairness import NORMAL
 from regionmesh.workers.runtime import Runtime
 from regionmesh.workers.submission import Submission, plan_run
 
@@ -73,6 +75,8 @@ def accept(rt: Runtime, sub: Submission, *, hops: int, message: dict[str, object
                                          f"forwarded {hops} times; regions disagree about the home for now"))
             return Started(sub.run_id, False, "forwarded", home=placement.region, outcome=outcome)
         run, steps = plan_run(sub, rt.registry, region=rt.region, epoch=placement.epoch)
+        if sub.priority is not None and sub.priority != NORMAL:  # before its tasks are queued
+            fair_store.set_run_band(rt.engine, sub.run_id, sub.priority)
         claimed_from = time.monotonic()  # the inline claim's time limit counts from here
         placed = runs.place_run(rt.engine, run, steps, version=placement.version,
                                 claim_for=(rt.region, rt.worker_id) if keep_first else None)

@@ -21,3 +21,13 @@ SUBMISSIONS = Counter(
     "regionmesh_submissions_total", "Submissions handled by this region, by what happened to them.",
     ["region", "outcome"],
 )
+# Fair dispatch (issue 22): labelled by band and by limit, never by tenant (no label explosion;
+# per-tenant figures are in ``regionmesh tenants usage``).
+FAIR_WAIT = Histogram(
+    "regionmesh_fair_wait_seconds", "Time a task waited queued before fair dispatch took it, by priority band.",
+    ["region", "band"], buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+)
+FAIR_THROTTLED = Counter(
+    "regionmesh_fair_throttled_total", "Times fair dispatch found every waiting tenant held back, by the limit.",
+    ["region", "limit"],
+)

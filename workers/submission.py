@@ -17,6 +17,7 @@ from typing import Any
 
 from regionmesh.errors import InvalidWorkflow, RejectedSubmission, UnknownWorkflow
 from regionmesh.workers.definitions import Registry, Step
+from regionmesh.workers.fairness import band_of
 
 RUN_NAMESPACE = uuid.UUID("6f1c9a52-6a43-4c55-9d0e-3b1f0a6ce1a1")
 # Identifiers are checked with fullmatch: ``$`` would also match before a trailing newline,
@@ -43,6 +44,7 @@ class Submission:
     idempotency_key: str
     submission_id: str
     submitted_region: str | None
+    priority: int | None = None  # the band asked for (workers/fairness.py); None: not given (normal)
 
     @property
     def run_id(self) -> uuid.UUID:
@@ -58,7 +60,7 @@ class Submission:
             "idempotency_key": self.idempotency_key,
             "submission_id": self.submission_id,
             "submitted_region": self.submitted_region,
-        }
+        } | ({} if self.priority is None else {"priority": self.priority})
 
 
 def submission_id_for(key: str) -> str:
@@ -177,7 +179,14 @@ def parse_submission(payload: Mapping[str, Any], *, max_input_bytes: int) -> Sub
     region = payload.get("submitted_region")
     if region is not None and (not isinstance(region, str) or not REGION_RE.fullmatch(region)):
         raise reject("submitted_region must be a region name")
+    priority = payload.get("priority")
+    if priority is not None:
+        try:
+            priority = band_of(priority)
+        except RejectedSubmission as exc:
+            raise reject(exc.reason) from exc
     return Submission(
+        priority=priority,
         tenant_id=tenant,
         workflow=workflow,
         input=data,

@@ -18,7 +18,7 @@ from regionmesh.errors import RejectedSubmission
 from regionmesh.log import event
 from regionmesh.models import runs
 from regionmesh.names import RECEIVED_TASK, REJECTED_TASK, RUN_STEP_TASK, SUBMIT_TASK
-from regionmesh.workers import executor, forward, forward_receipt, lifecycle
+from regionmesh.workers import executor, fair_dispatch, forward, forward_receipt, lifecycle
 from regionmesh.workers.intake import DeadLetterRecord, dead_letter_record, residency_keep
 from regionmesh.workers.metrics import SUBMISSIONS
 from regionmesh.workers.runtime import Runtime
@@ -129,8 +129,10 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             if args:
                 raise RejectedSubmission("positional arguments are not accepted; send keyword arguments")
             sub = parse_submission(kwargs, max_input_bytes=rt.config.max_input_bytes)
+            # With fair dispatch the submission is only recorded (cheap intake): its tasks wait in
+            # PostgreSQL and run when their tenant's turn comes (workers/fair_dispatch.py).
             started = lifecycle.accept(rt, sub, hops=int(kwargs.get("hops") or 0), message=sub.message(),
-                                       keep_first=True)
+                                       keep_first=not rt.config.settings.fair_dispatch)
             if started.outcome in ("forwarded", "outbox"):
                 return {"run_id": str(sub.run_id), "home": started.home, "status": started.outcome}
             if started.outcome == "no_lease":
@@ -227,6 +229,8 @@ def register_tasks(app: Celery, rt: Runtime) -> None:
             reject_task_message(rt, self, "run_step needs exactly one keyword argument task_id=<uuid>", args, kwargs)
             return "rejected"
         try:
+            if rt.config.settings.fair_dispatch:
+                return fair_dispatch.execute(rt, task_id)
             return executor.execute(rt, task_id)
         except OperationalError as exc:
             _infra_retry(self, exc)

@@ -12,10 +12,10 @@ from typing import Any
 import click
 
 from regionmesh.errors import RegionmeshError
-from regionmesh.ops.cli import console, dev, mesh, observe, placement, runs, schedules, tenants, zones
+from regionmesh.ops.cli import console, dev, mesh, observe, placement, runs, schedules, shares, tenants, zones
 from regionmesh.ops.cli.base import cli, err_console
 
-COMMAND_MODULES = (console, dev, mesh, observe, placement, runs, schedules, tenants, zones)
+COMMAND_MODULES = (console, dev, mesh, observe, placement, runs, schedules, shares, tenants, zones)
 __all__ = ["COMMAND_MODULES", "cli", "main"]
 
 

@@ -44,13 +44,16 @@ def _json_arg(value: str) -> Any:
 @click.option("--region", "--to", "to_region", default=None,
               help="Region whose broker receives it (default: the local region); it forwards to the tenant's home.")
 @click.option("--wait", "wait_s", type=float, default=0, help="Wait up to this many seconds for the run to finish.")
+@click.option("--priority", type=click.Choice(["low", "normal", "high"]), default=None,
+              help="Priority band (default: normal); used by fair dispatch.")
 @pass_ctx
 def submit(ctx: Context, tenant: str, workflow: str, input_: str, idempotency_key: str | None,
-           to_region: str | None, wait_s: float) -> None:
+           to_region: str | None, wait_s: float, priority: str | None = None) -> None:
     """Submit a workflow run for TENANT; prints its run id."""
 
     data = _json_arg(input_)
-    receipt = do_submit(tenant, workflow, data, idempotency_key, region=to_region, config=ctx.config)
+    receipt = do_submit(tenant, workflow, data, idempotency_key, region=to_region, config=ctx.config,
+                        priority=priority)
     console.print(f"run_id={receipt.run_id} submitted_to={receipt.region} home={receipt.home_region} "
                   f"submission_id={receipt.submission_id}")
     if wait_s > 0:
@@ -155,8 +158,10 @@ def runs_prune(ctx: Context, older_than: str, timeout: float) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--region", "to_region", default=None, help="Region whose broker receives them (default: local).")
 @click.option("--wait", "wait_s", type=float, default=0, help="Then wait up to this many seconds for the runs to finish.")
+@click.option("--priority", type=click.Choice(["low", "normal", "high"]), default="low", show_default=True,
+              help="Priority band of the batch's runs (a line's own priority wins); used by fair dispatch.")
 @pass_ctx
-def submit_batch_cmd(ctx: Context, file: Any, to_region: str | None, wait_s: float) -> None:
+def submit_batch_cmd(ctx: Context, file: Any, to_region: str | None, wait_s: float, priority: str) -> None:
     """Submit every line of a JSONL file; rerunning the same file creates no duplicates."""
 
 
@@ -171,7 +176,7 @@ def submit_batch_cmd(ctx: Context, file: Any, to_region: str | None, wait_s: flo
             done = progress.tasks[0].completed
             progress.update(task, rate=done / max(1e-6, time.monotonic() - started))
 
-        result = submit_batch(ctx.config, file, region=to_region, on_progress=advance)
+        result = submit_batch(ctx.config, file, region=to_region, on_progress=advance, priority=priority)
     table = Table(title=f"{len(result.submitted)} submitted in {result.seconds:.1f}s "
                         f"({len(result.submitted) / max(result.seconds, 1e-6):.0f}/s), {len(result.failures)} failed")
     for col in ("home region", "runs"):

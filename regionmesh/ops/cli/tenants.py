@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from regionmesh.models.engine import engine_for
+from regionmesh.models.fairness import shares as fair_shares
 from regionmesh.models.registry import history as registry_history
 from regionmesh.models.registry import list_entries
 from regionmesh.ops.cli.base import Context, _engine_for, _needs, cli, console, pass_ctx
@@ -31,13 +32,19 @@ def route(ctx: Context, tenant: str, as_json: bool) -> None:
     via = cfg.local.name if cfg.local_region else next(iter(cfg.regions))
     engine = engine_for(cfg, via)
     placement = Router(engine, list(cfg.regions)).place(tenant)
+    shares = fair_shares(engine, tenant)
     engine.dispose()
     if as_json:
         click.echo(json.dumps({"tenant": tenant, "home": placement.region, "reason": placement.reason,
                                "epoch": placement.epoch, "seen_from": via,
-                               "scores": {r: score(tenant, r) for r in cfg.regions}}))
+                               "scores": {r: score(tenant, r) for r in cfg.regions},
+                               "shares": shares and {k: v for k, v in shares.items() if k != "updated_at"}},
+                              default=str))
         return
     console.print(f"{tenant} -> {placement.region} ({placement.explain()}; seen from {via})")
+    if shares is not None:
+        console.print(f"  weight {shares['weight']:g}, concurrency {shares['max_running'] or '-'}, "
+                      f"rate {shares['rate_per_s'] or '-'}/s (issue 22: tenants weight / limit)")
 
 
 @cli.group()
