@@ -29,7 +29,9 @@ SUMMARY_ROWS: Rows = (("run_summaries", "run_id"),)
 TENANT_ROWS: Rows = (("tenant_registry", "tenant_id"), ("tenant_registry_history", "tenant_id"),
                      ("tenant_zones", "tenant_id"), ("console_actions", "tenant_id"),
                      # schedules, their tick state and buffered signals (0026): an erasure stops the ticks
-                     ("schedules", "tenant_id"), ("schedule_ticks", "tenant_id"), ("run_signals", "tenant_id"))
+                     ("schedules", "tenant_id"), ("schedule_ticks", "tenant_id"), ("run_signals", "tenant_id"),
+                     # a tenant's weight and limits (0027)
+                     ("tenant_shares", "tenant_id"))
 
 
 def tombstone_txn(conn: Connection, rows: Rows, ids: Sequence[Any]) -> dict[str, int]:

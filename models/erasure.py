@@ -74,6 +74,10 @@ def _remove_txn(conn: Connection, tenants: list[str], run_ids: list[Any]) -> dic
         {"r": run_ids, "t": tenants}).rowcount
     counts["dead_letters"] = conn.execute(text("DELETE FROM dead_letters WHERE tenant_id = ANY(:t)"),
                                           {"t": tenants}).rowcount
+    for table in ("fair_queue", "fair_tenants"):  # fair dispatch's local accounts (0027)
+        counts[table] = conn.execute(text(f"DELETE FROM {table} WHERE tenant_id = ANY(:t)"), {"t": tenants}).rowcount
+    counts["fair_run_bands"] = conn.execute(text("DELETE FROM fair_run_bands WHERE run_id = ANY(:r)"),
+                                            {"r": run_ids}).rowcount
     counts["replication_conflicts"] = conn.execute(text(
         """DELETE FROM replication_conflicts
             WHERE (table_name = ANY(:tt) AND split_part(pk, ',', 1) = ANY(:t))
