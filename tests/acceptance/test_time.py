@@ -19,10 +19,11 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
-from regionmesh.broker import STEP_MESSAGES_KEY
+from regionmesh.broker import STEP_MESSAGES_KEY, publisher
 from regionmesh.client import submit
 from regionmesh.config import MeshConfig, load_config
 from regionmesh.models.engine import make_engine
+from regionmesh.names import SIGNAL_TASK, submit_queue
 from regionmesh.ops.devmesh import DevMesh
 from regionmesh.replication.verify import verify
 from regionmesh.routing.hashing import home_by_hash
@@ -168,7 +169,38 @@ def test_erasing_a_tenant_removes_its_schedules_and_signals(world: World) -> Non
     wait_until(lambda: verify(world.config, timeout=30).identical, 90, "verify to report 0 differences")
 
 
-def test_a_5s_schedule_fires_once_per_tick_across_a_kill_and_failover_of_the_home(world: World) -> None:
+def test_a_zoned_tenants_schedule_and_signals_stay_in_its_zone(world: World) -> None:
+    zone, outside = ["us-east", "ap-south"], "eu-west"
+    world.ok("--region", "us-east", "zones", "set", "z1", *zone)
+    tenant = world.tenant("ap-south", "zoned")
+    wait_until(lambda: world.cli("--region", "ap-south", "tenants", "zone", tenant, "z1").returncode == 0, 30,
+               "the binding to zone z1")
+    # Asked through a region outside the zone, the schedule is written inside it.
+    world.ok("--region", outside, "schedules", "add", tenant, "zs", "--every", "2s", "--workflow", "t_tick",
+             "--input", '{"secret": 1}')
+    wait_until(lambda: len(world.rows("ap-south", "SELECT 1 FROM workflow_runs WHERE tenant_id = :t", t=tenant)) >= 2,
+               40, "two ticks of the zoned schedule")
+    world.ok("--region", "us-east", "schedules", "pause", tenant, "zs")
+    # A signal published on the outside region's own broker is passed into the zone by its worker.
+    target = run_id_for(tenant, "later")
+    queue = submit_queue(outside)
+    publisher(world.config.regions[outside].broker_url, world.config.settings).send_task(
+        SIGNAL_TASK, kwargs={"v": 1, "tenant_id": tenant, "run_id": str(target), "name": "approved",
+                             "payload": {"secret": 2}, "key": "k1"}, queue=queue, routing_key=queue)
+    wait_until(lambda: world.rows("us-east", "SELECT 1 FROM run_signals WHERE tenant_id = :t", t=tenant), 30,
+               "the signal inside the zone")
+    # Outside: the tick state and the runs' metadata, never an input or a payload.
+    assert world.rows(outside, "SELECT count(*) FROM schedules WHERE tenant_id = :t", t=tenant)[0][0] == 0
+    assert world.rows(outside, "SELECT count(*) FROM run_signals WHERE tenant_id = :t", t=tenant)[0][0] == 0
+    assert world.rows(outside, "SELECT count(*) FROM workflow_runs WHERE tenant_id = :t", t=tenant)[0][0] == 0
+    wait_until(lambda: world.rows(outside, "SELECT 1 FROM schedule_ticks WHERE tenant_id = :t", t=tenant), 30,
+               "the tick state everywhere")
+    assert world.rows("ap-south", "SELECT zone FROM schedules WHERE tenant_id = :t", t=tenant) == [("z1",)]
+    result = wait_until(lambda: (v := verify(world.config, timeout=30)).identical and v, 90, "verify")
+    assert not result.outside_zone
+
+
+def test_a_5s_schedule_fires_once_per_tick_across_a_kill_and_failover_of_the_home_and_a_move(world: World) -> None:
     victim, heir = "eu-west", "us-east"
     tenant = world.tenant(victim, "tick")
     world.ok("--region", "ap-south", "schedules", "add", tenant, "pulse", "--every", "5s", "--workflow", "t_tick",
@@ -189,6 +221,9 @@ def test_a_5s_schedule_fires_once_per_tick_across_a_kill_and_failover_of_the_hom
     killed_at = datetime.now(UTC)
     world.ok("failover", victim, "--to", heir)
     wait_until(lambda: sum(o == heir for _, o in tick_runs(heir)) >= 3, 60, "three ticks fired by the heir")
+    # Then a move: the new home fires the next ticks, and no tick is lost or doubled in the hand-over.
+    world.ok("--region", heir, "tenants", "move", tenant, "--to", "ap-south")
+    wait_until(lambda: sum(o == "ap-south" for _, o in tick_runs(heir)) >= 3, 60, "three ticks fired after the move")
     world.ok("--region", heir, "schedules", "pause", tenant, "pulse")
     # Every tick from the first to the last fired is one run (catch-up all: none missing through the
     # kill), and each ran its step: the ledger holds one execution per tick, beyond crash re-runs in two regions.
@@ -209,11 +244,11 @@ def test_a_5s_schedule_fires_once_per_tick_across_a_kill_and_failover_of_the_hom
               if len(effects[(run, "a", None)]) > 1}
     assert all(regions == [victim, heir] for regions in reruns.values()), reruns
     fired_in = {o for _, o in tick_runs(heir)}
-    assert fired_in == {victim, heir}
+    assert fired_in == {victim, heir, "ap-south"}
     assert max(ticks) > killed_at + timedelta(seconds=5)
     # The sleeper woke once, in the heir.
     wait_until(lambda: world.status(heir, sleeper.run_id) == "succeeded", 60, "the sleeper to wake in the heir")
     assert [e["region"] for e in ledger.effects(world.ledger_dir)[(str(sleeper.run_id), "b", None)]] == [heir]
     state = json.loads(world.ok("--region", "ap-south", "schedules", "show", tenant, "pulse", "--json"))
-    assert state["paused"] is True and state["fired_region"] == heir
+    assert state["paused"] is True and state["fired_region"] == "ap-south"
     print(f"schedule: {len(ticks)} ticks, fired in {sorted(fired_in)}, {len(reruns)} crash re-run(s)")
