@@ -316,9 +316,12 @@ class Faults(LeaseFaults):
         only the third region's promise holds the heir back). What the victim completed after the
         cut reaches the third region only: the failover to the heir is then refused and the victim
         fails over to the third region instead (``HeirLacksWork``), which is the heir recorded."""
-        victim = rng.choice(self.regions)
+        # With the early cut the third region becomes the heir: it must be one the victim may fail
+        # over to (a region of a two-region zone has a single heir, so it is not drawn then).
+        legal = [r for r in self.regions if len(self.mesh.heirs(r)) >= 2] if early_cut else []
+        victim = rng.choice(legal or self.regions)
         heir = rng.choice(self.mesh.heirs(victim))  # a zone's region fails over inside its zone
-        grantor = rng.choice([r for r in self.regions if r not in (victim, heir)])
+        grantor = rng.choice([r for r in (self.mesh.heirs(victim) if legal else self.regions) if r not in (victim, heir)])
         cut_from = heir
         links = [(victim, heir), (heir, victim)]
         engine = self.mesh.engines[grantor]
