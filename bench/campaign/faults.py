@@ -34,6 +34,7 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -191,12 +192,15 @@ class Faults(LeaseFaults):
                           f"back and restored after {restored - t0:.1f}s", killed=(victim,), heir=heir, adopted_at=began,
                           adopted_by=adopted_by, healed=restored)
 
-    def _fail_over(self, victim: str, heir: str, *, even_if_reachable: bool) -> tuple[FailoverReport, float, str]:
+    def _fail_over(self, victim: str, heir: str, *, even_if_reachable: bool,
+                   catch_up: Callable[[str], None] | None = None) -> tuple[FailoverReport, float, str]:
         """Fail ``victim`` over to ``heir``, asking again while it is refused (the lease has not
-        run out yet); refused because a live peer holds work of the victim that ``heir`` lacks, to
-        the region the refusal names instead. Returns the report, when the call that succeeded
-        began (the adoption committed after it, so a repeat in the heir at a higher epoch cannot
-        start before it) and the heir it adopted into."""
+        run out yet). Refused because a live peer holds work of the victim that ``heir`` lacks: to
+        the region the refusal names instead, or, when that one may not be the heir (outside the
+        victim's zone), after ``catch_up(heir)`` lets the heir receive the victim's WAL (as an
+        operator would heal the link; without it the refusal stands). Returns the report, when the
+        call that succeeded began (the adoption committed after it, so a repeat in the heir at a
+        higher epoch cannot start before it) and the heir it adopted into."""
         deadline = time.monotonic() + 120
         while True:
             began = time.time()
@@ -204,8 +208,16 @@ class Faults(LeaseFaults):
                 report = failover(self.mesh.config, victim, heir, timeout_s=60, even_if_reachable=even_if_reachable)
                 return report, began, heir
             except HeirLacksWork as exc:
-                self.record.note(f"failover to {heir} refused, failing over to {exc.holder} instead: {exc}")
-                heir = exc.holder
+                if exc.holder in self.mesh.heirs(victim):
+                    self.record.note(f"failover to {heir} refused, failing over to {exc.holder} instead: {exc}")
+                    heir = exc.holder
+                    continue
+                if catch_up is None or time.monotonic() > deadline:
+                    raise
+                self.record.note(f"failover to {heir} refused and {exc.holder} may not be the heir: letting {heir} "
+                                 f"catch up on {victim}'s WAL: {exc}")
+                catch_up(heir)
+                time.sleep(1)
             except FailoverRefused as exc:
                 if time.monotonic() > deadline:
                     raise
@@ -329,9 +341,15 @@ class Faults(LeaseFaults):
         moves: list[str] = []
         outcome: dict[str, tuple[FailoverReport, float, float, str] | BaseException] = {}
 
+        def catch_up(to: str) -> None:  # the heir hears the victim again (the victim still does not hear it)
+            self.mesh.repl_proxies[(to, victim)].heal()
+            caught_up.append(to)
+
+        caught_up: list[str] = []
+
         def fail_over() -> None:
             try:
-                report, began, adopter = self._fail_over(victim, heir, even_if_reachable=True)
+                report, began, adopter = self._fail_over(victim, heir, even_if_reachable=True, catch_up=catch_up)
                 outcome["done"] = (report, began, time.time(), adopter)  # adopted by then
             except BaseException as exc:  # handed to the fault's thread, which reports it
                 outcome["done"] = exc
@@ -376,7 +394,8 @@ class Faults(LeaseFaults):
                           f"{victim}-{cut_from} cut at {cut.wall - lost.wall:.1f}s; {grantor}'s keeper lock to lease keep "
                           f"pid {keep}; {grantor} stopped granting {victim} at 0s, its lock moved back to a worker "
                           f"({'; '.join(moves)}); failed over to {heir} after {began - lost.wall:.1f}s "
-                          f"({report.runs_adopted} runs adopted); links back after {healed - lost.wall:.1f}s, restored "
+                          f"({report.runs_adopted} runs adopted"
+                          f"{f'; {heir} let hear {victim} again to catch up first' if caught_up else ''}); links back after {healed - lost.wall:.1f}s, restored "
                           f"after {restored - lost.wall:.1f}s",
                           severed=tuple(links), cut_off=(victim,), heir=heir, adopted_at=began, adopted_by=adopted_by,
                           healed=restored, pids=(keep,), mono=(lost.mono, time.monotonic()))

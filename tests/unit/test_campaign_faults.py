@@ -253,6 +253,31 @@ def test_a_failover_refused_for_work_the_heir_lacks_goes_to_the_region_named(mon
     monkeypatch.setattr(faults_module, "failover", failover)
     faults = _faults([])
     faults.mesh.config = None
+    faults.mesh.heirs = lambda victim: ["us-east", "ap-south"]
     report, _began, heir = faults._fail_over("eu-west", "us-east", even_if_reachable=True)
     assert asked == ["us-east", "ap-south"] and heir == "ap-south" and report.to_region == "ap-south"
     assert any("failing over to ap-south instead" in n for n in faults.record.notes)
+
+
+def test_a_holder_outside_the_zone_makes_the_heir_catch_up_instead(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.campaign import faults as faults_module
+    from regionmesh.ops.failover import FailoverReport, HeirLacksWork
+
+    caught_up: list[str] = []
+
+    def failover(config: Any, victim: str, heir: str, **_: Any) -> FailoverReport:
+        assert heir == "us-east"  # never ap-south, outside the victim's zone
+        if not caught_up:
+            raise HeirLacksWork("us-east lacks work", victim, heir, "ap-south", {"us-east": "0/10", "ap-south": "0/20"})
+        return FailoverReport(victim, heir, 3, 2, 1, 0.5)
+
+    monkeypatch.setattr(faults_module, "failover", failover)
+    monkeypatch.setattr(faults_module.time, "sleep", lambda s: None)
+    faults = _faults([])
+    faults.mesh.config = None
+    faults.mesh.heirs = lambda victim: ["us-east"]
+    report, _began, heir = faults._fail_over("eu-west", "us-east", even_if_reachable=True, catch_up=caught_up.append)
+    assert caught_up == ["us-east"] and heir == "us-east" and report.to_region == "us-east"
+    with pytest.raises(HeirLacksWork):  # no way to let the heir catch up: the refusal stands
+        caught_up.clear()
+        faults._fail_over("eu-west", "us-east", even_if_reachable=True)
