@@ -74,8 +74,10 @@ class Interactive:
             t0 = time.monotonic()
             rid = submit(tenant, "onboard", {"email": f"{tenant}@example.com"}, f"{self.tag}-{tenant}-{n}",
                          region=HOME, config=self.config, resolve_home=False).run_id
-            while status(self.engine, rid) != "succeeded" and time.monotonic() - t0 < 120:
+            while status(self.engine, rid) != "succeeded" and time.monotonic() - t0 < 120 and not self.stop.is_set():
                 time.sleep(0.02)
+            if self.stop.is_set():
+                return
             self.samples.append((t0, time.monotonic() - t0))
             self.stop.wait(max(0.0, 1.0 - (time.monotonic() - t0)))
 
@@ -175,8 +177,11 @@ def main() -> None:
     dev = scratch_mesh()
     results: list[dict[str, Any]] = []
     try:
-        config = dev.up(REGIONS, workers=0)
+        # A worker in every region: their lease keepers give us-east its majority.
+        config = dev.up(REGIONS, workers=1, worker_env=WORKER_ENV)
         engine = make_engine(config.regions[HOME].database_url, region=HOME)
+        for t in INTERACTIVE:
+            set_home(engine, t, HOME, "pin", "bench.fairness")
         for mode in ("off", "on"):
             results.append(run_mode(dev, config, engine, mode, args))
             print(json.dumps(results[-1]))
