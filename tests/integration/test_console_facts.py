@@ -16,7 +16,7 @@ from alembic import command
 from sqlalchemy import Engine, text
 
 from regionmesh.models import console as repo
-from regionmesh.models import lease, runs
+from regionmesh.models import erasure, lease, runs
 from regionmesh.models.engine import make_engine
 from regionmesh.models.failover import adopt_runs
 from regionmesh.ops.console import actions, views
@@ -129,6 +129,27 @@ def test_a_cancel_and_a_failover_adoption_end_running_attempts(db: Engine) -> No
     assert n >= 1
     # The old owner's attempt ends superseded, written at the run's new epoch (it wins over the old owner).
     assert ended(db, adopted) == [(1, WORKER, 2, "superseded", True, None)]
+
+
+def test_erasure_removes_a_tenants_attempt_errors_and_console_actions(db: Engine) -> None:
+    """Error text is payload and the audit names the tenant: ``tenants erase`` (a region's pass)
+    leaves neither, while another tenant's rows stay."""
+    gone, task = new_run(db, tenant="t-erase")
+    c = claim(db, task)
+    assert runs.fail_task(db, task, c.attempt, "ValueError: secret-ish payload", None) == "failed"
+    kept, _ = new_run(db, tenant="t-keep")
+    for tenant, run_id in (("t-erase", gone), ("t-keep", kept)):
+        repo.record_action(db, actor="ops", action="cancel", target=str(run_id), tenant_id=tenant,
+                           acted_region=REGION, outcome="refused", detail="run is not running")
+    assert ended(db, gone)[0][5] == "ValueError: secret-ish payload"
+    with db.connect() as conn:
+        h = conn.execute(text("SELECT encode(sha256(convert_to('t-erase', 'UTF8')), 'hex')")).scalar_one()
+    removed = erasure.erase_here(db, h, 1, REGION)
+    assert removed["console_actions"] == 1 and removed["step_tasks"] == 1 and removed["step_attempts"] == 1
+    with db.connect() as conn:
+        texts = conn.execute(text("SELECT count(*) FROM step_tasks WHERE attempt_errors::text LIKE '%secret-ish%'")).scalar()
+    assert texts == 0 and repo.run_attempts(db, gone) == []
+    assert [a["tenant_id"] for a in repo.console_actions(db, 50) if a["tenant_id"] in ("t-erase", "t-keep")] == ["t-keep"]
 
 
 def test_an_action_in_one_regions_console_is_a_fact_in_every_region(mesh: Mesh) -> None:
