@@ -34,7 +34,7 @@ TASK_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 REGION_STATUSES = ("active", "draining", "failing_over", "failed_over")
 GRANT_STATES = ("granting", "withheld", "expired")
 # How an attempt ended (rm_attempt_end, claims.sql); NULL while it runs.
-ATTEMPT_OUTCOMES = ("succeeded", "failed", "timed_out", "worker_lost", "superseded", "cancelled")
+ATTEMPT_OUTCOMES = ("succeeded", "failed", "timed_out", "worker_lost", "superseded", "cancelled", "parked")
 CONSOLE_OUTCOMES = ("done", "refused", "error")
 
 

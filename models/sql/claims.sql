@@ -131,7 +131,8 @@ END $$;
 -- How a running task's attempt ended, read from the write that ends it (local writes only: the
 -- apply worker never fires it; the attempt row's update replicates). A write that keeps the same
 -- attempt running ends nothing; a tombstone (erasure, a stale epoch's task voided) is not an end.
--- A takeover (running again, next attempt) ends the previous one as worker_lost, with no text (the
+-- A park (a Sleep/WaitFor step back to queued until its wake time, its attempt given back: 0026)
+-- ends it as parked (0030). A takeover (running again, next attempt) ends the previous one as worker_lost, with no text (the
 -- task's error is still an earlier attempt's: a claim does not clear it); the texts
 -- 'worker lost...' and 'timed out...' are the ones workers/ and the reconciler write.
 CREATE OR REPLACE FUNCTION rm_attempt_end() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -147,6 +148,7 @@ BEGIN
     WHEN NEW.epoch <> OLD.epoch THEN 'superseded'
     WHEN NEW.status = 'succeeded' THEN 'succeeded'
     WHEN NEW.status = 'cancelled' THEN 'cancelled'
+    WHEN NEW.status = 'queued' AND NEW.wake_at IS NOT NULL AND NEW.attempt < OLD.attempt THEN 'parked'
     WHEN NEW.status = 'running' OR NEW.error LIKE 'worker lost%' THEN 'worker_lost'
     WHEN NEW.error LIKE 'timed out%' THEN 'timed_out'
     ELSE 'failed' END;

@@ -16,7 +16,7 @@ from alembic import command
 from sqlalchemy import Engine, text
 
 from regionmesh.models import console as repo
-from regionmesh.models import erasure, lease, runs
+from regionmesh.models import erasure, lease, runs, waits
 from regionmesh.models.engine import make_engine
 from regionmesh.models.failover import adopt_runs
 from regionmesh.ops.console import actions, views
@@ -116,6 +116,19 @@ def test_failures_timeouts_and_lost_workers_each_end_their_attempt_with_their_te
     assert "error" not in cols and len(errors) == 3
     assert runs.fail_task(db, task, 5, "RuntimeError: final", None) == "failed"
     assert ended(db, run_id)[-1] == (5, "host:3", 1, "failed", True, "RuntimeError: final")
+
+
+def test_a_parked_wait_ends_its_attempt_as_parked_and_the_resumed_one_is_a_row_of_its_own(db: Engine) -> None:
+    """A Sleep/WaitFor step parks (0026: back to queued until its wake time, its attempt given
+    back); before 0030 that write ended the attempt as 'failed'."""
+    run_id, task = new_run(db)
+    c = claim(db, task)
+    assert waits.park(db, task, c.attempt, wake_at=None, wait_s=0.0) is not None
+    assert ended(db, run_id) == [(1, WORKER, 1, "parked", True, None)]
+    wait_until(lambda: runs.claim_task(db, task, region=REGION, worker=WORKER) is not None, timeout=10,
+               what="the parked task claimable once due")
+    # the resumed attempt: the same number, a row of its own (the claim's stamp differs)
+    assert [a[:4] for a in ended(db, run_id)] == [(1, WORKER, 1, "parked"), (1, WORKER, 1, None)]
 
 
 def test_a_cancel_and_a_failover_adoption_end_running_attempts(db: Engine) -> None:

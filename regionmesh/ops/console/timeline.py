@@ -18,7 +18,7 @@ LABEL_W, PLOT_W, ROW_H, PAD = 260, 560, 22, 10
 # Outcomes (models.tables.ATTEMPT_OUTCOMES) -> fill colour; None: still running.
 COLOURS = {
     None: "#93c5fd", "succeeded": "#86efac", "failed": "#fca5a5", "timed_out": "#fdba74",
-    "worker_lost": "#f9a8d4", "superseded": "#c4b5fd", "cancelled": "#d1d5db",
+    "worker_lost": "#f9a8d4", "superseded": "#c4b5fd", "cancelled": "#d1d5db", "parked": "#fde68a",
 }
 
 
