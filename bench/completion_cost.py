@@ -9,6 +9,7 @@ compares two definitions of one function on one server, rounds alternating: ``F`
 ``REV`` left it (``regionmesh.migrations.history``) and as head has it.
 
     python3 -m bench.completion_cost --tasks 2000 --rounds 3 --function rm_task_tenant --as-of 0022
+    python3 -m bench.completion_cost --tasks 1000 --rounds 4 --trigger rm_fair_track
 """
 
 from __future__ import annotations
@@ -41,13 +42,15 @@ def _prepare(engine: Engine) -> None:
         conn.execute(text("DELETE FROM local_fence"))
 
 
-def _claimed_tasks(engine: Engine, n: int) -> list[str]:
-    """``n`` one-step runs of one tenant, their tasks claimed here: ready to complete."""
+def _claimed_tasks(engine: Engine, n: int, spent: list[float] | None = None) -> list[str]:
+    """``n`` one-step runs of one tenant, their tasks claimed here: ready to complete. ``spent``
+    gets the seconds each run's creation and claim took (one transaction for all, no commit each)."""
     tasks: list[str] = []
     tenant = f"cost-{uuid.uuid4().hex[:8]}"
     with engine.begin() as conn:
         conn.execute(text("SELECT set_config('regionmesh.region', :r, false)"), {"r": REGION})
         for _ in range(n):
+            t0 = time.perf_counter()
             run_id = str(uuid.uuid4())
             run = {"id": run_id, "tenant_id": tenant, "idempotency_key": run_id, "workflow": "cost", "input": {},
                    "status": "running", "owner_region": REGION, "submission_id": run_id,
@@ -59,6 +62,8 @@ def _claimed_tasks(engine: Engine, n: int) -> list[str]:
                                      {"t": task, "r": REGION}).scalar_one()
                 assert claim is not None, "claim refused: no lease here?"
                 tasks.append(str(task))
+            if spent is not None:
+                spent.append(time.perf_counter() - t0)
     return tasks
 
 
@@ -110,24 +115,31 @@ def _summary(samples: list[float]) -> dict[str, float]:
             "mean_us": round(statistics.fmean(samples) * 1e6, 1), "n": len(samples)}
 
 
-def measure(engine: Engine, *, tasks: int, rounds: int, function: str | None, as_of: str | None) -> dict[str, Any]:
-    """Alternating rounds of head and (when given) ``function`` as of revision ``as_of``."""
+def measure(engine: Engine, *, tasks: int, rounds: int, function: str | None, as_of: str | None,
+            trigger: str | None = None) -> dict[str, Any]:
+    """Alternating rounds of head and (when given) ``function`` as of revision ``as_of``, or with
+    ``trigger`` (on step_tasks) enabled and disabled."""
     _prepare(engine)
     builds: dict[str, str | None] = {"head": None}
-    if function and as_of:
+    if trigger:
+        builds = {f"{trigger} enabled": f"ALTER TABLE step_tasks ENABLE TRIGGER {trigger}",
+                  f"{trigger} disabled": f"ALTER TABLE step_tasks DISABLE TRIGGER {trigger}"}
+    elif function and as_of:
         head = max(history.revision_files())
         builds = {f"{function} as of {as_of}": history.definition(function, as_of),
                   f"{function} as of {head} (head)": history.definition(function, head)}
     samples: dict[str, list[float]] = {name: [] for name in builds}
+    created: dict[str, list[float]] = {name: [] for name in builds}
     lookups: dict[str, list[float]] = {name: [] for name in builds}
     _time_completions(engine, _claimed_tasks(engine, min(tasks, 200)))  # warm caches
     for _ in range(rounds):
         for name, statement in builds.items():
             if statement is not None:
                 _install(engine, statement)
-            samples[name] += _time_completions(engine, _claimed_tasks(engine, tasks))
+            samples[name] += _time_completions(engine, _claimed_tasks(engine, tasks, created[name]))
             lookups[name].append(_time_lookup(engine, tasks))
-    return {name: {"completion": _summary(s), "tenant_lookup_and_lock_us": round(min(lookups[name]) * 1e6, 1)}
+    return {name: {"completion": _summary(s), "create_and_claim": _summary(created[name]),
+                   "tenant_lookup_and_lock_us": round(min(lookups[name]) * 1e6, 1)}
             for name, s in samples.items()}
 
 
@@ -138,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--function", help="a function to time as of --as-of against head's definition")
     ap.add_argument("--as-of", help="the revision whose definition of --function to compare (e.g. 0022)")
+    ap.add_argument("--trigger", help="a trigger on step_tasks to time enabled against disabled (e.g. rm_fair_track)")
     args = ap.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="rm-completion-cost-", dir="/tmp"))
     root.chmod(0o755)
@@ -147,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         engine = make_engine(dev.admin_url(REGION, DATABASE), pool_size=1)
         try:
             print(json.dumps(measure(engine, tasks=args.tasks, rounds=args.rounds, function=args.function,
-                                     as_of=args.as_of), indent=1))
+                                     as_of=args.as_of, trigger=args.trigger), indent=1))
         finally:
             engine.dispose()
     finally:
