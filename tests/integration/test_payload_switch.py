@@ -54,7 +54,8 @@ def test_migrate_switches_a_mesh_set_up_before_zones_without_losing_a_run() -> N
         setup(config)
         for r, e in engines.items():
             assert not replicated_tables.payload_zoned(e)
-            assert set(ZONED_TABLES) <= set(publishing.publication_tables(e, PUBLICATION))
+            # 0026's payload tables (schedules, run_signals) do not exist at 0012
+            assert set(ZONED_TABLES) - {"schedules", "run_signals"} <= set(publishing.publication_tables(e, PUBLICATION))
             for p in REGIONS:
                 if p != r:
                     assert subscribing.subscription_publication_names(e, subscription_name(r, p)) == [PUBLICATION]

@@ -84,12 +84,12 @@ def test_publication_is_the_replicated_tables_only_without_truncate(mesh: Mesh, 
         assert set(tables) == {"regions", "tenant_registry", "step_attempts", "heartbeats", "lease_grants",
                                "tenant_zones", "tenant_erasures", "erasure_confirmations", "run_summaries",
                                "tenant_registry_history", "duplicate_submissions", "zones",
-                               "console_actions"}
+                               "console_actions", "schedule_ticks", "tenant_shares"}
         # Payload tables go per destination, filtered on their zone (a mesh without zones: unzoned rows only).
         for dest in ("us-east", "eu-west", "ap-south"):
             if engine is not engines.get(dest):
                 filters = publishing.publication_filters(engine, zoned_publication(dest))
-                assert set(filters) == {"workflow_runs", "workflow_steps", "step_tasks"}
+                assert set(filters) == {"workflow_runs", "workflow_steps", "step_tasks", "schedules", "run_signals"}
                 assert all(f is not None and "zone" in f for f in filters.values())
         flags = publishing.publication_flags(engine, PUBLICATION)
         assert flags == {"puballtables": False, "pubinsert": True, "pubupdate": True, "pubdelete": True, "pubtruncate": False}
